@@ -28,7 +28,11 @@ fn small_packs(store: &Store) -> Store {
     // Packs of 64 KiB so a few blobs make several packs.
     let mut cfg = store.config().clone();
     cfg.pack_size = 64 * 1024;
-    fs::write(store.root().join("config"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    fs::write(
+        store.root().join("config"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
     Store::open(store.root()).unwrap()
 }
 
@@ -41,8 +45,17 @@ fn blobs_round_trip_deduplicated() {
     let mut w = store.writer("test").unwrap();
     let a = w.put(BlobKind::Data, &text).unwrap();
     let b = w.put(BlobKind::Data, &noise).unwrap();
-    assert_eq!(w.put(BlobKind::Data, &text).unwrap(), a, "same content, same id");
-    assert_eq!(w.stats.data_blobs_new.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(
+        w.put(BlobKind::Data, &text).unwrap(),
+        a,
+        "same content, same id"
+    );
+    assert_eq!(
+        w.stats
+            .data_blobs_new
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
     w.commit(None).unwrap();
     drop(w);
 
@@ -55,7 +68,12 @@ fn blobs_round_trip_deduplicated() {
     // A second writer sees both blobs and stores nothing new.
     let mut w = store.writer("test").unwrap();
     w.put(BlobKind::Data, &noise).unwrap();
-    assert_eq!(w.stats.data_blobs_new.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        w.stats
+            .data_blobs_new
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     w.commit(None).unwrap();
 }
 
@@ -66,7 +84,8 @@ fn an_abandoned_writer_leaves_nothing_behind() {
     {
         let w = store.writer("test").unwrap();
         for i in 0..10 {
-            w.put(BlobKind::Data, &pseudo_random(50_000, i + 1)).unwrap();
+            w.put(BlobKind::Data, &pseudo_random(50_000, i + 1))
+                .unwrap();
         }
         // dropped without commit: as a failed backup
     }
@@ -82,7 +101,10 @@ fn unindexed_packs_are_indexed_by_the_next_writer() {
     let store = small_packs(&store);
     let blobs: Vec<Vec<u8>> = (0..8).map(|i| pseudo_random(40_000, i + 1)).collect();
     let mut w = store.writer("test").unwrap();
-    let ids: Vec<Id> = blobs.iter().map(|b| w.put(BlobKind::Data, b).unwrap()).collect();
+    let ids: Vec<Id> = blobs
+        .iter()
+        .map(|b| w.put(BlobKind::Data, b).unwrap())
+        .collect();
     w.commit(None).unwrap();
     drop(w);
     // As if the writer died between its packs and its index file.
@@ -90,7 +112,10 @@ fn unindexed_packs_are_indexed_by_the_next_writer() {
         fs::remove_file(f).unwrap();
     }
     let r = check::check(&store, false).unwrap();
-    assert!(r.ok() && !r.warnings.is_empty(), "unindexed packs are a warning: {r:?}");
+    assert!(
+        r.ok() && !r.warnings.is_empty(),
+        "unindexed packs are a warning: {r:?}"
+    );
     drop(store.writer("test").unwrap());
     let r = store.reader().unwrap();
     for (id, b) in ids.iter().zip(&blobs) {
@@ -136,7 +161,10 @@ fn index_finds_every_entry_across_many_files_and_merges() {
         w.commit(None).unwrap();
     }
     let files = index::index_files(&store.index_dir()).unwrap().len();
-    assert!(files <= index::MERGE_ABOVE, "{files} index files: merging did not happen");
+    assert!(
+        files <= index::MERGE_ABOVE,
+        "{files} index files: merging did not happen"
+    );
     let r = store.reader().unwrap();
     assert_eq!(r.index().len(), all.len());
     for (id, b) in &all {
@@ -187,7 +215,10 @@ fn gc_keeps_what_snapshots_use_and_frees_the_rest() {
             rdev: 0,
             target: None,
             xattrs: vec![],
-            content: vec![Piece { id: Some(id), len: k.len() as u64 }],
+            content: vec![Piece {
+                id: Some(id),
+                len: k.len() as u64,
+            }],
             subtree: None,
         });
         dead.push(w.put(BlobKind::Data, d).unwrap());
@@ -211,20 +242,33 @@ fn gc_keeps_what_snapshots_use_and_frees_the_rest() {
         assert_eq!(&r.read_blob(&Id::of(k)).unwrap(), k);
     }
     let indexed: HashSet<Id> = r.index().iter().map(|(id, _)| id).collect();
-    assert!(dead.iter().all(|d| !indexed.contains(d)), "dead blobs are gone");
+    assert!(
+        dead.iter().all(|d| !indexed.contains(d)),
+        "dead blobs are gone"
+    );
     assert!(check::check(&store, true).unwrap().ok());
     assert!(store.pack_numbers().unwrap().len() as u64 <= before);
 }
 
 #[test]
 fn snapshot_names_that_tools_and_paths_cannot_take_are_refused() {
-    for bad in ["", ".hidden", "a/b", "a:b", "..", "latest", "x\ny", &"n".repeat(201)] {
+    for bad in [
+        "",
+        ".hidden",
+        "a/b",
+        "a:b",
+        "..",
+        "latest",
+        "x\ny",
+        &"n".repeat(201),
+    ] {
         assert!(snapshot::validate_name(bad).is_err(), "{bad:?} accepted");
     }
     for good in ["nightly", "2026-11-22T030405Z", "weekly 1", "ünïcode"] {
         snapshot::validate_name(good).unwrap();
     }
-    let auto = snapshot::auto_name(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000));
+    let auto =
+        snapshot::auto_name(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000));
     assert_eq!(auto, "2001-09-09T014640Z");
     snapshot::validate_name(&auto).unwrap();
 }
@@ -233,9 +277,14 @@ fn snapshot_names_that_tools_and_paths_cannot_take_are_refused() {
 fn newer_format_and_non_stores_are_refused_clearly() {
     let (d, store) = new_store();
     let cfg = store.root().join("config");
-    let text = fs::read_to_string(&cfg).unwrap().replace("\"version\": 1", "\"version\": 999");
+    let text = fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 999");
     fs::write(&cfg, text).unwrap();
-    assert!(matches!(Store::open(store.root()), Err(Error::NewerVersion { found: 999, .. })));
+    assert!(matches!(
+        Store::open(store.root()),
+        Err(Error::NewerVersion { found: 999, .. })
+    ));
     let file = d.path().join("file");
     fs::write(&file, b"x").unwrap();
     assert_eq!(Store::open(&file).unwrap_err().exit_code(), 4);
