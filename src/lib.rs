@@ -8,3 +8,6 @@
 //! - [`cli`]: argument parsing and presentation only.
 
 pub mod store;
+pub mod live;
+pub mod fs;
+pub mod mount_cmd;
