@@ -1,21 +1,23 @@
 //! How each open file does its I/O, so that the kernel accepts every open.
 //!
-//! The kernel keeps an inode in one I/O mode at a time: either files opened
-//! with kernel passthrough (their reads and mmaps go straight to the backing
-//! file) or files using the FUSE page cache; a page-cached open of an inode
-//! that has passthrough opens fails, and the reverse too. Direct-I/O opens
-//! (`FOPEN_DIRECT_IO`) belong to neither mode and can sit beside either.
+//! The kernel keeps an inode in one I/O mode at a time. While any open of an
+//! inode uses kernel passthrough, *every* open of it must use passthrough
+//! with the same backing file (anything else, direct I/O included, fails
+//! with EIO); while page-cached opens exist, passthrough opens fail.
 //!
 //! The policy, per inode:
-//! - a read-only open uses passthrough (one backing id shared by all of the
-//!   inode's passthrough opens), unless page-cached opens exist; then it is
-//!   page-cached too;
-//! - a writable open is page-cached, unless passthrough opens exist; then it
-//!   is direct I/O: its writes reach the backing file at once, where the
-//!   passthrough readers see them, since they read that file's page cache.
+//! - a read-only open uses passthrough, unless page-cached opens exist; then
+//!   it is page-cached too;
+//! - a writable open is page-cached (its writes go through the daemon),
+//!   unless passthrough opens exist: then it joins them, and its writes go
+//!   from the kernel to the backing file without the daemon. That needs a
+//!   backing file open for writing, so the backing file is opened read-write
+//!   when the daemon can (see `Live::passthrough_file`); when it could only
+//!   open it read-only (an executable, a read-only backing filesystem), such
+//!   a writer is refused with `ETXTBSY`, as for a busy executable.
 //!
-//! The backing id is released (`FUSE_DEV_IOC_BACKING_CLOSE`) when the last
-//! passthrough open of the inode is released.
+//! One backing id per inode, shared by all its passthrough opens, released
+//! (`FUSE_DEV_IOC_BACKING_CLOSE`) with the last of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -27,12 +29,25 @@ use fuser::BackingId;
 pub enum Mode {
     Passthrough(Arc<BackingId>),
     Cached,
-    Direct,
+}
+
+/// Why an open cannot be given a mode.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A writer beside passthrough readers whose backing file is read-only.
+    ReadOnlyBacking,
+}
+
+/// A registered backing file, and whether it was opened for writing.
+pub struct Backing {
+    pub id: BackingId,
+    pub writable: bool,
 }
 
 #[derive(Default)]
 struct InodeIo {
     backing: Weak<BackingId>,
+    backing_writable: bool,
     passthrough: u32,
     cached: u32,
 }
@@ -50,47 +65,48 @@ pub struct IoModes {
 
 impl IoModes {
     /// Chooses the mode of open `fh` of inode `ino` and records it.
-    /// `make_backing` registers the file for passthrough when the inode has no
-    /// backing id yet; if it fails, the open is page-cached and the error is
-    /// returned beside the mode so the caller can stop trying passthrough.
+    /// `make_backing` registers the inode's backing file when a passthrough
+    /// open needs one and none exists; if that fails, the open is
+    /// page-cached and the error is returned so the caller stops trying.
     pub fn open(
         &self,
         fh: u64,
         ino: u64,
         read_only: bool,
         passthrough: bool,
-        make_backing: impl FnOnce() -> std::io::Result<BackingId>,
-    ) -> (Mode, Option<std::io::Error>) {
+        make_backing: impl FnOnce() -> std::io::Result<Backing>,
+    ) -> Result<(Mode, Option<std::io::Error>), Refusal> {
         let mut state = self.state.lock().expect("io mode lock");
         let inode = state.inodes.entry(ino).or_default();
         let mut error = None;
-        let mode = if read_only && passthrough && inode.cached == 0 {
-            let backing = match inode.backing.upgrade() {
-                Some(b) => Ok(b),
-                None => make_backing().map(Arc::new),
-            };
-            match backing {
+        let mode = if inode.passthrough > 0 {
+            if !read_only && !inode.backing_writable {
+                return Err(Refusal::ReadOnlyBacking);
+            }
+            let backing = inode.backing.upgrade().expect("live while passthrough opens exist");
+            Mode::Passthrough(backing)
+        } else if read_only && passthrough && inode.cached == 0 {
+            match make_backing() {
                 Ok(b) => {
-                    inode.backing = Arc::downgrade(&b);
-                    Mode::Passthrough(b)
+                    let backing = Arc::new(b.id);
+                    inode.backing = Arc::downgrade(&backing);
+                    inode.backing_writable = b.writable;
+                    Mode::Passthrough(backing)
                 }
                 Err(e) => {
                     error = Some(e);
                     Mode::Cached
                 }
             }
-        } else if inode.passthrough > 0 {
-            Mode::Direct
         } else {
             Mode::Cached
         };
         match mode {
             Mode::Passthrough(_) => inode.passthrough += 1,
             Mode::Cached => inode.cached += 1,
-            Mode::Direct => {}
         }
         state.handles.insert(fh, (ino, mode.clone()));
-        (mode, error)
+        Ok((mode, error))
     }
 
     /// Forgets open `fh`; drops the inode's backing id with its last passthrough open.
@@ -103,7 +119,6 @@ impl IoModes {
             match mode {
                 Mode::Passthrough(_) => inode.passthrough -= 1,
                 Mode::Cached => inode.cached -= 1,
-                Mode::Direct => {}
             }
             if inode.passthrough == 0 && inode.cached == 0 {
                 state.inodes.remove(&ino);
@@ -117,28 +132,28 @@ impl IoModes {
 mod tests {
     use super::*;
 
-    fn no_backing() -> std::io::Result<BackingId> {
+    fn no_backing() -> std::io::Result<Backing> {
         Err(std::io::Error::other("no fuse device in unit tests"))
     }
 
     #[test]
-    fn writers_beside_cached_readers_are_cached_and_beside_passthrough_direct() {
+    fn without_passthrough_everything_is_page_cached_and_counted() {
         let io = IoModes::default();
-        // Without passthrough everything is page-cached.
-        let (m, _) = io.open(1, 10, true, false, no_backing);
+        let (m, _) = io.open(1, 10, true, false, no_backing).unwrap();
         assert!(matches!(m, Mode::Cached));
-        let (m, _) = io.open(2, 10, false, false, no_backing);
+        let (m, _) = io.open(2, 10, false, false, no_backing).unwrap();
         assert!(matches!(m, Mode::Cached));
         io.release(1);
         io.release(2);
         // A failed backing registration falls back to the page cache.
-        let (m, err) = io.open(3, 11, true, true, no_backing);
+        let (m, err) = io.open(3, 11, true, true, no_backing).unwrap();
         assert!(matches!(m, Mode::Cached) && err.is_some());
-        // A writer after that cached reader is cached as well.
-        let (m, _) = io.open(4, 11, false, true, no_backing);
-        assert!(matches!(m, Mode::Cached));
+        // A reader after a page-cached open does not even try passthrough.
+        let (m, err) = io.open(4, 11, true, true, || panic!("must not register")).unwrap();
+        assert!(matches!(m, Mode::Cached) && err.is_none());
         io.release(3);
         io.release(4);
         assert!(io.state.lock().unwrap().inodes.is_empty());
+        assert!(io.state.lock().unwrap().handles.is_empty());
     }
 }

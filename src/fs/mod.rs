@@ -7,6 +7,7 @@ pub mod iomode;
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use fuser::{
 };
 
 use crate::live::{self, encode_dev, Attr, Caller, Live, SetAttr, SetTime, Xattr};
-use iomode::{IoModes, Mode};
+use iomode::{Backing, IoModes, Mode, Refusal};
 
 /// Settings of the adapter.
 #[derive(Debug, Clone)]
@@ -146,26 +147,37 @@ impl BkfsFs {
         }
     }
 
-    /// Chooses the I/O mode of a new open (see [`iomode`]) and the FOPEN flags.
+    /// Chooses the I/O mode of a new open (see [`iomode`]); `None` when the
+    /// open must be refused with ETXTBSY.
     fn open_mode(
         &self,
         fh: u64,
         ino: u64,
         flags: i32,
-        make_backing: impl FnOnce(&live::handles::FileHandle) -> io::Result<fuser::BackingId>,
-    ) -> Mode {
+        register: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
+    ) -> Option<Mode> {
         let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
         let passthrough = self.passthrough_active();
-        let (mode, error) = self.io.open(fh, ino, read_only, passthrough, || {
-            let file = self.live.file(fh).map_err(io::Error::from)?;
-            make_backing(&file)
+        let r = self.io.open(fh, ino, read_only, passthrough, || {
+            let (fd, writable) = self.live.passthrough_file(fh).map_err(io::Error::from)?;
+            Ok(Backing {
+                id: register(&fd)?,
+                writable,
+            })
         });
-        if let Some(e) = error {
-            if self.passthrough.swap(false, Ordering::Relaxed) {
-                tracing::warn!("kernel passthrough refused ({e}); serving reads through the daemon");
+        match r {
+            Ok((mode, error)) => {
+                if let Some(e) = error {
+                    if self.passthrough.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "kernel passthrough refused ({e}); serving reads through the daemon"
+                        );
+                    }
+                }
+                Some(mode)
             }
+            Err(Refusal::ReadOnlyBacking) => None,
         }
-        mode
     }
 }
 
@@ -344,10 +356,15 @@ impl Filesystem for BkfsFs {
             Ok(fh) => fh,
             Err(e) => return reply.error(errno(e)),
         };
-        match self.open_mode(fh, ino.0, flags.0, |f| reply.open_backing(f.fd())) {
-            Mode::Passthrough(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
-            Mode::Cached => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Mode::Direct => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+        match self.open_mode(fh, ino.0, flags.0, |fd| reply.open_backing(fd)) {
+            Some(Mode::Passthrough(b)) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
+            }
+            Some(Mode::Cached) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            None => {
+                self.live.release(fh);
+                reply.error(Errno::ETXTBSY)
+            }
         }
     }
 
@@ -562,16 +579,28 @@ impl Filesystem for BkfsFs {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
-        // A new file is never served by passthrough (it is being written).
-        let mode = self.open_mode(fh, entry.id(), flags | libc::O_RDWR, |_| {
-            Err(io::Error::from(io::ErrorKind::Unsupported))
-        });
-        let fopen = match mode {
-            Mode::Direct => FopenFlags::FOPEN_DIRECT_IO,
-            _ => FopenFlags::empty(),
-        };
+        // A new file is page-cached: it has no other opens (the kernel sends
+        // CREATE only for a name it found missing) and is about to be written.
         let attr = file_attr(&entry.attr);
-        reply.created(&self.cfg.ttl, &attr, Generation(0), FileHandle(fh), fopen);
+        match self.open_mode(fh, entry.id(), flags | libc::O_RDWR, |_| {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        }) {
+            Some(Mode::Passthrough(b)) => reply.created_passthrough(
+                &self.cfg.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+                &b,
+            ),
+            Some(Mode::Cached) => {
+                reply.created(&self.cfg.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty())
+            }
+            None => {
+                self.live.release(fh);
+                reply.error(Errno::ETXTBSY)
+            }
+        }
     }
 
     fn fallocate(

@@ -1,6 +1,6 @@
 //! Operations on inodes and open files: attributes, open, I/O, sync, space.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::attr::{timespec, Attr, SetAttr};
 use super::handles::FileHandle;
@@ -43,6 +43,28 @@ impl Live {
         let flags = self.backing_open_flags(flags);
         let file = self.reopen(&node, flags)?;
         Ok(self.files.insert(FileHandle::new(node, flags, file)))
+    }
+
+    /// A descriptor of open file `fh`'s inode to register as its kernel
+    /// passthrough backing file, and whether it is open for writing.
+    ///
+    /// Every open of an inode in passthrough mode shares one backing file,
+    /// writers included, so it is opened read-write when possible. Not for
+    /// executables: a writable descriptor held by the kernel would make
+    /// running that file from the source fail with ETXTBSY.
+    pub fn passthrough_file(&self, fh: u64) -> Result<(OwnedFd, bool)> {
+        let file = self.files.get(fh)?;
+        let st = sys::fstat(file.fd())?;
+        if st.st_mode & 0o111 == 0 {
+            if let Ok(fd) = self.reopen(&file.node, libc::O_RDWR) {
+                return Ok((fd, true));
+            }
+        }
+        let fd = file
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        Ok((fd, file.writable()))
     }
 
     pub fn release(&self, fh: u64) {

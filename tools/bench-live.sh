@@ -1,0 +1,178 @@
+#!/bin/bash
+# Native filesystem against bkfs's live tree, measured in one run.
+#
+#   tools/bench-live.sh [-r RUNS] [-w WORKDIR] [-c CONFIGS] [-q]
+#
+#   -r RUNS     repetitions of each measurement; medians are reported (default 3)
+#   -w WORKDIR  scratch space on the filesystem to test (default /var/tmp/bkfs-bench-live)
+#   -c CONFIGS  bkfs option sets to compare, ';'-separated; "default" means no -o
+#               (default "default;writeback")
+#   -q          quick: smaller files and no kernel tree (for a smoke test)
+#
+# Needs root, fio, python3, and for `tar x` the kernel tree: /var/tmp/bkfs-bench/linux if
+# another benchmark extracted it, else Debian's linux-source (/usr/src/linux-source-*.tar.xz).
+# Uses target/release/bkfs (built if missing; BKFS=path overrides).
+#
+# Traps this script avoids: inputs are re-read right before each timed read (idle page cache
+# is reclaimed after about a minute); trees are never deleted between timed runs (a big rm -rf
+# slows file creation on this unjournalled ext4 for minutes); every figure is a median.
+set -euo pipefail
+
+RUNS=3
+WORK=/var/tmp/bkfs-bench-live
+CONFIGS="default;writeback"
+QUICK=0
+while getopts "r:w:c:q" o; do
+    case $o in
+        r) RUNS=$OPTARG ;;
+        w) WORK=$OPTARG ;;
+        c) CONFIGS=$OPTARG ;;
+        q) QUICK=1 ;;
+        *) sed -n '2,20p' "$0"; exit 2 ;;
+    esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BKFS=${BKFS:-$ROOT/target/release/bkfs}
+if [ ! -x "$BKFS" ]; then
+    (cd "$ROOT" && cargo build --release --bin bkfs)
+fi
+for t in fio python3; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+
+if [ $QUICK = 1 ]; then SIZE=256M; NFILES=5000; RT=3; else SIZE=1G; NFILES=20000; RT=10; fi
+
+mkdir -p "$WORK"
+RESULTS=$WORK/results.txt
+: > "$RESULTS"
+MOUNTS=()
+cleanup() {
+    for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# The kernel tree as an uncompressed tar (decompressing xz would dominate the timing).
+KTAR=$WORK/linux.tar
+if [ $QUICK = 0 ] && [ ! -s "$KTAR" ]; then
+    if [ -d /var/tmp/bkfs-bench/linux ]; then
+        tar -C /var/tmp/bkfs-bench -cf "$KTAR" linux
+    elif ls /usr/src/linux-source-*.tar.xz >/dev/null 2>&1; then
+        xz -dc "$(ls /usr/src/linux-source-*.tar.xz | head -1)" > "$KTAR"
+    else
+        echo "no kernel tree: install linux-source; skipping tar x" >&2
+        : > "$KTAR"
+    fi
+fi
+
+record() { echo "$1 $2 $3" >> "$RESULTS"; }   # config metric value
+
+fio_run() { # dir name rw bs -> MiB/s (bw) or IOPS
+    local dir=$1 rw=$2 bs=$3 what=$4
+    local out
+    out=$(fio --name=b --directory="$dir" --filename=fio.data --rw="$rw" --bs="$bs" --size=$SIZE \
+        --ioengine=psync --invalidate=0 --numjobs=1 --runtime=$RT --time_based=$([ "${rw#rand}" != "$rw" ] && echo 1 || echo 0) \
+        --output-format=json 2>/dev/null)
+    echo "$out" | python3 -c "
+import json,sys
+j=json.load(sys.stdin)['jobs'][0]
+side=j['read'] if j['read']['io_bytes']>0 else j['write']
+print(side['bw']/1024 if '$what'=='bw' else side['iops'])"
+}
+
+meta_run() { # dir -> "create stat unlink" ops/s
+    python3 - "$1" "$NFILES" <<'PY'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(d)
+names = [os.path.join(d, "f%05d" % i) for i in range(n)]
+t = time.perf_counter()
+for p in names:
+    os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+c = n / (time.perf_counter() - t)
+for p in names:
+    os.stat(p)
+t = time.perf_counter()
+for p in names:
+    os.stat(p)
+s = n / (time.perf_counter() - t)
+t = time.perf_counter()
+for p in names:
+    os.unlink(p)
+u = n / (time.perf_counter() - t)
+os.rmdir(d)
+print(f"{c:.0f} {s:.0f} {u:.0f}")
+PY
+}
+
+bench_dir() { # config dir run
+    local cfg=$1 dir=$2 run=$3
+    sync; sleep 1
+    record "$cfg" seq_write_MiBs "$(fio_run "$dir" write 1M bw)"
+    cat "$dir/fio.data" > /dev/null
+    record "$cfg" seq_read_MiBs "$(fio_run "$dir" read 1M bw)"
+    cat "$dir/fio.data" > /dev/null
+    record "$cfg" rand_read_iops "$(fio_run "$dir" randread 4k iops)"
+    record "$cfg" rand_write_iops "$(fio_run "$dir" randwrite 4k iops)"
+    sync; sleep 1
+    read -r c s u < <(meta_run "$dir/meta$run")
+    record "$cfg" create_per_s "$c"
+    record "$cfg" stat_cached_per_s "$s"
+    record "$cfg" unlink_per_s "$u"
+    if [ -s "$KTAR" ]; then
+        cat "$KTAR" > /dev/null
+        sync; sleep 1
+        mkdir "$dir/tar$run"
+        local t0 t1
+        t0=$(date +%s.%N)
+        tar -C "$dir/tar$run" -xf "$KTAR"
+        t1=$(date +%s.%N)
+        record "$cfg" tar_x_files_per_s "$(python3 -c "print(round($(tar -tf "$KTAR" | wc -l) / ($t1 - $t0)))")"
+    fi
+}
+
+# Native directory and one source+mount per bkfs configuration, all on the same filesystem.
+rm -rf "$WORK/native" "$WORK"/src-* "$WORK"/mnt-* 2>/dev/null || true
+mkdir -p "$WORK/native"
+IFS=';' read -r -a CFGS <<< "$CONFIGS"
+for i in "${!CFGS[@]}"; do
+    mkdir -p "$WORK/src-$i" "$WORK/mnt-$i"
+    opts=()
+    [ "${CFGS[$i]}" != default ] && opts=(-o "${CFGS[$i]}")
+    "$BKFS" mount "$WORK/src-$i" "$WORK/mnt-$i" "${opts[@]}"
+    MOUNTS+=("$WORK/mnt-$i")
+done
+
+for run in $(seq 1 "$RUNS"); do
+    echo "run $run/$RUNS: native" >&2
+    bench_dir native "$WORK/native" "$run"
+    for i in "${!CFGS[@]}"; do
+        echo "run $run/$RUNS: bkfs ${CFGS[$i]}" >&2
+        bench_dir "bkfs:${CFGS[$i]}" "$WORK/mnt-$i" "$run"
+    done
+done
+
+python3 - "$RESULTS" "$CONFIGS" <<'PY'
+import sys, statistics, collections
+vals = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    cfg, metric, v = line.split()
+    vals[(cfg, metric)].append(float(v))
+cfgs = ["bkfs:" + c for c in sys.argv[2].split(";")]
+targets = {"seq_read_MiBs": 0.95, "seq_write_MiBs": 0.8, "rand_read_iops": 0.9,
+           "rand_write_iops": 0.6, "stat_cached_per_s": 0.8, "create_per_s": 0.4,
+           "tar_x_files_per_s": 0.5, "unlink_per_s": None}
+head = f"{'metric (median)':<20}{'native':>12}"
+for c in cfgs:
+    head += f"{c:>22}{'ratio':>8}"
+print(head + f"{'target':>8}")
+for m in targets:
+    if ("native", m) not in vals:
+        continue
+    n = statistics.median(vals[("native", m)])
+    row = f"{m:<20}{n:>12.0f}"
+    for c in cfgs:
+        b = statistics.median(vals.get((c, m), [0]))
+        row += f"{b:>22.0f}{b / n:>8.2f}"
+    t = targets[m]
+    print(row + (f"{t:>8.2f}" if t else f"{'':>8}"))
+PY
+echo "raw figures: $RESULTS (trees under $WORK are kept; delete them when done)" >&2
