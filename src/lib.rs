@@ -7,7 +7,7 @@
 //! - [`restore`]: reading a snapshot back out to a directory;
 //! - [`cli`]: argument parsing and presentation only.
 
-pub mod store;
-pub mod live;
 pub mod fs;
+pub mod live;
 pub mod mount_cmd;
+pub mod store;

@@ -83,7 +83,10 @@ impl IoModes {
             if !read_only && !inode.backing_writable {
                 return Err(Refusal::ReadOnlyBacking);
             }
-            let backing = inode.backing.upgrade().expect("live while passthrough opens exist");
+            let backing = inode
+                .backing
+                .upgrade()
+                .expect("live while passthrough opens exist");
             Mode::Passthrough(backing)
         } else if read_only && passthrough && inode.cached == 0 {
             match make_backing() {
@@ -149,7 +152,9 @@ mod tests {
         let (m, err) = io.open(3, 11, true, true, no_backing).unwrap();
         assert!(matches!(m, Mode::Cached) && err.is_some());
         // A reader after a page-cached open does not even try passthrough.
-        let (m, err) = io.open(4, 11, true, true, || panic!("must not register")).unwrap();
+        let (m, err) = io
+            .open(4, 11, true, true, || panic!("must not register"))
+            .unwrap();
         assert!(matches!(m, Mode::Cached) && err.is_none());
         io.release(3);
         io.release(4);

@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::live::{self, encode_dev, Attr, Caller, Live, SetAttr, SetTime, Xattr};
@@ -196,16 +195,40 @@ impl Filesystem for BkfsFs {
         want(config, InitFlags::FUSE_DONT_MASK, "FUSE_DONT_MASK");
         // The kernel enforces POSIX ACLs (with default_permissions).
         want(config, InitFlags::FUSE_POSIX_ACL, "FUSE_POSIX_ACL");
-        want(config, InitFlags::FUSE_ATOMIC_O_TRUNC, "FUSE_ATOMIC_O_TRUNC");
-        want(config, InitFlags::FUSE_DO_READDIRPLUS, "FUSE_DO_READDIRPLUS");
-        want(config, InitFlags::FUSE_READDIRPLUS_AUTO, "FUSE_READDIRPLUS_AUTO");
-        want(config, InitFlags::FUSE_PARALLEL_DIROPS, "FUSE_PARALLEL_DIROPS");
-        want(config, InitFlags::FUSE_CACHE_SYMLINKS, "FUSE_CACHE_SYMLINKS");
+        want(
+            config,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            "FUSE_ATOMIC_O_TRUNC",
+        );
+        want(
+            config,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            "FUSE_DO_READDIRPLUS",
+        );
+        want(
+            config,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            "FUSE_READDIRPLUS_AUTO",
+        );
+        want(
+            config,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            "FUSE_PARALLEL_DIROPS",
+        );
+        want(
+            config,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            "FUSE_CACHE_SYMLINKS",
+        );
         want(config, InitFlags::FUSE_ASYNC_DIO, "FUSE_ASYNC_DIO");
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         if self.cfg.writeback {
-            want(config, InitFlags::FUSE_WRITEBACK_CACHE, "FUSE_WRITEBACK_CACHE");
+            want(
+                config,
+                InitFlags::FUSE_WRITEBACK_CACHE,
+                "FUSE_WRITEBACK_CACHE",
+            );
         } else if self.cfg.passthrough
             && want(config, InitFlags::FUSE_PASSTHROUGH, "FUSE_PASSTHROUGH")
             && config.set_max_stack_depth(1).is_ok()
@@ -285,7 +308,10 @@ impl Filesystem for BkfsFs {
         reply: ReplyEntry,
     ) {
         let caller = Self::caller(req, umask);
-        self.reply_entry(reply, self.live.mknod(&caller, parent.0, name, mode, umask, rdev));
+        self.reply_entry(
+            reply,
+            self.live.mknod(&caller, parent.0, name, mode, umask, rdev),
+        );
     }
 
     fn mkdir(
@@ -436,7 +462,14 @@ impl Filesystem for BkfsFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         Self::reply_empty(reply, self.live.fsync(fh.0, datasync));
     }
 
@@ -456,7 +489,12 @@ impl Filesystem for BkfsFs {
         mut reply: ReplyDirectory,
     ) {
         let r = self.live.readdir(fh.0, offset as i64, false, |e| {
-            !reply.add(INodeNo(e.ino), e.next_offset as u64, file_type(e.kind), e.name)
+            !reply.add(
+                INodeNo(e.ino),
+                e.next_offset as u64,
+                file_type(e.kind),
+                e.name,
+            )
         });
         match r {
             Ok(()) => reply.ok(),
@@ -479,7 +517,14 @@ impl Filesystem for BkfsFs {
             };
             let mut fattr = file_attr(&attr);
             fattr.ino = INodeNo(e.ino);
-            !reply.add(INodeNo(e.ino), e.next_offset as u64, e.name, &ttl, &fattr, Generation(0))
+            !reply.add(
+                INodeNo(e.ino),
+                e.next_offset as u64,
+                e.name,
+                &ttl,
+                &fattr,
+                Generation(0),
+            )
         });
         match r {
             Ok(()) => reply.ok(),
@@ -575,7 +620,10 @@ impl Filesystem for BkfsFs {
         reply: ReplyCreate,
     ) {
         let caller = Self::caller(req, umask);
-        let (entry, fh) = match self.live.create(&caller, parent.0, name, mode, umask, flags) {
+        let (entry, fh) = match self
+            .live
+            .create(&caller, parent.0, name, mode, umask, flags)
+        {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
@@ -593,9 +641,13 @@ impl Filesystem for BkfsFs {
                 FopenFlags::empty(),
                 &b,
             ),
-            Some(Mode::Cached) => {
-                reply.created(&self.cfg.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty())
-            }
+            Some(Mode::Cached) => reply.created(
+                &self.cfg.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
             None => {
                 self.live.release(fh);
                 reply.error(Errno::ETXTBSY)

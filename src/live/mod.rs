@@ -87,9 +87,8 @@ impl Live {
     /// Opens the source directory. Call this before mounting over it.
     pub fn new(source: &Path, opts: LiveOptions) -> std::io::Result<Live> {
         let open_dir = |path: &Path| -> std::io::Result<OwnedFd> {
-            let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
-                path.as_os_str(),
-            ))?;
+            let c =
+                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))?;
             Ok(sys::openat(
                 // SAFETY: AT_FDCWD is a valid "directory descriptor" for *at() calls.
                 unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },

@@ -93,7 +93,11 @@ impl Live {
             caller.gid
         };
         if let Err(e) = sys::fchown_fd(node.fd(), caller.uid, gid) {
-            tracing::warn!("cannot give new inode {} to uid {}: {e}", node.id, caller.uid);
+            tracing::warn!(
+                "cannot give new inode {} to uid {}: {e}",
+                node.id,
+                caller.uid
+            );
             return Ok(false);
         }
         Ok(true)
@@ -163,9 +167,7 @@ impl Live {
         })?;
         let file = file.expect("create_entry ran the closure");
         let node = self.nodes.get(entry.id())?;
-        let fh = self
-            .files
-            .insert(FileHandle::new(node, open_flags, file));
+        let fh = self.files.insert(FileHandle::new(node, open_flags, file));
         Ok((entry, fh))
     }
 

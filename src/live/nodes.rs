@@ -60,7 +60,13 @@ impl NodeTable {
             fd: root_fd,
         });
         let mut slots = HashMap::new();
-        slots.insert(ROOT_ID, Slot { node: root, lookups: 1 });
+        slots.insert(
+            ROOT_ID,
+            Slot {
+                node: root,
+                lookups: 1,
+            },
+        );
         Ok(NodeTable {
             ids: IdMap::new(key),
             slots: RwLock::new(slots),
@@ -68,7 +74,9 @@ impl NodeTable {
     }
 
     pub fn root_key(&self) -> InodeKey {
-        self.get(ROOT_ID).map(|n| n.key).expect("root is never forgotten")
+        self.get(ROOT_ID)
+            .map(|n| n.key)
+            .expect("root is never forgotten")
     }
 
     /// The node with this id, or `ESTALE` if the kernel names one it forgot.

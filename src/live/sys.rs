@@ -26,7 +26,12 @@ pub fn with_name<T>(name: &OsStr, f: impl FnOnce(&CStr) -> Result<T>) -> Result<
     if bytes.len() > NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
-    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') || bytes.contains(&0) {
+    if bytes.is_empty()
+        || bytes == b"."
+        || bytes == b".."
+        || bytes.contains(&b'/')
+        || bytes.contains(&0)
+    {
         return Err(Errno::EINVAL);
     }
     let mut buf = [0u8; NAME_MAX + 1];

@@ -57,9 +57,18 @@ fn lookup_counts_pin_nodes_until_forgotten() {
 #[test]
 fn missing_names_and_bad_names_fail_cleanly() {
     let (_dir, live) = setup();
-    assert_eq!(live.lookup(ROOT_ID, OsStr::new("nope")).unwrap_err(), Errno::ENOENT);
-    assert_eq!(live.lookup(ROOT_ID, OsStr::new("..")).unwrap_err(), Errno::EINVAL);
-    assert_eq!(live.lookup(ROOT_ID, OsStr::new("a/b")).unwrap_err(), Errno::EINVAL);
+    assert_eq!(
+        live.lookup(ROOT_ID, OsStr::new("nope")).unwrap_err(),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        live.lookup(ROOT_ID, OsStr::new("..")).unwrap_err(),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        live.lookup(ROOT_ID, OsStr::new("a/b")).unwrap_err(),
+        Errno::EINVAL
+    );
     let long = "x".repeat(256);
     assert_eq!(
         live.lookup(ROOT_ID, OsStr::new(&long)).unwrap_err(),
@@ -78,20 +87,27 @@ fn the_store_folder_is_invisible_and_untouchable() {
     assert!(!names(&live, ROOT_ID, false).contains(store));
     assert!(!names(&live, ROOT_ID, true).contains(store));
     let c = Caller::ROOT;
-    assert_eq!(live.mkdir(&c, ROOT_ID, store, 0o755, 0).unwrap_err(), Errno::EPERM);
     assert_eq!(
-        live.create(&c, ROOT_ID, store, 0o644, 0, libc::O_RDWR).unwrap_err(),
+        live.mkdir(&c, ROOT_ID, store, 0o755, 0).unwrap_err(),
+        Errno::EPERM
+    );
+    assert_eq!(
+        live.create(&c, ROOT_ID, store, 0o644, 0, libc::O_RDWR)
+            .unwrap_err(),
         Errno::EPERM
     );
     assert_eq!(live.rmdir(ROOT_ID, store).unwrap_err(), Errno::ENOENT);
     assert_eq!(
-        live.rename(ROOT_ID, OsStr::new("file"), ROOT_ID, store, 0).unwrap_err(),
+        live.rename(ROOT_ID, OsStr::new("file"), ROOT_ID, store, 0)
+            .unwrap_err(),
         Errno::EPERM
     );
     let f = live.lookup(ROOT_ID, OsStr::new("file")).unwrap();
     assert_eq!(live.link(f.id(), ROOT_ID, store).unwrap_err(), Errno::EPERM);
     // Deeper down the name is an ordinary one.
-    let sub = live.mkdir(&c, ROOT_ID, OsStr::new("sub"), 0o755, 0).unwrap();
+    let sub = live
+        .mkdir(&c, ROOT_ID, OsStr::new("sub"), 0o755, 0)
+        .unwrap();
     assert!(live.mkdir(&c, sub.id(), store, 0o755, 0).is_ok());
     assert!(dir.path().join(".bkfs").is_dir());
 }
@@ -100,7 +116,14 @@ fn the_store_folder_is_invisible_and_untouchable() {
 fn create_write_read_truncate() {
     let (dir, live) = setup();
     let (e, fh) = live
-        .create(&Caller::ROOT, ROOT_ID, OsStr::new("f"), 0o640, 0o022, libc::O_RDWR)
+        .create(
+            &Caller::ROOT,
+            ROOT_ID,
+            OsStr::new("f"),
+            0o640,
+            0o022,
+            libc::O_RDWR,
+        )
         .unwrap();
     assert_eq!(e.attr.st.st_mode & 0o7777, 0o640);
     assert_eq!(live.write(fh, 0, b"hello world").unwrap(), 11);
@@ -128,11 +151,19 @@ fn create_write_read_truncate() {
 fn umask_applies_per_request() {
     let (dir, live) = setup();
     let c = Caller::ROOT;
-    live.mkdir(&c, ROOT_ID, OsStr::new("d"), 0o777, 0o027).unwrap();
-    let mode = fs::metadata(dir.path().join("d")).unwrap().permissions().mode();
+    live.mkdir(&c, ROOT_ID, OsStr::new("d"), 0o777, 0o027)
+        .unwrap();
+    let mode = fs::metadata(dir.path().join("d"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o750);
-    live.mkdir(&c, ROOT_ID, OsStr::new("e"), 0o777, 0o000).unwrap();
-    let mode = fs::metadata(dir.path().join("e")).unwrap().permissions().mode();
+    live.mkdir(&c, ROOT_ID, OsStr::new("e"), 0o777, 0o000)
+        .unwrap();
+    let mode = fs::metadata(dir.path().join("e"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o777);
 }
 
@@ -144,7 +175,9 @@ fn new_objects_belong_to_the_caller_and_setgid_dirs_give_their_group() {
         gid: 5678,
         umask: 0o022,
     };
-    let e = live.mkdir(&user, ROOT_ID, OsStr::new("d"), 0o755, 0o022).unwrap();
+    let e = live
+        .mkdir(&user, ROOT_ID, OsStr::new("d"), 0o755, 0o022)
+        .unwrap();
     assert_eq!((e.attr.st.st_uid, e.attr.st.st_gid), (1234, 5678));
     let s = live
         .symlink(&user, ROOT_ID, OsStr::new("l"), OsStr::new("target"))
@@ -161,9 +194,15 @@ fn new_objects_belong_to_the_caller_and_setgid_dirs_give_their_group() {
         .unwrap();
     live.release(fh);
     assert_eq!((f.attr.st.st_uid, f.attr.st.st_gid), (1234, 4242));
-    let sub = live.mkdir(&user, g.id(), OsStr::new("sub"), 0o755, 0o022).unwrap();
+    let sub = live
+        .mkdir(&user, g.id(), OsStr::new("sub"), 0o755, 0o022)
+        .unwrap();
     assert_eq!(sub.attr.st.st_gid, 4242);
-    assert_ne!(sub.attr.st.st_mode & libc::S_ISGID, 0, "subdirectories inherit setgid");
+    assert_ne!(
+        sub.attr.st.st_mode & libc::S_ISGID,
+        0,
+        "subdirectories inherit setgid"
+    );
 }
 
 #[test]
@@ -172,12 +211,24 @@ fn rename_flags_and_links() {
     fs::write(dir.path().join("a"), b"A").unwrap();
     fs::write(dir.path().join("b"), b"B").unwrap();
     assert_eq!(
-        live.rename(ROOT_ID, OsStr::new("a"), ROOT_ID, OsStr::new("b"), libc::RENAME_NOREPLACE)
-            .unwrap_err(),
+        live.rename(
+            ROOT_ID,
+            OsStr::new("a"),
+            ROOT_ID,
+            OsStr::new("b"),
+            libc::RENAME_NOREPLACE
+        )
+        .unwrap_err(),
         Errno::EEXIST
     );
-    live.rename(ROOT_ID, OsStr::new("a"), ROOT_ID, OsStr::new("b"), libc::RENAME_EXCHANGE)
-        .unwrap();
+    live.rename(
+        ROOT_ID,
+        OsStr::new("a"),
+        ROOT_ID,
+        OsStr::new("b"),
+        libc::RENAME_EXCHANGE,
+    )
+    .unwrap();
     assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"B");
     assert_eq!(fs::read(dir.path().join("b")).unwrap(), b"A");
     let a = live.lookup(ROOT_ID, OsStr::new("a")).unwrap();
@@ -187,7 +238,10 @@ fn rename_flags_and_links() {
     assert_eq!(live.nodes().lookups(a.id()), 2);
     live.unlink(ROOT_ID, OsStr::new("c")).unwrap();
     assert_eq!(live.getattr(a.id()).unwrap().st.st_nlink, 1);
-    assert_eq!(live.rmdir(ROOT_ID, OsStr::new("a")).unwrap_err(), Errno::ENOTDIR);
+    assert_eq!(
+        live.rmdir(ROOT_ID, OsStr::new("a")).unwrap_err(),
+        Errno::ENOTDIR
+    );
 }
 
 #[test]
@@ -202,7 +256,10 @@ fn setattr_times_with_omit_and_now() {
         ..SetAttr::default()
     };
     let attr = live.setattr(f.id(), None, &set).unwrap();
-    assert_eq!((attr.st.st_mtime, attr.st.st_mtime_nsec), (1_000_000, 123_456_789));
+    assert_eq!(
+        (attr.st.st_mtime, attr.st.st_mtime_nsec),
+        (1_000_000, 123_456_789)
+    );
     let set = SetAttr {
         atime: Some(SetTime::Now),
         ..SetAttr::default()
@@ -235,7 +292,8 @@ fn xattrs_get_list_set_remove() {
     );
     assert_eq!(live.getxattr(f.id(), name, 2).unwrap_err(), Errno::ERANGE);
     assert_eq!(
-        live.setxattr(f.id(), name, b"v", libc::XATTR_CREATE).unwrap_err(),
+        live.setxattr(f.id(), name, b"v", libc::XATTR_CREATE)
+            .unwrap_err(),
         Errno::EEXIST
     );
     match live.listxattr(f.id(), 1024).unwrap() {
@@ -278,7 +336,10 @@ fn readdir_resumes_at_offsets_while_the_directory_changes() {
     }
     live.releasedir(fh);
     for i in 0..500 {
-        assert!(seen.contains(OsStr::new(&format!("f{i:03}"))), "f{i:03} missing");
+        assert!(
+            seen.contains(OsStr::new(&format!("f{i:03}"))),
+            "f{i:03} missing"
+        );
     }
     assert!(seen.contains(OsStr::new(".")) && seen.contains(OsStr::new("..")));
     // Lookups taken by the plus rounds were either kept or given back.
@@ -287,7 +348,10 @@ fn readdir_resumes_at_offsets_while_the_directory_changes() {
         .filter_map(|n| live.lookup(ROOT_ID, n).ok())
         .map(|e| live.nodes().lookups(e.id()) - 1)
         .sum();
-    assert!(kept <= 500, "no lookups leaked beyond one per listed entry: {kept}");
+    assert!(
+        kept <= 500,
+        "no lookups leaked beyond one per listed entry: {kept}"
+    );
 }
 
 #[test]
@@ -299,8 +363,15 @@ fn fifo_is_allowed_devices_need_the_dev_option() {
         .unwrap();
     assert_eq!(f.attr.kind(), libc::S_IFIFO);
     assert_eq!(
-        live.mknod(&c, ROOT_ID, OsStr::new("null"), libc::S_IFCHR | 0o666, 0, (1 << 8) | 3)
-            .unwrap_err(),
+        live.mknod(
+            &c,
+            ROOT_ID,
+            OsStr::new("null"),
+            libc::S_IFCHR | 0o666,
+            0,
+            (1 << 8) | 3
+        )
+        .unwrap_err(),
         Errno::EPERM
     );
     let (dir2, _) = setup();
@@ -313,7 +384,14 @@ fn fifo_is_allowed_devices_need_the_dev_option() {
     )
     .unwrap();
     let d = with_dev
-        .mknod(&c, ROOT_ID, OsStr::new("null"), libc::S_IFCHR | 0o666, 0, (1 << 8) | 3)
+        .mknod(
+            &c,
+            ROOT_ID,
+            OsStr::new("null"),
+            libc::S_IFCHR | 0o666,
+            0,
+            (1 << 8) | 3,
+        )
         .unwrap();
     assert_eq!(d.attr.st.st_rdev, libc::makedev(1, 3));
     assert_eq!(name_ops::encode_dev(d.attr.st.st_rdev), (1 << 8) | 3);
@@ -323,7 +401,14 @@ fn fifo_is_allowed_devices_need_the_dev_option() {
 fn seek_data_and_holes_and_punching() {
     let (_dir, live) = setup();
     let (_e, fh) = live
-        .create(&Caller::ROOT, ROOT_ID, OsStr::new("sparse"), 0o644, 0, libc::O_RDWR)
+        .create(
+            &Caller::ROOT,
+            ROOT_ID,
+            OsStr::new("sparse"),
+            0o644,
+            0,
+            libc::O_RDWR,
+        )
         .unwrap();
     live.write(fh, 1 << 20, b"data").unwrap();
     assert_eq!(live.lseek(fh, 0, libc::SEEK_DATA).unwrap(), 1 << 20);
@@ -335,6 +420,9 @@ fn seek_data_and_holes_and_punching() {
         (1 << 20) + 4096,
     )
     .unwrap();
-    assert_eq!(live.lseek(fh, 0, libc::SEEK_DATA).unwrap_err(), Errno::ENXIO);
+    assert_eq!(
+        live.lseek(fh, 0, libc::SEEK_DATA).unwrap_err(),
+        Errno::ENXIO
+    );
     live.release(fh);
 }

@@ -25,7 +25,10 @@ fn xattr_name(name: &OsStr) -> Result<std::ffi::CString> {
 }
 
 impl Live {
-    fn node_path(&self, id: u64) -> Result<(std::sync::Arc<super::nodes::Node>, std::ffi::CString)> {
+    fn node_path(
+        &self,
+        id: u64,
+    ) -> Result<(std::sync::Arc<super::nodes::Node>, std::ffi::CString)> {
         let node = self.node(id)?;
         let path = sys::proc_fd_path(node.fd().as_raw_fd());
         Ok((node, path))

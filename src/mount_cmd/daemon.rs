@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use fuser::{MountOption, SessionACL};
@@ -147,7 +149,11 @@ pub fn serve(
     let session = match start(source, mountpoint, opts) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("mount of {} on {} failed: {e}", source.display(), mountpoint.display());
+            tracing::error!(
+                "mount of {} on {} failed: {e}",
+                source.display(),
+                mountpoint.display()
+            );
             report(&e.to_string());
             return Err(e);
         }
@@ -176,6 +182,34 @@ pub fn serve(
     result.map_err(|e| failed(format!("FUSE session: {e}")))
 }
 
+/// Raises the open-file limit as far as allowed: the daemon holds one
+/// descriptor per inode the kernel caches (a kernel tree alone is 80,000).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(lim.rlim_max);
+    for max in [lim.rlim_max.max(nr_open), lim.rlim_max] {
+        let want = libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            tracing::debug!("open file limit: {max}");
+            return;
+        }
+    }
+}
+
 fn start(
     source: &Path,
     mountpoint: &Path,
@@ -186,6 +220,7 @@ fn start(
         allow_devices: opts.dev,
         writeback: opts.writeback,
     };
+    raise_fd_limit();
     // The source is opened before the mount covers anything.
     let live = Live::new(source, live_opts)
         .map_err(|e| failed(format!("source {}: {e}", source.display())))?;
@@ -230,5 +265,30 @@ pub fn unmount(mp: &Path) {
             }
         }
         Err(e) => tracing::error!("unmount {}: {e}", mp.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_directly_inside_the_source_is_hidden_too() {
+        let src = tempfile::tempdir().unwrap();
+        let src = src.path().canonicalize().unwrap();
+        let opts = MountOptions {
+            store: Some(src.join("backups")),
+            ..MountOptions::default()
+        };
+        let names = hidden_names(&src, &opts);
+        assert_eq!(
+            names,
+            vec![OsString::from(".bkfs"), OsString::from("backups")]
+        );
+        let opts = MountOptions {
+            store: Some(PathBuf::from("/elsewhere/store")),
+            ..MountOptions::default()
+        };
+        assert_eq!(hidden_names(&src, &opts), vec![OsString::from(".bkfs")]);
     }
 }

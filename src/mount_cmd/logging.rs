@@ -12,7 +12,8 @@ use tracing_subscriber::EnvFilter;
 /// `BKFS_LOG` (an env-filter directive) or info. fuser warns when its own
 /// unmount at the end fails, which it does after every `umount`: hidden.
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("BKFS_LOG").unwrap_or_else(|_| EnvFilter::new("info,fuser::session=error"))
+    EnvFilter::try_from_env("BKFS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,fuser::session=error"))
 }
 
 pub enum Target<'a> {

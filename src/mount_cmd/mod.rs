@@ -81,7 +81,10 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
         .canonicalize()
         .map_err(|e| failed(format!("mountpoint {}: {e}", mp.display())))?;
     if !canon.is_dir() {
-        return Err(failed(format!("mountpoint {}: not a directory", mp.display())));
+        return Err(failed(format!(
+            "mountpoint {}: not a directory",
+            mp.display()
+        )));
     }
     if is_mountpoint(&canon) {
         return Err(failed(format!(
@@ -143,9 +146,9 @@ mod tests {
     #[test]
     fn root_is_a_mountpoint_and_clear_errors_for_bad_paths() {
         assert!(is_mountpoint(Path::new("/")));
-        let err = check_source(Path::new("/nonexistent/bkfs-src")).unwrap_err();
-        assert!(err.to_string().contains("No such file"), "{err}");
         let dir = tempfile::tempdir().unwrap();
+        let err = check_source(&dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("No such file"), "{err}");
         std::fs::write(dir.path().join("x"), b"").unwrap();
         let err = check_mountpoint(dir.path()).unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");

@@ -190,15 +190,18 @@ mod tests {
 
     #[test]
     fn defaults_and_values() {
-        let o = MountOptions::parse(&["store=/b/s.bkfs,profile=/etc/p.toml", "threads=3,ro"])
-            .unwrap();
+        let o =
+            MountOptions::parse(&["store=/b/s.bkfs,profile=/etc/p.toml", "threads=3,ro"]).unwrap();
         assert_eq!(o.store, Some(PathBuf::from("/b/s.bkfs")));
         assert_eq!(o.profile, Some(PathBuf::from("/etc/p.toml")));
         assert_eq!(o.threads, 3);
         assert!(o.read_only);
         assert!(o.passthrough && !o.writeback);
         assert_eq!(o.snapdir, SnapDir::Hidden);
-        assert_eq!(MountOptions::parse::<&str>(&[]).unwrap(), MountOptions::default());
+        assert_eq!(
+            MountOptions::parse::<&str>(&[]).unwrap(),
+            MountOptions::default()
+        );
     }
 
     #[test]

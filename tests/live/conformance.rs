@@ -21,7 +21,11 @@ fn stat_matches_the_backing_inode() {
     for name in ["f", "d"] {
         let a = fs::symlink_metadata(m.path(name)).unwrap();
         let b = fs::symlink_metadata(m.backing(name)).unwrap();
-        assert_eq!(a.ino(), b.ino(), "{name}: inode numbers are the backing ones");
+        assert_eq!(
+            a.ino(),
+            b.ino(),
+            "{name}: inode numbers are the backing ones"
+        );
         assert_eq!(
             (a.mode(), a.uid(), a.gid(), a.size(), a.nlink()),
             (b.mode(), b.uid(), b.gid(), b.size(), b.nlink())
@@ -45,7 +49,11 @@ fn create_write_read_append_truncate() {
     drop(f);
     assert_eq!(fs::read(&p).unwrap(), b"hello world");
     // O_TRUNC
-    let mut f = OpenOptions::new().write(true).truncate(true).open(&p).unwrap();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
     f.write_all(b"new").unwrap();
     drop(f);
     assert_eq!(fs::read(&p).unwrap(), b"new");
@@ -93,7 +101,10 @@ fn open_flags_and_their_errors() {
     assert_eq!(errno_of(File::create(m.path("no/such"))), libc::ENOENT);
     assert_eq!(errno_of(File::open(m.path("missing"))), libc::ENOENT);
     fs::create_dir(m.path("d")).unwrap();
-    assert_eq!(errno_of(OpenOptions::new().write(true).open(m.path("d"))), libc::EISDIR);
+    assert_eq!(
+        errno_of(OpenOptions::new().write(true).open(m.path("d"))),
+        libc::EISDIR
+    );
     // O_DIRECTORY on a file.
     let e = OpenOptions::new()
         .read(true)
@@ -225,7 +236,13 @@ fn rename_including_noreplace_and_exchange() {
         let (f, t) = (cstr(&m.path(from)), cstr(&m.path(to)));
         // SAFETY: valid C strings.
         let ret = unsafe {
-            libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), flags)
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                flags,
+            )
         };
         if ret == 0 {
             0
@@ -241,11 +258,23 @@ fn rename_including_noreplace_and_exchange() {
     assert_eq!(r("b", "new", libc::RENAME_NOREPLACE), 0);
     // Directory into its own subdirectory, over a non-empty directory.
     fs::create_dir_all(m.path("p/q")).unwrap();
-    assert_eq!(errno_of(fs::rename(m.path("p"), m.path("p/q/r"))), libc::EINVAL);
+    assert_eq!(
+        errno_of(fs::rename(m.path("p"), m.path("p/q/r"))),
+        libc::EINVAL
+    );
     fs::create_dir_all(m.path("full/x")).unwrap();
-    assert_eq!(errno_of(fs::rename(m.path("p"), m.path("full"))), libc::ENOTEMPTY);
-    assert_eq!(errno_of(fs::rename(m.path("p"), m.path("new"))), libc::ENOTDIR);
-    assert_eq!(errno_of(fs::rename(m.path("new"), m.path("p"))), libc::EISDIR);
+    assert_eq!(
+        errno_of(fs::rename(m.path("p"), m.path("full"))),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        errno_of(fs::rename(m.path("p"), m.path("new"))),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno_of(fs::rename(m.path("new"), m.path("p"))),
+        libc::EISDIR
+    );
 }
 
 #[test]
@@ -256,12 +285,21 @@ fn hard_links_symlinks_and_readlink() {
     let m = Mount::new("");
     fs::write(m.path("f"), b"data").unwrap();
     fs::hard_link(m.path("f"), m.path("g")).unwrap();
-    let (a, b) = (fs::metadata(m.path("f")).unwrap(), fs::metadata(m.path("g")).unwrap());
+    let (a, b) = (
+        fs::metadata(m.path("f")).unwrap(),
+        fs::metadata(m.path("g")).unwrap(),
+    );
     assert_eq!(a.ino(), b.ino());
     assert_eq!(a.nlink(), 2);
-    assert_eq!(errno_of(fs::hard_link(m.path("f"), m.path("g"))), libc::EEXIST);
+    assert_eq!(
+        errno_of(fs::hard_link(m.path("f"), m.path("g"))),
+        libc::EEXIST
+    );
     fs::create_dir(m.path("d")).unwrap();
-    assert_eq!(errno_of(fs::hard_link(m.path("d"), m.path("d2"))), libc::EPERM);
+    assert_eq!(
+        errno_of(fs::hard_link(m.path("d"), m.path("d2"))),
+        libc::EPERM
+    );
     fs::remove_file(m.path("f")).unwrap();
     assert_eq!(fs::metadata(m.path("g")).unwrap().nlink(), 1);
     std::os::unix::fs::symlink("g", m.path("s")).unwrap();
@@ -273,7 +311,10 @@ fn hard_links_symlinks_and_readlink() {
     );
     assert_eq!(errno_of(fs::read(m.path("dangling"))), libc::ENOENT);
     assert_eq!(errno_of(fs::read_link(m.path("g"))), libc::EINVAL);
-    assert!(fs::symlink_metadata(m.path("s")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(m.path("s"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -285,7 +326,10 @@ fn setattr_chmod_chown_truncate_utimens() {
     let p = m.path("f");
     fs::write(&p, b"0123456789").unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o4751)).unwrap();
-    assert_eq!(fs::metadata(m.backing("f")).unwrap().mode() & 0o7777, 0o4751);
+    assert_eq!(
+        fs::metadata(m.backing("f")).unwrap().mode() & 0o7777,
+        0o4751
+    );
     std::os::unix::fs::chown(&p, Some(1000), Some(2000)).unwrap();
     let md = fs::metadata(m.backing("f")).unwrap();
     assert_eq!((md.uid(), md.gid()), (1000, 2000));
@@ -334,7 +378,10 @@ fn fifos_work_and_devices_need_the_dev_option() {
     }
     let m = Mount::new("");
     sh(&format!("mkfifo {}", m.path("fifo").display()));
-    assert!(fs::metadata(m.backing("fifo")).unwrap().file_type().is_fifo());
+    assert!(fs::metadata(m.backing("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     let p = m.path("fifo");
     let writer = std::thread::spawn(move || fs::write(p, b"through the pipe").unwrap());
     assert_eq!(fs::read(m.path("fifo")).unwrap(), b"through the pipe");
@@ -352,7 +399,10 @@ fn fifos_work_and_devices_need_the_dev_option() {
     let md = fs::metadata(m.backing("null")).unwrap();
     assert!(md.file_type().is_char_device());
     assert_eq!(md.rdev(), libc::makedev(1, 3));
-    assert_eq!(fs::metadata(m.path("null")).unwrap().rdev(), libc::makedev(1, 3));
+    assert_eq!(
+        fs::metadata(m.path("null")).unwrap().rdev(),
+        libc::makedev(1, 3)
+    );
     fs::write(m.path("null"), b"discarded").unwrap();
 }
 
@@ -369,7 +419,11 @@ fn xattrs_in_every_namespace() {
     sh(&format!("setfattr -n trusted.secret -v t {fd}"));
     sh(&format!("setfattr -n security.label -v s {fd}"));
     let dump = sh(&format!("getfattr -d -m - {}", m.backing("f").display()));
-    for want in ["user.color=\"blue\"", "trusted.secret=\"t\"", "security.label=\"s\""] {
+    for want in [
+        "user.color=\"blue\"",
+        "trusted.secret=\"t\"",
+        "security.label=\"s\"",
+    ] {
         assert!(dump.contains(want), "{want} missing in {dump}");
     }
     let dump = sh(&format!("getfattr -d -m - {fd}"));
@@ -387,9 +441,15 @@ fn xattrs_in_every_namespace() {
     // SAFETY: valid C strings and a 1-byte value.
     let r = unsafe { libc::lsetxattr(l.as_ptr(), c"user.x".as_ptr(), b"v".as_ptr().cast(), 1, 0) };
     assert_eq!(r, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EPERM)
+    );
     fs::create_dir(m.path("d")).unwrap();
-    sh(&format!("setfattr -n user.dir -v yes {}", m.path("d").display()));
+    sh(&format!(
+        "setfattr -n user.dir -v yes {}",
+        m.path("d").display()
+    ));
     // The trusted namespace is root's only.
     let out = as_nobody(&format!("getfattr -n trusted.secret {fd}"));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("secret=\"t\""));
@@ -435,10 +495,16 @@ fn fallocate_punch_hole_and_seek_data_hole() {
         assert_eq!(libc::pwrite(fd, b"x".as_ptr().cast(), 1, 512 * 1024), 1);
         assert_eq!(libc::lseek(fd, 0, libc::SEEK_DATA), 512 * 1024);
         assert_eq!(libc::lseek(fd, 0, libc::SEEK_HOLE), 0);
-        assert_eq!(libc::lseek(fd, 512 * 1024, libc::SEEK_HOLE), 512 * 1024 + 4096);
+        assert_eq!(
+            libc::lseek(fd, 512 * 1024, libc::SEEK_HOLE),
+            512 * 1024 + 4096
+        );
         assert_eq!(libc::lseek(fd, 2 << 20, libc::SEEK_DATA), -1);
     }
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENXIO));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENXIO)
+    );
     assert_eq!(f.metadata().unwrap().len(), 1 << 20);
 }
 
@@ -510,12 +576,18 @@ fn flock_and_posix_locks_exclude_other_processes() {
         l_pid: 0,
     };
     // SAFETY: F_SETLK with a valid struct flock.
-    assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lock) }, 0);
+    assert_eq!(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lock) },
+        0
+    );
     let script = format!(
         "import fcntl,sys\nf=open('{}','r+')\ntry:\n fcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB)\n sys.exit(0)\nexcept OSError:\n sys.exit(42)\n",
         p.display()
     );
-    let out = std::process::Command::new("python3").arg("-c").arg(&script).status();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .status();
     if let Ok(out) = out {
         assert_eq!(out.code(), Some(42), "the POSIX lock must exclude");
     }
@@ -540,8 +612,14 @@ fn the_store_folder_is_invisible_through_the_mount() {
     assert_eq!(errno_of(fs::read(m.path(".bkfs/pack"))), libc::ENOENT);
     assert_eq!(errno_of(fs::create_dir(m.path(".bkfs"))), libc::EPERM);
     assert_eq!(errno_of(File::create(m.path(".bkfs"))), libc::EPERM);
-    assert_eq!(errno_of(fs::rename(m.path("visible"), m.path(".bkfs"))), libc::EPERM);
-    assert_eq!(errno_of(fs::hard_link(m.path("visible"), m.path(".bkfs"))), libc::EPERM);
+    assert_eq!(
+        errno_of(fs::rename(m.path("visible"), m.path(".bkfs"))),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno_of(fs::hard_link(m.path("visible"), m.path(".bkfs"))),
+        libc::EPERM
+    );
     assert_eq!(
         errno_of(std::os::unix::fs::symlink("x", m.path(".bkfs"))),
         libc::EPERM

@@ -76,7 +76,10 @@ fn random_op(rng: &mut Rng) -> Op {
         7 => Op::Rename(p, random_path(rng)),
         8 => Op::Link(p, random_path(rng)),
         9 => Op::Symlink(rng.pick(&["a", "../b", "x/y", "/nonexistent"]), p),
-        10 => Op::Chmod(p, [0o644, 0o600, 0o755, 0o700, 0o4755][rng.below(5) as usize]),
+        10 => Op::Chmod(
+            p,
+            [0o644, 0o600, 0o755, 0o700, 0o4755][rng.below(5) as usize],
+        ),
         11 => Op::Read(p),
         12 => Op::List(rng.pick(DIRS).to_string()),
         _ => Op::SetXattr(p, rng.bytes(40)),
@@ -130,7 +133,13 @@ fn apply(root: &Path, op: &Op) -> Outcome {
                 let c = cstr(&at(p));
                 // SAFETY: valid C strings; the value is readable for its length.
                 let r = unsafe {
-                    libc::lsetxattr(c.as_ptr(), c"user.m".as_ptr(), v.as_ptr().cast(), v.len(), 0)
+                    libc::lsetxattr(
+                        c.as_ptr(),
+                        c"user.m".as_ptr(),
+                        v.as_ptr().cast(),
+                        v.len(),
+                        0,
+                    )
                 };
                 if r == 0 {
                     Ok(vec![])
@@ -161,7 +170,11 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
                 fs::read_link(&p).unwrap().display().to_string()
             } else {
                 let data = fs::read(&p).unwrap();
-                format!("{:x}", data.iter().fold(0u64, |h, &b| h.wrapping_mul(131) ^ u64::from(b)))
+                format!(
+                    "{:x}",
+                    data.iter()
+                        .fold(0u64, |h, &b| h.wrapping_mul(131) ^ u64::from(b))
+                )
             };
             let xattr = xattr_of(&p);
             let desc = format!(
@@ -182,7 +195,12 @@ fn xattr_of(p: &Path) -> Option<Vec<u8>> {
     let mut buf = [0u8; 64];
     // SAFETY: valid C strings; buf is writable for its length.
     let n = unsafe {
-        libc::lgetxattr(c.as_ptr(), c"user.m".as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"user.m".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     };
     (n >= 0).then(|| buf[..n as usize].to_vec())
 }
@@ -200,7 +218,11 @@ fn run_model(seed: u64, steps: usize, options: &str) {
         assert_eq!(a, b, "seed {seed} step {step} after {op:?}");
     }
     // The backing directory agrees as well.
-    assert_eq!(snapshot(&m.src), snapshot(&plain), "seed {seed}: backing tree");
+    assert_eq!(
+        snapshot(&m.src),
+        snapshot(&plain),
+        "seed {seed}: backing tree"
+    );
 }
 
 #[test]

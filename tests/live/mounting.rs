@@ -97,7 +97,10 @@ fn the_daemon_detaches_and_umount_stops_it() {
     assert!(st.success());
     assert!(wait_gone(&d.mnt), "daemon must exit after umount");
     let log = fs::read_to_string(&log).unwrap();
-    assert!(log.contains("mounted") && log.contains("unmounted"), "{log}");
+    assert!(
+        log.contains("mounted") && log.contains("unmounted"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -151,7 +154,10 @@ fn clear_errors_for_bad_mounts() {
     };
     let (code, msg) = err(bkfs_mount(&d.root.join("missing"), &d.mnt, &[]));
     assert_eq!(code, 1);
-    assert!(msg.contains("source") && msg.contains("No such file"), "{msg}");
+    assert!(
+        msg.contains("source") && msg.contains("No such file"),
+        "{msg}"
+    );
     let (code, msg) = err(bkfs_mount(&d.src, &d.root, &[]));
     assert_eq!(code, 1);
     assert!(msg.contains("not empty"), "{msg}");
@@ -162,7 +168,11 @@ fn clear_errors_for_bad_mounts() {
     let (code, msg) = err(bkfs_mount(&d.src, &d.mnt, &[]));
     assert_eq!(code, 1);
     assert!(msg.contains("already mounted"), "{msg}");
-    assert!(Command::new("umount").arg(&d.mnt).status().unwrap().success());
+    assert!(Command::new("umount")
+        .arg(&d.mnt)
+        .status()
+        .unwrap()
+        .success());
 }
 
 #[test]
@@ -185,11 +195,19 @@ fn the_mount_helper_accepts_mount8_arguments() {
     // -f (fake) checks and does nothing.
     assert!(run(&["-f", "-o", "noauto"]).status.success());
     assert!(!is_mounted(&d.mnt));
-    let out = run(&["-n", "-o", "rw,noauto,_netdev,nofail,x-systemd.requires=foo,defaults"]);
+    let out = run(&[
+        "-n",
+        "-o",
+        "rw,noauto,_netdev,nofail,x-systemd.requires=foo,defaults",
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert!(is_mounted(&d.mnt));
     assert_eq!(fs::read(d.mnt.join("hello")).unwrap(), b"world");
-    assert!(Command::new("umount").arg(&d.mnt).status().unwrap().success());
+    assert!(Command::new("umount")
+        .arg(&d.mnt)
+        .status()
+        .unwrap()
+        .success());
     assert!(wait_gone(&d.mnt));
     let out = run(&["-o", "ro,nosuchoption"]);
     assert!(!out.status.success());
@@ -206,7 +224,11 @@ fn the_mount_helper_accepts_mount8_arguments() {
             .unwrap();
         assert!(st.success());
         assert!(is_mounted(&d.mnt));
-        assert!(Command::new("umount").arg(&d.mnt).status().unwrap().success());
+        assert!(Command::new("umount")
+            .arg(&d.mnt)
+            .status()
+            .unwrap()
+            .success());
         assert!(wait_gone(&d.mnt));
     }
 }

@@ -32,7 +32,9 @@ fn git_clone_and_checkout_of_a_local_repository() {
         "changed\n"
     );
     assert!(!m.backing("clone/src/f1.txt").exists());
-    sh(&format!("cd {mnt}/clone && test -x run.sh && test -L link && git gc -q"));
+    sh(&format!(
+        "cd {mnt}/clone && test -x run.sh && test -L link && git gc -q"
+    ));
     let log = sh(&format!("cd {mnt}/clone && git log --oneline | wc -l"));
     assert_eq!(log.trim(), "2");
 }
@@ -57,7 +59,10 @@ fn building_a_c_project_with_make_and_running_it() {
         "prog: main.o add.o\n\tgcc -o $@ $^\n%.o: %.c add.h\n\tgcc -O2 -c -o $@ $<\nclean:\n\trm -f prog *.o\n",
     )
     .unwrap();
-    let out = sh(&format!("cd {} && make -s && ./prog && make -s clean && make -s -j2 && ./prog", d.display()));
+    let out = sh(&format!(
+        "cd {} && make -s && ./prog && make -s clean && make -s -j2 && ./prog",
+        d.display()
+    ));
     assert_eq!(out, "42\n42\n");
 }
 
@@ -105,12 +110,18 @@ fn tar_round_trip_keeps_contents_and_metadata() {
          && ln a/f1 hard && ln -s a/b sym && chmod 751 a/b && chown 1234:5678 a/f2 && touch -d 2001-02-03 a/f3 \
          && tar -C {s}/in --xattrs -cpf {s}/in.tar ."
     ));
-    sh(&format!("mkdir {mnt}/x && tar -C {mnt}/x --xattrs -xpf {s}/in.tar"));
+    sh(&format!(
+        "mkdir {mnt}/x && tar -C {mnt}/x --xattrs -xpf {s}/in.tar"
+    ));
     sh(&format!("diff -r --no-dereference {s}/in {mnt}/x"));
     sh(&format!("tar -C {mnt}/x --xattrs -cpf {s}/out.tar . && mkdir {s}/out && tar -C {s}/out -xpf {s}/out.tar"));
     sh(&format!("diff -r --no-dereference {s}/in {s}/out"));
-    let a = sh(&format!("cd {s}/in && find . -printf '%p %m %u %g %n %T@ %y\\n' | sort"));
-    let b = sh(&format!("cd {mnt}/x && find . -printf '%p %m %u %g %n %T@ %y\\n' | sort"));
+    let a = sh(&format!(
+        "cd {s}/in && find . -printf '%p %m %u %g %n %T@ %y\\n' | sort"
+    ));
+    let b = sh(&format!(
+        "cd {mnt}/x && find . -printf '%p %m %u %g %n %T@ %y\\n' | sort"
+    ));
     let dirs_differ = |l: &str| l.ends_with(" d") && l.starts_with(". ");
     let a: Vec<_> = a.lines().filter(|l| !dirs_differ(l)).collect();
     let b: Vec<_> = b.lines().filter(|l| !dirs_differ(l)).collect();
@@ -134,7 +145,9 @@ fn rsync_ahax_round_trip() {
     sh(&format!("rsync -aHAX {s}/in/ {mnt}/copy/"));
     sh(&format!("rsync -aHAX {mnt}/copy/ {s}/back/"));
     // A second pass finds nothing to change, in both directions.
-    let itemized = sh(&format!("rsync -aHAXn --itemize-changes {s}/in/ {mnt}/copy/"));
+    let itemized = sh(&format!(
+        "rsync -aHAXn --itemize-changes {s}/in/ {mnt}/copy/"
+    ));
     assert_eq!(itemized.trim(), "", "mount differs from source: {itemized}");
     let itemized = sh(&format!("rsync -aHAXn --itemize-changes {s}/in/ {s}/back/"));
     assert_eq!(itemized.trim(), "", "round trip differs: {itemized}");
