@@ -165,7 +165,6 @@ pub fn serve(
         opts.threads
     );
     report("ok");
-    drop(report);
 
     let mp = mountpoint.to_path_buf();
     std::thread::Builder::new()

@@ -478,7 +478,7 @@ fn fallocate_punch_hole_and_seek_data_hole() {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create_new(true)
         .open(m.path("sparse"))
         .unwrap();
     let fd = f.as_raw_fd();

@@ -49,9 +49,7 @@ fn daemon_of(mnt: &Path) -> Option<i32> {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.first().is_some_and(|a| a.ends_with(b"bkfs"))
-            && args.iter().any(|a| *a == want.as_bytes())
-        {
+        if args.first().is_some_and(|a| a.ends_with(b"bkfs")) && args.contains(&want.as_bytes()) {
             return Some(pid);
         }
     }
