@@ -68,9 +68,11 @@ record() { echo "$1 $2 $3" >> "$RESULTS"; }   # config metric value
 fio_run() { # dir name rw bs -> MiB/s (bw) or IOPS
     local dir=$1 rw=$2 bs=$3 what=$4
     local out
+    local timed=()
+    # Random tests run for a fixed time; sequential ones cover the file once.
+    [ "${rw#rand}" != "$rw" ] && timed=(--runtime=$RT --time_based)
     out=$(fio --name=b --directory="$dir" --filename=fio.data --rw="$rw" --bs="$bs" --size=$SIZE \
-        --ioengine=psync --invalidate=0 --numjobs=1 --runtime=$RT --time_based=$([ "${rw#rand}" != "$rw" ] && echo 1 || echo 0) \
-        --output-format=json 2>/dev/null)
+        --ioengine=psync --invalidate=0 --numjobs=1 "${timed[@]}" --output-format=json 2>/dev/null)
     echo "$out" | python3 -c "
 import json,sys
 j=json.load(sys.stdin)['jobs'][0]
@@ -111,6 +113,8 @@ bench_dir() { # config dir run
     record "$cfg" seq_read_MiBs "$(fio_run "$dir" read 1M bw)"
     cat "$dir/fio.data" > /dev/null
     record "$cfg" rand_read_iops "$(fio_run "$dir" randread 4k iops)"
+    # No page may still be under writeback: writing to one waits for the disk.
+    sync; sleep 1
     record "$cfg" rand_write_iops "$(fio_run "$dir" randwrite 4k iops)"
     sync; sleep 1
     read -r c s u < <(meta_run "$dir/meta$run")

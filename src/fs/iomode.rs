@@ -6,15 +6,17 @@
 //! with EIO); while page-cached opens exist, passthrough opens fail.
 //!
 //! The policy, per inode:
-//! - a read-only open uses passthrough, unless page-cached opens exist; then
-//!   it is page-cached too;
-//! - a writable open is page-cached (its writes go through the daemon),
-//!   unless passthrough opens exist: then it joins them, and its writes go
-//!   from the kernel to the backing file without the daemon. That needs a
-//!   backing file open for writing, so the backing file is opened read-write
+//! - an open that may use passthrough (any open by default; only read-only
+//!   ones with `passthrough=ro`) does, unless page-cached opens of the inode
+//!   exist: then it is page-cached too, and its I/O goes through the daemon;
+//! - any other open is page-cached, unless passthrough opens exist: then it
+//!   must join them, and its I/O goes from the kernel to the backing file
+//!   without the daemon;
+//! - writers share the backing file with readers, so it is opened read-write
 //!   when the daemon can (see `Live::passthrough_file`); when it could only
-//!   open it read-only (an executable, a read-only backing filesystem), such
-//!   a writer is refused with `ETXTBSY`, as for a busy executable.
+//!   open it read-only (an executable, a read-only backing filesystem), a
+//!   writer beside its passthrough readers is refused with `ETXTBSY`, as for
+//!   a busy executable.
 //!
 //! One backing id per inode, shared by all its passthrough opens, released
 //! (`FUSE_DEV_IOC_BACKING_CLOSE`) with the last of them.
@@ -64,7 +66,8 @@ pub struct IoModes {
 }
 
 impl IoModes {
-    /// Chooses the mode of open `fh` of inode `ino` and records it.
+    /// Chooses the mode of open `fh` of inode `ino` and records it;
+    /// `passthrough` says whether this open may start passthrough.
     /// `make_backing` registers the inode's backing file when a passthrough
     /// open needs one and none exists; if that fails, the open is
     /// page-cached and the error is returned so the caller stops trying.
@@ -88,7 +91,7 @@ impl IoModes {
                 .upgrade()
                 .expect("live while passthrough opens exist");
             Mode::Passthrough(backing)
-        } else if read_only && passthrough && inode.cached == 0 {
+        } else if passthrough && inode.cached == 0 {
             match make_backing() {
                 Ok(b) => {
                     let backing = Arc::new(b.id);

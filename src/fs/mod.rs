@@ -28,8 +28,10 @@ use iomode::{Backing, IoModes, Mode, Refusal};
 pub struct FsConfig {
     /// How long the kernel may trust entries and attributes without asking.
     pub ttl: Duration,
-    /// Use kernel passthrough for read-only opens when the kernel has it.
+    /// Use kernel passthrough when the kernel has it.
     pub passthrough: bool,
+    /// Also for opens that write (else read-only opens only).
+    pub passthrough_writes: bool,
     /// Ask for the kernel's writeback cache (excludes passthrough).
     pub writeback: bool,
 }
@@ -39,6 +41,7 @@ impl Default for FsConfig {
         FsConfig {
             ttl: Duration::from_secs(1),
             passthrough: true,
+            passthrough_writes: true,
             writeback: false,
         }
     }
@@ -146,6 +149,18 @@ impl BkfsFs {
         }
     }
 
+    /// FOPEN flags of a page-cached open. With the writeback cache (and so
+    /// no passthrough) every change reaches the backing file through this
+    /// page cache, so it stays valid across opens; otherwise an inode may
+    /// have been written by passthrough since, and the cache is dropped.
+    fn cached_open_flags(&self) -> FopenFlags {
+        if self.cfg.writeback {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
     /// Chooses the I/O mode of a new open (see [`iomode`]); `None` when the
     /// open must be refused with ETXTBSY.
     fn open_mode(
@@ -156,7 +171,7 @@ impl BkfsFs {
         register: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
     ) -> Option<Mode> {
         let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
-        let passthrough = self.passthrough_active();
+        let passthrough = self.passthrough_active() && (read_only || self.cfg.passthrough_writes);
         let r = self.io.open(fh, ino, read_only, passthrough, || {
             let (fd, writable) = self.live.passthrough_file(fh).map_err(io::Error::from)?;
             Ok(Backing {
@@ -386,7 +401,7 @@ impl Filesystem for BkfsFs {
             Some(Mode::Passthrough(b)) => {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
             }
-            Some(Mode::Cached) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Some(Mode::Cached) => reply.opened(FileHandle(fh), self.cached_open_flags()),
             None => {
                 self.live.release(fh);
                 reply.error(Errno::ETXTBSY)
@@ -627,12 +642,8 @@ impl Filesystem for BkfsFs {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
-        // A new file is page-cached: it has no other opens (the kernel sends
-        // CREATE only for a name it found missing) and is about to be written.
         let attr = file_attr(&entry.attr);
-        match self.open_mode(fh, entry.id(), flags | libc::O_RDWR, |_| {
-            Err(io::Error::from(io::ErrorKind::Unsupported))
-        }) {
+        match self.open_mode(fh, entry.id(), flags, |fd| reply.open_backing(fd)) {
             Some(Mode::Passthrough(b)) => reply.created_passthrough(
                 &self.cfg.ttl,
                 &attr,

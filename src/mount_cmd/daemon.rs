@@ -228,6 +228,7 @@ fn start(
         FsConfig {
             ttl: opts.cache_timeout,
             passthrough: opts.passthrough,
+            passthrough_writes: opts.passthrough_writes,
             writeback: opts.writeback,
         },
     );

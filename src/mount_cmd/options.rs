@@ -32,8 +32,11 @@ pub struct MountOptions {
     pub dirsync: bool,
     /// The kernel's writeback cache (`writeback`); turns passthrough off.
     pub writeback: bool,
-    /// Kernel passthrough for read-only opens (`nopassthrough` turns it off).
+    /// Kernel passthrough (`nopassthrough` turns it off).
     pub passthrough: bool,
+    /// Passthrough also for opens that write (`passthrough=ro` limits it
+    /// to read-only opens).
+    pub passthrough_writes: bool,
     /// Log to this file instead of syslog (`log=`).
     pub log: Option<PathBuf>,
     /// Entry and attribute cache lifetime (`cache_timeout=SECONDS`).
@@ -62,6 +65,7 @@ impl Default for MountOptions {
             dirsync: false,
             writeback: false,
             passthrough: true,
+            passthrough_writes: true,
             log: None,
             cache_timeout: DEFAULT_CACHE_TIMEOUT,
         }
@@ -149,6 +153,14 @@ impl MountOptions {
                     .ok_or_else(|| format!("cache_timeout={v}: expected seconds (0 to 86400)"))?;
                 self.cache_timeout = Duration::from_secs_f64(secs);
             }
+            "passthrough" => {
+                self.passthrough = true;
+                self.passthrough_writes = match value {
+                    Some("ro") => false,
+                    None | Some("rw") => true,
+                    _ => return Err("passthrough= takes 'ro' or 'rw'".to_string()),
+                }
+            }
             "snapdir" => {
                 self.snapdir = match value {
                     Some("hidden") => SnapDir::Hidden,
@@ -175,7 +187,6 @@ impl MountOptions {
             "dirsync" => self.dirsync = true,
             "writeback" => self.writeback = true,
             "nowriteback" => self.writeback = false,
-            "passthrough" => self.passthrough = true,
             "nopassthrough" => self.passthrough = false,
             _ if ignored(opt) => {}
             _ => return Err(format!("unknown mount option '{opt}'")),
@@ -224,6 +235,12 @@ mod tests {
         assert_eq!(o.snapdir, SnapDir::Visible);
         assert_eq!(o.log, Some(PathBuf::from("/tmp/l")));
         assert_eq!(o.cache_timeout, Duration::from_millis(500));
+        let o = MountOptions::parse(&["passthrough=ro"]).unwrap();
+        assert!(o.passthrough && !o.passthrough_writes);
+        let o = MountOptions::parse(&["nopassthrough"]).unwrap();
+        assert!(!o.passthrough);
+        let o = MountOptions::parse(&["nopassthrough,passthrough"]).unwrap();
+        assert!(o.passthrough && o.passthrough_writes);
     }
 
     #[test]

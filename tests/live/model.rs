@@ -242,3 +242,12 @@ fn random_operations_match_with_the_writeback_cache() {
     }
     run_model(0xcafe_f00d, 600, "writeback");
 }
+
+#[test]
+fn random_operations_match_with_other_io_modes() {
+    if !can_mount() {
+        return;
+    }
+    run_model(0x0bad_cafe, 400, "passthrough=ro");
+    run_model(0x1234_5678, 400, "nopassthrough,threads=1");
+}

@@ -236,7 +236,13 @@ fn single_thread_and_nopassthrough_mounts_work() {
     if !can_mount() {
         return;
     }
-    for opts in ["threads=1", "nopassthrough", "writeback", "cache_timeout=0"] {
+    for opts in [
+        "threads=1",
+        "nopassthrough",
+        "passthrough=ro",
+        "writeback",
+        "cache_timeout=0",
+    ] {
         let m = Mount::with_source(opts, |src| fs::write(src.join("f"), b"data").unwrap());
         assert_eq!(fs::read(m.path("f")).unwrap(), b"data", "{opts}");
         fs::write(m.path("g"), b"more").unwrap();
