@@ -80,33 +80,32 @@ side=j['read'] if j['read']['io_bytes']>0 else j['write']
 print(side['bw']/1024 if '$what'=='bw' else side['iops'])"
 }
 
-meta_run() { # dir -> "create stat unlink" ops/s
-    python3 - "$1" "$NFILES" <<'PY'
+meta() { # create|stat|unlink dir -> operations per second
+    python3 - "$1" "$2" "$NFILES" <<'PY'
 import os, sys, time
-d, n = sys.argv[1], int(sys.argv[2])
-os.makedirs(d)
+mode, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 names = [os.path.join(d, "f%05d" % i) for i in range(n)]
-t = time.perf_counter()
-for p in names:
-    os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
-c = n / (time.perf_counter() - t)
-for p in names:
-    os.stat(p)
-t = time.perf_counter()
-for p in names:
-    os.stat(p)
-s = n / (time.perf_counter() - t)
-t = time.perf_counter()
-for p in names:
-    os.unlink(p)
-u = n / (time.perf_counter() - t)
-os.rmdir(d)
-print(f"{c:.0f} {s:.0f} {u:.0f}")
+if mode == "create":
+    os.makedirs(d)
+    t = time.perf_counter()
+    for p in names:
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+elif mode == "stat":
+    for p in names:  # first pass fills the caches; the second is timed
+        os.stat(p)
+    t = time.perf_counter()
+    for p in names:
+        os.stat(p)
+else:
+    t = time.perf_counter()
+    for p in names:
+        os.unlink(p)
+print(round(n / (time.perf_counter() - t)))
 PY
 }
 
-bench_dir() { # config dir run
-    local cfg=$1 dir=$2 run=$3
+io_tests() { # config dir
+    local cfg=$1 dir=$2
     sync; sleep 1
     record "$cfg" seq_write_MiBs "$(fio_run "$dir" write 1M bw)"
     cat "$dir/fio.data" > /dev/null
@@ -116,25 +115,28 @@ bench_dir() { # config dir run
     # No page may still be under writeback: writing to one waits for the disk.
     sync; sleep 1
     record "$cfg" rand_write_iops "$(fio_run "$dir" randwrite 4k iops)"
+}
+
+tar_x() { # config dir run
+    local cfg=$1 dir=$2 run=$3 t0 t1
+    cat "$KTAR" > /dev/null
     sync; sleep 1
-    read -r c s u < <(meta_run "$dir/meta$run")
-    record "$cfg" create_per_s "$c"
-    record "$cfg" stat_cached_per_s "$s"
-    record "$cfg" unlink_per_s "$u"
-    if [ -s "$KTAR" ]; then
-        cat "$KTAR" > /dev/null
-        sync; sleep 1
-        mkdir "$dir/tar$run"
-        local t0 t1
-        t0=$(date +%s.%N)
-        tar -C "$dir/tar$run" -xf "$KTAR"
-        t1=$(date +%s.%N)
-        record "$cfg" tar_x_files_per_s "$(python3 -c "print(round($(tar -tf "$KTAR" | wc -l) / ($t1 - $t0)))")"
-    fi
+    mkdir "$dir/tar$run"
+    t0=$(date +%s.%N)
+    tar -C "$dir/tar$run" -xf "$KTAR"
+    t1=$(date +%s.%N)
+    record "$cfg" tar_x_files_per_s "$(python3 -c "print(round($KFILES / ($t1 - $t0)))")"
 }
 
 # Native directory and one source+mount per bkfs configuration, all on the same filesystem.
-rm -rf "$WORK/native" "$WORK"/src-* "$WORK"/mnt-* 2>/dev/null || true
+# Leftovers of an earlier run are moved aside, not deleted (deleting would slow creation).
+if [ -e "$WORK/native" ]; then
+    OLD=$WORK/old.$(date +%s)
+    mkdir -p "$OLD"
+    mv "$WORK/native" "$WORK"/src-* "$OLD"/ 2>/dev/null || true
+    rmdir "$WORK"/mnt-* 2>/dev/null || true
+    echo "moved the previous run's trees to $OLD" >&2
+fi
 mkdir -p "$WORK/native"
 IFS=';' read -r -a CFGS <<< "$CONFIGS"
 for i in "${!CFGS[@]}"; do
@@ -145,13 +147,29 @@ for i in "${!CFGS[@]}"; do
     MOUNTS+=("$WORK/mnt-$i")
 done
 
+# Each phase runs for every configuration before the next phase, so that no
+# timed file creation follows a mass deletion; unlinks are timed last of all.
+DIRS=("native=$WORK/native")
+for i in "${!CFGS[@]}"; do DIRS+=("bkfs:${CFGS[$i]}=$WORK/mnt-$i"); done
+KFILES=0
+[ -s "$KTAR" ] && KFILES=$(tar -tf "$KTAR" | wc -l)
 for run in $(seq 1 "$RUNS"); do
-    echo "run $run/$RUNS: native" >&2
-    bench_dir native "$WORK/native" "$run"
-    for i in "${!CFGS[@]}"; do
-        echo "run $run/$RUNS: bkfs ${CFGS[$i]}" >&2
-        bench_dir "bkfs:${CFGS[$i]}" "$WORK/mnt-$i" "$run"
+    for cd in "${DIRS[@]}"; do
+        echo "run $run/$RUNS: I/O on ${cd%%=*}" >&2
+        io_tests "${cd%%=*}" "${cd#*=}"
     done
+    sync; sleep 1
+    for cd in "${DIRS[@]}"; do record "${cd%%=*}" create_per_s "$(meta create "${cd#*=}/meta$run")"; done
+    for cd in "${DIRS[@]}"; do record "${cd%%=*}" stat_cached_per_s "$(meta stat "${cd#*=}/meta$run")"; done
+    if [ "$KFILES" -gt 0 ]; then
+        for cd in "${DIRS[@]}"; do
+            echo "run $run/$RUNS: tar x on ${cd%%=*}" >&2
+            tar_x "${cd%%=*}" "${cd#*=}" "$run"
+        done
+    fi
+done
+for run in $(seq 1 "$RUNS"); do
+    for cd in "${DIRS[@]}"; do record "${cd%%=*}" unlink_per_s "$(meta unlink "${cd#*=}/meta$run")"; done
 done
 
 python3 - "$RESULTS" "$CONFIGS" <<'PY'
@@ -179,4 +197,4 @@ for m in targets:
     t = targets[m]
     print(row + (f"{t:>8.2f}" if t else f"{'':>8}"))
 PY
-echo "raw figures: $RESULTS (trees under $WORK are kept; delete them when done)" >&2
+echo "raw figures: $RESULTS (trees under $WORK are kept; delete them when the disk is idle)" >&2
