@@ -133,6 +133,7 @@ pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) ->
         return Err(e);
     }
     let top = put_tree(&w, vec![root_node])?;
+    tracing::debug!("walk done after {:.3} s", started.elapsed().as_secs_f64());
     let errors = std::mem::take(&mut *walk.errors.lock().unwrap());
     let warnings = std::mem::take(&mut *walk.warnings.lock().unwrap());
     let s = &w.stats;
@@ -157,6 +158,8 @@ pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) ->
     let mut snap = snap;
     snap.stats.seconds = started.elapsed().as_secs_f64();
     w.commit(Some(&snap))?;
+    tracing::debug!("committed after {:.3} s", started.elapsed().as_secs_f64());
+
     Ok(Report {
         snapshot: snap,
         errors,
