@@ -1,0 +1,371 @@
+//! Store issue: the everyday commands, used as a user would: restore of a sub-path, refusing to
+//! overwrite, ls, list, diff, forget + gc (space comes back, the rest still restores), check.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+
+fn base_tree(src: &Path, seed: u64) {
+    let mut rng = Rng::new(seed);
+    fs::create_dir_all(src.join("sub/inner")).unwrap();
+    fs::write(src.join("top.txt"), b"top\n").unwrap();
+    fs::write(src.join("sub/inner/file.txt"), b"inner file\n").unwrap();
+    write_random(&src.join("sub/x.bin"), 200_000, &mut rng);
+    write_random(&src.join("big.bin"), 10 << 20, &mut rng);
+    fs::write(join_bytes(src, b"odd\xff\xfename"), b"odd\n").unwrap();
+    fs::write(src.join("new\nline"), b"nl\n").unwrap();
+    fs::write(src.join("with space"), b"sp\n").unwrap();
+    fs::create_dir(src.join("rand")).unwrap();
+    random_tree(
+        &src.join("rand"),
+        &mut rng,
+        &TreeSpec {
+            files: 40,
+            max_depth: 3,
+            max_size: 100_000,
+            dup_percent: 20,
+            specials: true,
+        },
+    );
+    set_times(
+        &src.join("sub/x.bin"),
+        (1_000_000_000, 5),
+        (1_000_000_001, 6),
+    );
+}
+
+/// Lines of `bkfs diff`, as (kind, path) with any leading "/" or "./" of the path removed.
+fn diff_lines(out: &Out) -> BTreeSet<(char, String)> {
+    out.stdout_str()
+        .lines()
+        .filter_map(|l| {
+            let mut cs = l.chars();
+            let k = cs.next()?;
+            if !matches!(k, '+' | '-' | 'M') {
+                return None;
+            }
+            let p = cs.as_str().trim_start();
+            let p = p.strip_prefix("./").unwrap_or(p);
+            let p = p.strip_prefix('/').unwrap_or(p);
+            Some((k, p.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn restore_sub_paths_ls_list_diff_forget_gc() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    base_tree(&src, 21);
+    let l1 = listing(&src);
+    let store = Store::new();
+    let mut f = Failures::new();
+
+    store.backup(&src, "first").ok("first backup");
+    f.code(&store.check(), 0, "check after first backup");
+
+    // list shows it.
+    let o = store.list();
+    f.code(&o, 0, "bkfs list");
+    f.check(o.stdout_str().contains("first"), || {
+        format!(
+            "`bkfs list` does not show snapshot `first`\n{}",
+            o.describe()
+        )
+    });
+
+    // ls of the root and of a sub-directory.
+    let o = store.run(["ls", "first"]);
+    if f.code(&o, 0, "bkfs ls first") {
+        for n in ["top.txt", "sub", "big.bin", "rand", "with space"] {
+            f.check(o.stdout_str().lines().any(|l| l.contains(n)), || {
+                format!("`bkfs ls first` does not list `{n}`\n{}", o.describe())
+            });
+        }
+    }
+    let o = store.run(["ls", "first:sub"]);
+    if f.code(&o, 0, "bkfs ls first:sub") {
+        for n in ["inner", "x.bin"] {
+            f.check(o.stdout_str().contains(n), || {
+                format!("`bkfs ls first:sub` does not list `{n}`\n{}", o.describe())
+            });
+        }
+        f.check(!o.stdout_str().contains("top.txt"), || {
+            format!(
+                "`bkfs ls first:sub` lists the root's `top.txt`\n{}",
+                o.describe()
+            )
+        });
+    }
+    let o = store.run(["ls", "-R", "first:sub"]);
+    if f.code(&o, 0, "bkfs ls -R first:sub") {
+        f.check(o.stdout_str().contains("file.txt"), || {
+            format!(
+                "`bkfs ls -R first:sub` does not reach sub/inner/file.txt\n{}",
+                o.describe()
+            )
+        });
+    }
+    f.code(
+        &store.run(["ls", "first:no/such/dir"]),
+        6,
+        "ls of a path not in the snapshot",
+    );
+    f.code(&store.run(["ls", "latest"]), 0, "ls latest");
+
+    // Restore a sub-directory: its contents land in DEST, metadata-exact.
+    let d_sub = work.path().join("r_sub");
+    let o = store.restore("first:sub", &d_sub);
+    if f.code(&o, 0, "restore first:sub DEST") {
+        let want = l1.subtree(b"sub");
+        let got = listing(&d_sub);
+        f.same(
+            "restore first:sub DEST: DEST should hold sub's contents (expected = source's sub/)",
+            &want,
+            &got,
+        );
+    }
+
+    // Restore a single file to a new path: DEST becomes that file.
+    let d_file = work.path().join("r_file");
+    let o = store.restore("first:sub/x.bin", &d_file);
+    if f.code(&o, 0, "restore first:sub/x.bin DEST (single file)") {
+        let want = &l1.entries[b"sub/x.bin".as_slice()];
+        let got = if d_file.is_dir() {
+            // Also accepted: DEST is made a directory holding the file.
+            listing(&d_file).entries.get(b"x.bin".as_slice()).cloned()
+        } else {
+            let mut l = listing(&d_file);
+            l.entries.remove(b"".as_slice())
+        };
+        f.check(got.as_ref() == Some(want), || {
+            format!("restored single file differs:\nexpected {want:?}\ngot      {got:?}")
+        });
+    }
+    f.code(
+        &store.restore("first:no/such", &work.path().join("r_none")),
+        6,
+        "restore of a path not in the snapshot",
+    );
+
+    // A non-empty destination is refused (exit 10) and left alone, unless --overwrite.
+    let d_ne = work.path().join("r_nonempty");
+    fs::create_dir(&d_ne).unwrap();
+    fs::write(d_ne.join("stale"), b"keep me").unwrap();
+    fs::write(d_ne.join("top.txt"), b"old contents, same name").unwrap();
+    let o = store.restore("first", &d_ne);
+    f.code(
+        &o,
+        10,
+        "restore into a non-empty directory without --overwrite",
+    );
+    let names: Vec<_> = fs::read_dir(&d_ne)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    f.check(names.len() == 2, || {
+        format!("a refused restore must not write into DEST; DEST now holds {names:?}")
+    });
+    f.check(
+        fs::read(d_ne.join("top.txt")).unwrap() == b"old contents, same name",
+        || "a refused restore changed DEST/top.txt".into(),
+    );
+    let o = store.run([
+        OsStr::new("restore"),
+        OsStr::new("first"),
+        d_ne.as_os_str(),
+        OsStr::new("--overwrite"),
+    ]);
+    if f.code(&o, 0, "restore --overwrite into a non-empty directory") {
+        let got = listing_with(
+            &d_ne,
+            ListOpts {
+                root: false,
+                ..Default::default()
+            },
+        );
+        let want = listing_with(
+            &src,
+            ListOpts {
+                root: false,
+                ..Default::default()
+            },
+        );
+        f.same(
+            "restore --overwrite: every snapshot entry must be restored exactly (`stale` may stay)",
+            &want,
+            &got.without(&[b"stale".as_slice()]),
+        );
+    }
+
+    // Change the tree: add, remove, modify; second backup; diff.
+    fs::write(src.join("added.txt"), b"new file\n").unwrap();
+    fs::remove_file(src.join("top.txt")).unwrap();
+    let mut x = fs::read(src.join("sub/x.bin")).unwrap();
+    x[1000] ^= 0xff;
+    fs::write(src.join("sub/x.bin"), &x).unwrap();
+    fs::remove_dir_all(src.join("sub/inner")).unwrap();
+    let l2 = listing(&src);
+    store.backup(&src, "second").ok("second backup");
+    f.code(&store.check(), 0, "check after second backup");
+
+    let o = store.run(["diff", "first", "second"]);
+    if f.code(&o, 0, "bkfs diff first second") {
+        let lines = diff_lines(&o);
+        for want in [
+            ('+', "added.txt"),
+            ('-', "top.txt"),
+            ('M', "sub/x.bin"),
+            ('-', "sub/inner"),
+        ] {
+            f.check(lines.contains(&(want.0, want.1.to_string())), || {
+                format!(
+                    "`bkfs diff first second` lacks the line `{} {}`\n{}",
+                    want.0,
+                    want.1,
+                    o.describe()
+                )
+            });
+        }
+        // Nothing else added, removed or modified, apart from directories whose entries changed
+        // and the removed directory's own children.
+        for (k, p) in &lines {
+            let expected = matches!(
+                (k, p.as_str()),
+                ('+', "added.txt")
+                    | ('-', "top.txt")
+                    | ('M', "sub/x.bin")
+                    | ('-', "sub/inner")
+                    | ('-', "sub/inner/file.txt")
+                    | ('M', "")
+                    | ('M', ".")
+                    | ('M', "sub")
+            );
+            f.check(expected, || {
+                format!(
+                    "`bkfs diff first second` reports `{k} {p}`, which did not change\n{}",
+                    o.describe()
+                )
+            });
+        }
+    }
+    let o = store.run(["diff", "first", "first"]);
+    if f.code(&o, 0, "bkfs diff first first") {
+        f.check(diff_lines(&o).is_empty(), || {
+            format!(
+                "diff of a snapshot with itself must be empty\n{}",
+                o.describe()
+            )
+        });
+    }
+
+    // Remove the big file; third backup. Forget first and second; gc gives the space back.
+    fs::remove_file(src.join("big.bin")).unwrap();
+    let l3 = listing(&src);
+    store.backup(&src, "third").ok("third backup");
+    let du_before = store.du();
+    let o = store.run(["forget", "first"]);
+    f.code(&o, 0, "forget first");
+    f.code(&store.check(), 0, "check after forget first");
+    let names = store.snapshot_names();
+    f.check(!names.contains(&"first".to_string()), || {
+        format!("`first` still listed after forget: {names:?}")
+    });
+    // `second` still restores whole (it shares data with the forgotten one).
+    let o = store.run(["gc"]);
+    f.code(&o, 0, "gc after forgetting first");
+    f.code(&store.check(), 0, "check after gc");
+    let d2 = work.path().join("r_second");
+    if f.code(
+        &store.restore("second", &d2),
+        0,
+        "restore second after forget first + gc",
+    ) {
+        f.same(
+            "second after gc (expected = tree at second)",
+            &l2,
+            &listing(&d2),
+        );
+    }
+    store.run(["forget", "second"]).ok("forget second");
+    f.code(&store.run(["gc"]), 0, "gc after forgetting second");
+    let du_after = store.du();
+    f.check(du_after + (8 << 20) <= du_before, || {
+        format!(
+            "gc did not give back the 10 MiB only the forgotten snapshots used: store {du_before} bytes before, {du_after} after"
+        )
+    });
+    f.code(&store.check(), 0, "check after second gc");
+    f.code(&store.check_data(), 0, "check --read-data after second gc");
+    let d3 = work.path().join("r_third");
+    if f.code(&store.restore("third", &d3), 0, "restore third after gc") {
+        f.same(
+            "third after gc (expected = tree at third)",
+            &l3,
+            &listing(&d3),
+        );
+    }
+    let names = store.snapshot_names();
+    f.check(names == vec!["third".to_string()], || {
+        format!("after forgetting first and second, list --json shows {names:?}")
+    });
+    f.finish();
+}
+
+/// `bkfs ls` lists every name once per line, the non-UTF-8 and newline ones in an escaped
+/// (unambiguous) form, and never writes raw invalid UTF-8 to the terminal.
+#[test]
+fn ls_escapes_odd_names() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("plain"), b"").unwrap();
+    fs::write(join_bytes(&src, b"a\xff\xfeb"), b"").unwrap();
+    fs::write(src.join("new\nline"), b"").unwrap();
+    fs::write(src.join("with space"), b"").unwrap();
+    let store = Store::new();
+    store.backup(&src, "s").ok("backup");
+    let o = store.run(["ls", "s"]);
+    o.ok("ls s");
+    let out = o.stdout.clone();
+    let mut f = Failures::new();
+    f.check(std::str::from_utf8(&out).is_ok(), || {
+        format!(
+            "`bkfs ls` wrote invalid UTF-8 (raw name bytes): {}",
+            out.escape_ascii()
+        )
+    });
+    let s = o.stdout_str();
+    f.check(s.lines().any(|l| l.contains("plain")), || {
+        format!("no `plain` in:\n{s}")
+    });
+    f.check(s.lines().any(|l| l.contains("with space")), || {
+        format!("no `with space` in:\n{s}")
+    });
+    f.check(
+        s.lines().any(|l| {
+            l.contains('a')
+                && l.contains('b')
+                && (l.to_ascii_lowercase().contains("ff") || l.contains("377"))
+        }),
+        || format!("the name a\\xff\\xfeb is not listed in an escaped form (with ff or 377):\n{s}"),
+    );
+    f.check(
+        !s.lines()
+            .any(|l| l.trim() == "line" || l.trim_end().ends_with("new")),
+        || format!("the name \"new\\nline\" is printed with a raw newline:\n{s}"),
+    );
+    f.finish();
+}
