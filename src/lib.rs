@@ -7,4 +7,8 @@
 //! - [`restore`]: reading a snapshot back out to a directory;
 //! - [`cli`]: argument parsing and presentation only.
 
+pub mod cli;
+pub mod ingest;
+pub mod restore;
 pub mod store;
+pub mod sys;

@@ -1,1 +1,206 @@
-//! The content-addressed store.
+//! The content-addressed store: chunks, packs, index, trees and snapshot records.
+//!
+//! Knows nothing of FUSE. Layout of a store directory (docs/FORMAT.md):
+//!
+//! ```text
+//! config              JSON: format version, chunker parameters, compression level
+//! packs/NNNNNNNN.pack blobs (data chunks and trees), append-only, immutable once named
+//! index/*.idx         sorted (id → pack, offset, lengths) tables, rebuildable from packs
+//! snapshots/NAME.json snapshot records, written last
+//! locks/              flock files (write, read)
+//! tmp/                files being written; anything here after a crash is garbage
+//! ```
+
+mod blob;
+pub mod check;
+pub mod chunker;
+pub mod config;
+pub mod error;
+pub mod gc;
+pub mod id;
+pub mod index;
+pub mod lock;
+pub mod pack;
+pub mod reader;
+pub mod snapshot;
+pub mod tree;
+pub mod walk;
+pub mod writer;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use config::{Config, FORMAT_VERSION};
+pub use error::{Error, IoContext, Result};
+pub use id::Id;
+pub use reader::StoreReader;
+pub use snapshot::Snapshot;
+pub use tree::{Kind, Node, Piece, Time, Tree, Xattr};
+pub use writer::StoreWriter;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    config: Config,
+}
+
+const SUBDIRS: [&str; 5] = ["packs", "index", "snapshots", "locks", "tmp"];
+
+impl Store {
+    /// Create a new, empty store at `path` (which must not exist or be an empty directory).
+    pub fn init(path: &Path) -> Result<Store> {
+        match fs::metadata(path) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::NotAStore(
+                    path.into(),
+                    "exists and is not a directory".into(),
+                ))
+            }
+            Ok(_) => {
+                let mut entries =
+                    fs::read_dir(path).ctx(|| format!("reading {}", path.display()))?;
+                if entries.next().is_some() {
+                    return Err(Error::NotAStore(
+                        path.into(),
+                        "directory is not empty and holds no store".into(),
+                    ));
+                }
+            }
+            Err(_) => fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?,
+        }
+        for d in SUBDIRS {
+            let p = path.join(d);
+            fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+        }
+        let config = Config::new();
+        let tmp = path.join("tmp/config");
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        fs::write(&tmp, json).ctx(|| format!("writing {}", tmp.display()))?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .ctx(|| format!("syncing {}", tmp.display()))?;
+        // The config appears last: a store without one is not a store.
+        fs::rename(&tmp, path.join("config"))
+            .ctx(|| format!("writing {}/config", path.display()))?;
+        fsync_dir(path)?;
+        Ok(Store {
+            root: path.into(),
+            config,
+        })
+    }
+
+    pub fn open(path: &Path) -> Result<Store> {
+        let meta = fs::metadata(path).map_err(|e| Error::NotAStore(path.into(), e.to_string()))?;
+        if !meta.is_dir() {
+            return Err(Error::NotAStore(path.into(), "not a directory".into()));
+        }
+        let cpath = path.join("config");
+        let bytes = fs::read(&cpath)
+            .map_err(|e| Error::NotAStore(path.into(), format!("no readable config: {e}")))?;
+        #[derive(serde::Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let v: Version = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::NotAStore(path.into(), format!("config: {e}")))?;
+        if v.version > FORMAT_VERSION {
+            return Err(Error::NewerVersion {
+                path: path.into(),
+                found: v.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::NotAStore(path.into(), format!("config: {e}")))?;
+        for d in SUBDIRS {
+            let p = path.join(d);
+            if !p.is_dir() {
+                return Err(Error::NotAStore(path.into(), format!("{d}/ is missing")));
+            }
+        }
+        Ok(Store {
+            root: path.into(),
+            config,
+        })
+    }
+
+    /// Open the store, creating it if `path` does not exist or is an empty directory.
+    pub fn open_or_init(path: &Path) -> Result<Store> {
+        let empty_dir = fs::read_dir(path)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !path.exists() || empty_dir {
+            Store::init(path)
+        } else {
+            Store::open(path)
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
+    }
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        snapshot::list(&self.snapshots_dir())
+    }
+
+    /// A snapshot by name; `latest` is the newest one.
+    pub fn snapshot(&self, name: &str) -> Result<Snapshot> {
+        if name == "latest" {
+            return self
+                .snapshots()?
+                .pop()
+                .ok_or_else(|| Error::NoSnapshot("latest".into()));
+        }
+        if snapshot::validate_name(name).is_err() {
+            return Err(Error::NoSnapshot(name.into()));
+        }
+        snapshot::load(&self.snapshots_dir(), name)
+    }
+
+    /// The pack numbers present in `packs/`.
+    pub fn pack_numbers(&self) -> Result<Vec<u32>> {
+        let dir = self.packs_dir();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))? {
+            let e = e.ctx(|| format!("reading {}", dir.display()))?;
+            if let Some(n) = e.file_name().to_str().and_then(pack::parse_pack_name) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    pub fn reader(&self) -> Result<StoreReader> {
+        StoreReader::open(self.clone())
+    }
+
+    pub fn writer(&self, what: &str) -> Result<StoreWriter> {
+        StoreWriter::open(self.clone(), what)
+    }
+}
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("syncing {}", dir.display()))
+}

@@ -1,0 +1,359 @@
+//! Restoring a snapshot (or part of one) to a directory, metadata-exact.
+//!
+//! Order matters for exactness: a file's owner is set before its mode (chown
+//! clears setuid/setgid), its xattrs after its owner (chown drops
+//! security.capability), its times last. Hard links are made once every
+//! primary is complete, and directories get their metadata bottom-up at the
+//! very end, since creating entries in a directory changes its mtime and a
+//! default ACL would leak into the entries created under it.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::ingest::Progress;
+use crate::store::{Error, Kind, Node, Result, Snapshot, StoreReader};
+use crate::sys::{self, XattrOf};
+
+pub struct Options {
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Entries that could not be restored, with the reason.
+    pub errors: Vec<String>,
+    /// True when some of those errors are damaged data in the store.
+    pub damaged: bool,
+}
+
+/// Find the node at `path` (components separated by '/') in a snapshot. The
+/// empty path is the snapshot's root directory.
+pub fn resolve(reader: &StoreReader, snap: &Snapshot, path: &[u8]) -> Result<Node> {
+    let top = reader.tree(&snap.tree)?;
+    let mut node = top
+        .nodes
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Corrupt(format!("snapshot {}: empty top tree", snap.name)))?;
+    for comp in path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+    {
+        let not_found = || Error::NoPath {
+            snapshot: snap.name.clone(),
+            path: String::from_utf8_lossy(path).into_owned(),
+        };
+        let sub = node.subtree.ok_or_else(not_found)?;
+        let tree = reader.tree(&sub)?;
+        node = tree.find(comp).cloned().ok_or_else(not_found)?;
+    }
+    Ok(node)
+}
+
+struct Job<'a> {
+    reader: &'a StoreReader,
+    progress: &'a Progress,
+    overwrite: bool,
+    as_root: bool,
+    /// Hard-linked inodes: (dev, ino) → path of the name restored first.
+    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    /// Names to link to their primary once all files are restored.
+    pending_links: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Directories whose metadata is applied at the end.
+    dirs: Mutex<Vec<(PathBuf, Node)>>,
+    errors: Mutex<Vec<String>>,
+    damaged: std::sync::atomic::AtomicBool,
+}
+
+pub fn restore(
+    reader: &StoreReader,
+    snap: &Snapshot,
+    path: &[u8],
+    dest: &Path,
+    opts: &Options,
+    progress: &Progress,
+) -> Result<Report> {
+    let node = resolve(reader, snap, path)?;
+    if let Ok(mut d) = std::fs::read_dir(dest) {
+        if d.next().is_some() && !opts.overwrite {
+            return Err(Error::DestNotEmpty(dest.into()));
+        }
+    } else if dest.exists() {
+        return Err(Error::Other(format!(
+            "{}: exists and is not a directory",
+            dest.display()
+        )));
+    }
+    std::fs::create_dir_all(dest)
+        .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
+    let dest = &dest
+        .canonicalize()
+        .map_err(|e| Error::io(format!("{}", dest.display()), e))?;
+    let job = Job {
+        reader,
+        progress,
+        overwrite: opts.overwrite,
+        as_root: nix::unistd::geteuid().is_root(),
+        links: Mutex::new(HashMap::new()),
+        pending_links: Mutex::new(Vec::new()),
+        dirs: Mutex::new(Vec::new()),
+        errors: Mutex::new(Vec::new()),
+        damaged: Default::default(),
+    };
+    let dest_fd =
+        sys::open_dir(dest).map_err(|e| Error::io(format!("opening {}", dest.display()), e))?;
+    if node.kind == Kind::Dir {
+        job.fill_dir(dest_fd.as_fd(), dest, &node)?;
+        job.dirs.lock().unwrap().push((dest.to_path_buf(), node));
+    } else {
+        job.entry(dest_fd.as_fd(), dest, &node);
+    }
+    for (link, target) in std::mem::take(&mut *job.pending_links.lock().unwrap()) {
+        if let Err(e) = std::fs::hard_link(&target, &link) {
+            job.error(
+                &link,
+                &format!("hard link to {}: {e}", target.display()),
+                false,
+            );
+        }
+    }
+    let mut dirs = std::mem::take(&mut *job.dirs.lock().unwrap());
+    // Deepest first: a parent's metadata is set after everything inside it.
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (p, n) in &dirs {
+        if let Err(e) = job.dir_meta(p, n) {
+            job.error(p, &e.to_string(), false);
+        }
+    }
+    let errors = std::mem::take(&mut *job.errors.lock().unwrap());
+    Ok(Report {
+        errors,
+        damaged: job.damaged.load(Ordering::Relaxed),
+    })
+}
+
+fn join(dir: &Path, name: &[u8]) -> PathBuf {
+    dir.join(std::ffi::OsStr::from_bytes(name))
+}
+
+impl Job<'_> {
+    fn error(&self, path: &Path, msg: &str, damaged: bool) {
+        self.errors
+            .lock()
+            .unwrap()
+            .push(format!("{}: {msg}", path.display()));
+        if damaged {
+            self.damaged.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Restore the entries of directory `node` into the open directory `fd`.
+    fn fill_dir(&self, fd: BorrowedFd, path: &Path, node: &Node) -> Result<()> {
+        let Some(sub) = node.subtree else {
+            return Ok(());
+        };
+        let tree = self.reader.tree(&sub)?;
+        tree.nodes.par_iter().for_each(|n| self.entry(fd, path, n));
+        Ok(())
+    }
+
+    /// Restore one entry; errors are recorded, not returned, so the rest goes on.
+    fn entry(&self, dir: BorrowedFd, dir_path: &Path, n: &Node) {
+        let path = join(dir_path, &n.name);
+        if let Err(e) = self.entry_inner(dir, &path, n) {
+            let damaged = matches!(e, Error::Corrupt(_));
+            self.error(&path, &e.to_string(), damaged);
+        }
+    }
+
+    fn entry_inner(&self, dir: BorrowedFd, path: &Path, n: &Node) -> Result<()> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| Error::io(what, e)
+        };
+        let name = sys::cstr(&n.name).map_err(io("name"))?;
+        if n.kind == Kind::Dir {
+            // SAFETY: name is NUL-terminated.
+            let r = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                let exists_as_dir = e.raw_os_error() == Some(libc::EEXIST)
+                    && self.overwrite
+                    && sys::fstatat(dir, &name)
+                        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+                if !exists_as_dir {
+                    return Err(Error::io("mkdir", e));
+                }
+            }
+            let fd = sys::openat(dir, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .map_err(io("open"))?;
+            self.fill_dir(fd.as_fd(), path, n)?;
+            self.dirs
+                .lock()
+                .unwrap()
+                .push((path.to_path_buf(), n.clone()));
+            return Ok(());
+        }
+        if self.overwrite {
+            // SAFETY: name is NUL-terminated. ENOENT (nothing there) is fine.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+        }
+        if n.is_hardlinked() {
+            let mut links = self.links.lock().unwrap();
+            if let Some(first) = links.get(&(n.dev, n.ino)) {
+                self.pending_links
+                    .lock()
+                    .unwrap()
+                    .push((path.to_path_buf(), first.clone()));
+                return Ok(());
+            }
+            links.insert((n.dev, n.ino), path.to_path_buf());
+        }
+        match n.kind {
+            Kind::File => self.file(dir, &name, path, n)?,
+            Kind::Symlink => {
+                let target =
+                    sys::cstr(n.target.as_deref().unwrap_or_default()).map_err(io("symlink"))?;
+                // SAFETY: both strings are NUL-terminated.
+                if unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) } < 0 {
+                    return Err(Error::io("symlink", std::io::Error::last_os_error()));
+                }
+                self.meta_at(dir, &name, n, false)?;
+            }
+            Kind::Fifo | Kind::Chr | Kind::Blk => {
+                let t = match n.kind {
+                    Kind::Fifo => libc::S_IFIFO,
+                    Kind::Chr => libc::S_IFCHR,
+                    _ => libc::S_IFBLK,
+                };
+                // SAFETY: name is NUL-terminated.
+                if unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), t | 0o600, n.rdev) } < 0 {
+                    return Err(Error::io("mknod", std::io::Error::last_os_error()));
+                }
+                self.meta_at(dir, &name, n, true)?;
+            }
+            Kind::Dir => unreachable!(),
+        }
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn file(&self, dir: BorrowedFd, name: &CStr, path: &Path, n: &Node) -> Result<()> {
+        let fd = sys::openat(
+            dir,
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )
+        .map_err(|e| Error::io("create", e))?;
+        let file = File::from(fd);
+        if let Err(e) = self.write_content(&file, n) {
+            drop(file);
+            // Never leave a file with wrong content behind.
+            // SAFETY: name is NUL-terminated.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+            return Err(e);
+        }
+        let fd: OwnedFd = file.into();
+        self.meta_fd(fd.as_fd(), n)?;
+        let _ = path;
+        Ok(())
+    }
+
+    fn write_content(&self, file: &File, n: &Node) -> Result<()> {
+        let mut offsets = Vec::with_capacity(n.content.len());
+        let mut off = 0u64;
+        for p in &n.content {
+            offsets.push(off);
+            off += p.len;
+        }
+        let write = |(p, off): (&crate::store::Piece, &u64)| -> Result<()> {
+            let Some(id) = p.id else { return Ok(()) };
+            let data = self.reader.read_blob(&id)?;
+            file.write_all_at(&data, *off)
+                .map_err(|e| Error::io("write", e))?;
+            self.progress
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            Ok(())
+        };
+        if n.content.len() > 2 {
+            n.content
+                .par_iter()
+                .zip(offsets.par_iter())
+                .try_for_each(write)?;
+        } else {
+            n.content.iter().zip(offsets.iter()).try_for_each(write)?;
+        }
+        // Sets the size, leaving a trailing hole as a hole.
+        file.set_len(n.size).map_err(|e| Error::io("truncate", e))?;
+        Ok(())
+    }
+
+    /// Owner, xattrs, mode, times of an open regular file.
+    fn meta_fd(&self, fd: BorrowedFd, n: &Node) -> Result<()> {
+        let raw = fd.as_raw_fd();
+        if self.as_root {
+            // SAFETY: plain syscall on a valid fd.
+            if unsafe { libc::fchown(raw, n.uid, n.gid) } < 0 {
+                return Err(Error::io("chown", std::io::Error::last_os_error()));
+            }
+        }
+        for x in &n.xattrs {
+            sys::set_xattr(XattrOf::Fd(fd), x)
+                .map_err(|e| Error::io(format!("xattr {}", String::from_utf8_lossy(&x.name)), e))?;
+        }
+        // SAFETY: plain syscall on a valid fd.
+        if unsafe { libc::fchmod(raw, n.mode) } < 0 {
+            return Err(Error::io("chmod", std::io::Error::last_os_error()));
+        }
+        let ts = [sys::timespec(n.atime), sys::timespec(n.mtime)];
+        // SAFETY: ts holds the two timespecs futimens expects.
+        if unsafe { libc::futimens(raw, ts.as_ptr()) } < 0 {
+            return Err(Error::io("set times", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Owner, xattrs, mode (unless a symlink), times of `name` in `dir`.
+    fn meta_at(&self, dir: BorrowedFd, name: &CStr, n: &Node, chmod: bool) -> Result<()> {
+        if self.as_root {
+            sys::chown_at(dir, name, n.uid, n.gid).map_err(|e| Error::io("chown", e))?;
+        }
+        if !n.xattrs.is_empty() {
+            let p = sys::proc_path(dir, &n.name).map_err(|e| Error::io("xattr", e))?;
+            for x in &n.xattrs {
+                sys::set_xattr(XattrOf::Path(&p), x).map_err(|e| {
+                    Error::io(format!("xattr {}", String::from_utf8_lossy(&x.name)), e)
+                })?;
+            }
+        }
+        if chmod {
+            sys::chmod_at(dir, name, n.mode).map_err(|e| Error::io("chmod", e))?;
+        }
+        sys::set_times(dir, name, n.atime, n.mtime).map_err(|e| Error::io("set times", e))
+    }
+
+    fn dir_meta(&self, path: &Path, n: &Node) -> Result<()> {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let name = path.file_name().map(|s| s.as_bytes()).unwrap_or(b".");
+        let pfd = sys::open_dir(parent).map_err(|e| Error::io("open parent", e))?;
+        let cname = sys::cstr(name).map_err(|e| Error::io("name", e))?;
+        let node = Node {
+            name: name.to_vec(),
+            ..n.clone()
+        };
+        self.meta_at(pfd.as_fd(), &cname, &node, true)?;
+        self.progress.dirs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

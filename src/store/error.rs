@@ -1,0 +1,81 @@
+//! Errors of the store, with the exit status each one maps to (docs/CLI.md).
+
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}: not a bkfs store ({1})")]
+    NotAStore(PathBuf, String),
+    #[error("{path}: store format version {found} is newer than this bkfs understands (up to {supported}); upgrade bkfs")]
+    NewerVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("no snapshot named {0:?}")]
+    NoSnapshot(String),
+    #[error("no path {path:?} in snapshot {snapshot:?}")]
+    NoPath { snapshot: String, path: String },
+    #[error("snapshot {0:?} already exists")]
+    SnapshotExists(String),
+    #[error("invalid snapshot name {0:?}: {1}")]
+    InvalidName(String, &'static str),
+    #[error("store is locked by another writer ({0}); try again when it is done")]
+    Locked(String),
+    #[error("damaged data: {0}")]
+    Corrupt(String),
+    #[error("{0}: destination is not empty (use --overwrite to restore into it)")]
+    DestNotEmpty(PathBuf),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the error is the device holding the store running full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    }
+
+    /// The process exit status documented in docs/CLI.md.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            _ if self.is_no_space() => 8,
+            Error::NotAStore(..) => 4,
+            Error::NewerVersion { .. } => 5,
+            Error::NoSnapshot(_) | Error::NoPath { .. } => 6,
+            Error::Locked(_) => 7,
+            Error::Corrupt(_) => 9,
+            Error::DestNotEmpty(_) => 10,
+            Error::InvalidName(..) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Attach a context (usually a path and what was being done) to io results.
+pub trait IoContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}

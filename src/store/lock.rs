@@ -1,0 +1,106 @@
+//! Store locks: one writer at a time; readers beside it; gc alone.
+//!
+//! Locks are `flock(2)` locks on files under `locks/`. The kernel drops a flock
+//! when its holder dies, so a crashed writer never blocks the next one. The
+//! writer also writes who it is into the lock file, so a refused writer can say
+//! who holds the store.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use super::error::{Error, IoContext, Result};
+
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Shared,
+    Exclusive,
+}
+
+fn flock(path: &Path, mode: Mode) -> Result<Option<File>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .ctx(|| format!("opening lock {}", path.display()))?;
+    let op = match mode {
+        Mode::Shared => libc::LOCK_SH,
+        Mode::Exclusive => libc::LOCK_EX,
+    } | libc::LOCK_NB;
+    // SAFETY: the fd is owned by `file`, which outlives the call.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        return Ok(Some(file));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(Error::io(format!("locking {}", path.display()), err))
+    }
+}
+
+fn holder(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    let s = s.trim().to_string();
+    if s.is_empty() {
+        "another bkfs process".into()
+    } else {
+        s
+    }
+}
+
+/// The single writer's lock (backup, forget, gc).
+pub fn writer(locks: &Path, what: &str) -> Result<Lock> {
+    let path = locks.join("write");
+    match flock(&path, Mode::Exclusive)? {
+        Some(mut file) => {
+            let host = hostname();
+            let me = format!(
+                "pid {} on {host}, `bkfs {what}`, since {}\n",
+                std::process::id(),
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            );
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = file.write_all(me.as_bytes());
+            Ok(Lock { _file: file })
+        }
+        None => Err(Error::Locked(holder(&path))),
+    }
+}
+
+/// Held by readers (ls, restore, check) so that gc does not delete packs under them.
+pub fn reader(locks: &Path) -> Result<Lock> {
+    match flock(&locks.join("read"), Mode::Shared)? {
+        Some(file) => Ok(Lock { _file: file }),
+        None => Err(Error::Locked("gc is running".into())),
+    }
+}
+
+/// Taken by gc on top of the writer lock: no reader may be active while packs go away.
+pub fn exclusive_readers(locks: &Path) -> Result<Lock> {
+    match flock(&locks.join("read"), Mode::Exclusive)? {
+        Some(file) => Ok(Lock { _file: file }),
+        None => Err(Error::Locked(
+            "a reader (restore, ls, check or a mount) is using the store; gc needs it alone".into(),
+        )),
+    }
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
