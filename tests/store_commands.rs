@@ -38,7 +38,7 @@ fn base_tree(src: &Path, seed: u64) {
     );
 }
 
-/// Lines of `bkfs diff`, as (kind, path) with any leading "/" or "./" of the path removed.
+/// Lines of `bkfs diff`, as (kind, path) without a leading "/" or "./" or a trailing "/".
 fn diff_lines(out: &Out) -> BTreeSet<(char, String)> {
     out.stdout_str()
         .lines()
@@ -51,6 +51,8 @@ fn diff_lines(out: &Out) -> BTreeSet<(char, String)> {
             let p = cs.as_str().trim_start();
             let p = p.strip_prefix("./").unwrap_or(p);
             let p = p.strip_prefix('/').unwrap_or(p);
+            // Directories may be marked with a trailing "/".
+            let p = p.strip_suffix('/').unwrap_or(p);
             Some((k, p.to_string()))
         })
         .collect()
@@ -367,5 +369,123 @@ fn ls_escapes_odd_names() {
             .any(|l| l.trim() == "line" || l.trim_end().ends_with("new")),
         || format!("the name \"new\\nline\" is printed with a raw newline:\n{s}"),
     );
+    f.finish();
+}
+
+/// `restore --overwrite` replaces what is in the way; it never follows a symlink found in DEST
+/// (that would write outside DEST, wherever the link points).
+#[test]
+fn overwrite_never_follows_symlinks_in_dest() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/f"), b"snapshot data").unwrap();
+    fs::write(src.join("top"), b"snapshot top").unwrap();
+    fs::create_dir(src.join("was_file")).unwrap();
+    fs::write(src.join("was_file/g"), b"g").unwrap();
+    let store = Store::new();
+    store.backup(&src, "s").ok("backup");
+
+    let victim = work.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("f"), b"victim").unwrap();
+    fs::write(work.path().join("victim_top"), b"victim top").unwrap();
+    let dest = work.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join("sub")).unwrap();
+    std::os::unix::fs::symlink(work.path().join("victim_top"), dest.join("top")).unwrap();
+    fs::write(
+        dest.join("was_file"),
+        b"a file where the snapshot has a directory",
+    )
+    .unwrap();
+
+    let o = store.run([
+        OsStr::new("restore"),
+        OsStr::new("s"),
+        dest.as_os_str(),
+        OsStr::new("--overwrite"),
+    ]);
+    let mut f = Failures::new();
+    f.code(
+        &o,
+        0,
+        "restore --overwrite over symlinks and a file in the way",
+    );
+    f.check(fs::read(victim.join("f")).unwrap() == b"victim", || {
+        "restore --overwrite followed DEST/sub -> victim/ and overwrote victim/f".into()
+    });
+    let n = fs::read_dir(&victim).unwrap().count();
+    f.check(n == 1, || {
+        format!("restore --overwrite wrote into victim/ through a symlink ({n} entries)")
+    });
+    f.check(
+        fs::read(work.path().join("victim_top")).unwrap() == b"victim top",
+        || "restore --overwrite followed DEST/top -> victim_top and overwrote it".into(),
+    );
+    let m = fs::symlink_metadata(dest.join("sub"));
+    f.check(m.map(|m| m.is_dir()).unwrap_or(false), || {
+        "DEST/sub should now be the snapshot's directory, not the symlink".into()
+    });
+    f.check(
+        fs::read(dest.join("sub/f")).ok().as_deref() == Some(&b"snapshot data"[..]),
+        || "DEST/sub/f should hold the snapshot's data".into(),
+    );
+    f.check(
+        fs::read(dest.join("top")).ok().as_deref() == Some(&b"snapshot top"[..]),
+        || "DEST/top should hold the snapshot's data".into(),
+    );
+    f.check(
+        fs::read(dest.join("was_file/g")).ok().as_deref() == Some(&b"g"[..]),
+        || {
+            "DEST/was_file (a file in the way of a directory) should be replaced by the directory"
+                .into()
+        },
+    );
+    f.finish();
+}
+
+/// A store on read-only media (a mounted backup disk) can still be listed, browsed, checked and
+/// restored from; a backup into it fails with a message.
+#[test]
+fn read_only_store_can_be_restored_from() {
+    if !require(true, &["mount", "umount"]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut rng = Rng::new(5);
+    write_random(&src.join("a"), 300_000, &mut rng);
+    fs::write(src.join("b"), b"b").unwrap();
+    let want = listing(&src);
+    let store = Store::new();
+    store.backup(&src, "s").ok("backup");
+    let ro = BindRo::new(&store.path);
+    let rs = Store::at(&ro.path);
+    let mut f = Failures::new();
+    f.code(&rs.list(), 0, "list on a read-only store");
+    f.code(&rs.run(["ls", "s"]), 0, "ls on a read-only store");
+    let dest = work.path().join("dest");
+    if f.code(&rs.restore("s", &dest), 0, "restore from a read-only store") {
+        f.same("restore from a read-only store", &want, &listing(&dest));
+    }
+    f.code(&rs.check(), 0, "check on a read-only store");
+    f.code(
+        &rs.check_data(),
+        0,
+        "check --read-data on a read-only store",
+    );
+    let o = rs.backup(&src, "t");
+    f.check(o.code != Some(0) && !o.stderr.is_empty(), || {
+        format!(
+            "a backup into a read-only store must fail with a message\n{}",
+            o.describe()
+        )
+    });
+    drop(ro);
     f.finish();
 }
