@@ -489,3 +489,77 @@ fn read_only_store_can_be_restored_from() {
     drop(ro);
     f.finish();
 }
+
+/// The store inside the source (as the mount's default, SRC/.bkfs): the backup must not copy
+/// the store into itself, and the snapshot restores to the source without it.
+#[test]
+fn store_inside_the_source_is_left_out() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    let mut rng = Rng::new(9);
+    write_random(&src.join("d/a"), 2 << 20, &mut rng);
+    fs::write(src.join("b"), b"b").unwrap();
+    let store = Store::at(src.join(".bkfs"));
+    let mut f = Failures::new();
+    store
+        .backup(&src, "one")
+        .ok("first backup with the store inside the source");
+    let want = listing(&src).without(&[b".bkfs".as_slice()]).no_atime();
+    store
+        .backup(&src, "two")
+        .ok("second backup with the store inside the source");
+    let o = store.run(["ls", "two"]);
+    f.check(!o.stdout_str().contains(".bkfs"), || {
+        format!("the snapshot contains the store itself\n{}", o.describe())
+    });
+    let dest = work.path().join("dest");
+    if f.code(&store.restore("two", &dest), 0, "restore") {
+        let opts = ListOpts {
+            root: false,
+            atime: false,
+            contents: true,
+        };
+        let got = listing_with(&dest, opts);
+        let mut w = want.clone();
+        w.entries.remove(b"".as_slice());
+        f.same("restore of a source that holds the store", &w, &got);
+    }
+    let s2 = store.du();
+    f.check(s2 < 4 << 20, || {
+        format!("the store grew to {s2} bytes: did it back itself up?")
+    });
+    f.finish();
+}
+
+/// SNAP:PATH splits at the first colon only (snapshot names never contain one), so paths
+/// with colons work.
+#[test]
+fn paths_with_colons() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("a:b/c:d")).unwrap();
+    fs::write(src.join("a:b/c:d/e:f"), b"colons").unwrap();
+    let store = Store::new();
+    store.backup(&src, "s").ok("backup");
+    let mut f = Failures::new();
+    let o = store.run(["ls", "s:a:b/c:d"]);
+    f.code(&o, 0, "ls s:a:b/c:d");
+    f.check(o.stdout_str().contains("e:f"), || {
+        format!("no e:f\n{}", o.describe())
+    });
+    let dest = work.path().join("dest");
+    if f.code(&store.restore("s:a:b", &dest), 0, "restore s:a:b") {
+        f.check(
+            fs::read(dest.join("c:d/e:f")).ok().as_deref() == Some(&b"colons"[..]),
+            || "restore s:a:b did not bring back c:d/e:f".into(),
+        );
+    }
+    f.finish();
+}
