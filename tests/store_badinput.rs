@@ -393,3 +393,100 @@ fn full_disk_fails_cleanly() {
     drop(tmpfs);
     f.finish();
 }
+
+/// gc on a nearly full disk: repacking needs room for new packs before the old ones go. It
+/// succeeds or fails with 8; either way check passes and the kept snapshot restores.
+#[test]
+fn gc_on_a_full_disk() {
+    if !require(true, &["mount", "umount"]) {
+        return;
+    }
+    let work = tempdir();
+    let tmpfs = Tmpfs::mount("40m");
+    let store = Store::at(tmpfs.path.join("store"));
+    let mut rng = Rng::new(81);
+    let a = work.path().join("a");
+    fs::create_dir(&a).unwrap();
+    for i in 0..40 {
+        write_random(&a.join(format!("f{i}")), 400_000, &mut rng);
+    }
+    store.backup(&a, "a").ok("backup a");
+    // b keeps every other file of a: after forgetting a, packs are half used.
+    for i in (0..40).step_by(2) {
+        fs::remove_file(a.join(format!("f{i}"))).unwrap();
+    }
+    let b_l = listing(&a).no_atime();
+    store.backup(&a, "b").ok("backup b");
+    store.run(["forget", "a"]).ok("forget a");
+    // Fill the disk, leaving about 1 MiB.
+    let free = {
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        unsafe { libc::statvfs(cstr(&tmpfs.path).as_ptr(), &mut s) };
+        s.f_bavail * s.f_frsize
+    };
+    write_random(
+        &tmpfs.path.join("filler"),
+        free.saturating_sub(1 << 20),
+        &mut rng,
+    );
+    let mut f = Failures::new();
+    let g = store.run(["gc"]);
+    f.check(matches!(g.code, Some(0) | Some(8)), || {
+        format!(
+            "gc on a full disk: expected 0, or 8 with a message\n{}",
+            g.describe()
+        )
+    });
+    f.code(&store.check(), 0, "check after gc on a full disk");
+    fs::remove_file(tmpfs.path.join("filler")).unwrap();
+    let dest = work.path().join("dest");
+    if f.code(
+        &store.restore("b", &dest),
+        0,
+        "restore b after gc on a full disk",
+    ) {
+        f.same(
+            "b after gc on a full disk",
+            &b_l,
+            &listing(&dest).no_atime(),
+        );
+    }
+    f.code(&store.run(["gc"]), 0, "gc once there is room again");
+    f.code(&store.check_data(), 0, "check --read-data at the end");
+    drop(tmpfs);
+    f.finish();
+}
+
+/// A restore whose destination runs out of space fails (not 0) with a message, and does not
+/// take the store with it.
+#[test]
+fn restore_to_a_full_destination_fails_clearly() {
+    if !require(true, &["mount", "umount"]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut rng = Rng::new(82);
+    for i in 0..4 {
+        write_random(&src.join(format!("f{i}")), 5 << 20, &mut rng);
+    }
+    let store = Store::new();
+    store.backup(&src, "s").ok("backup");
+    let tmpfs = Tmpfs::mount("8m");
+    let o = store.restore("s", &tmpfs.path.join("dest"));
+    let mut f = Failures::new();
+    f.check(o.code.is_some() && o.code != Some(0), || {
+        format!("restore of 20 MiB into 8 MiB must fail\n{}", o.describe())
+    });
+    let e = o.stderr_str().to_lowercase();
+    f.check(e.contains("space") || e.contains("enospc"), || {
+        format!(
+            "the message should say the destination is out of space\n{}",
+            o.describe()
+        )
+    });
+    f.code(&store.check(), 0, "check after the failed restore");
+    drop(tmpfs);
+    f.finish();
+}

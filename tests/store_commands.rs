@@ -216,6 +216,8 @@ fn restore_sub_paths_ls_list_diff_forget_gc() {
     x[1000] ^= 0xff;
     fs::write(src.join("sub/x.bin"), &x).unwrap();
     fs::remove_dir_all(src.join("sub/inner")).unwrap();
+    // A change of metadata only is a change too.
+    chmod(&src.join("with space"), 0o600);
     let l2 = listing(&src);
     store.backup(&src, "second").ok("second backup");
     f.code(&store.check(), 0, "check after second backup");
@@ -228,6 +230,7 @@ fn restore_sub_paths_ls_list_diff_forget_gc() {
             ('-', "top.txt"),
             ('M', "sub/x.bin"),
             ('-', "sub/inner"),
+            ('M', "with space"),
         ] {
             f.check(lines.contains(&(want.0, want.1.to_string())), || {
                 format!(
@@ -246,6 +249,7 @@ fn restore_sub_paths_ls_list_diff_forget_gc() {
                 ('+', "added.txt")
                     | ('-', "top.txt")
                     | ('M', "sub/x.bin")
+                    | ('M', "with space")
                     | ('-', "sub/inner")
                     | ('-', "sub/inner/file.txt")
                     | ('M', "")

@@ -1,7 +1,8 @@
 //! Store issue, model test: random small trees (seeded: nesting, odd names, sizes, duplicate
 //! contents for dedup, hard links, symlinks, modes, owners, xattrs, nanosecond times) are backed
 //! up several times into one store while they change; at the end every snapshot restores to
-//! exactly the state it was taken of.
+//! exactly the state it was taken of. Between backups, earlier snapshots are sometimes
+//! forgotten and garbage collected.
 //!
 //! BKFS_MODEL_SEEDS=a,b,c replays given seeds; BKFS_MODEL_CASES=n runs n seeds from 1.
 
@@ -147,11 +148,27 @@ fn random_trees_restore_as_they_were_at_each_backup() {
         };
         random_tree(&src, &mut rng, &spec);
         let store = Store::new();
-        let steps = 3;
-        let mut states = Vec::new();
+        let steps = 4;
+        let mut states: Vec<(String, Listing)> = Vec::new();
         for step in 0..steps {
             if step > 0 {
                 mutate(&src, &mut rng, step);
+            }
+            // Sometimes forget an earlier snapshot (maybe the newest, the next backup's parent)
+            // and collect garbage, so later backups reuse entries across a repack.
+            if !states.is_empty() && rng.chance(50) {
+                let i = rng.range(0, states.len() as u64) as usize;
+                let (gone, _) = states.remove(i);
+                f.code(
+                    &store.run(["forget", &gone]),
+                    0,
+                    &format!("seed {seed}: forget {gone}"),
+                );
+                f.code(
+                    &store.run(["gc"]),
+                    0,
+                    &format!("seed {seed}: gc after forgetting {gone}"),
+                );
             }
             let l = listing(&src);
             let name = format!("s{step}");
