@@ -64,7 +64,7 @@ fn backup_killed_at_random_moments() {
         return;
     }
     let seed = env_u64("BKFS_CRASH_SEED", 0xC0FFEE);
-    let iters = env_u64("BKFS_CRASH_ITERS", 4);
+    let iters = env_u64("BKFS_CRASH_ITERS", 5);
     let mb = env_u64("BKFS_CRASH_MB", 300);
     eprintln!("backup crash test: seed {seed:#x}, {iters} iterations, {mb} MB tree");
     let mut rng = Rng::new(seed);
@@ -92,7 +92,7 @@ fn backup_killed_at_random_moments() {
             bulk_tree(&small, 4 << 20, seed + it);
             store.backup(&small, "earlier").ok("earlier backup");
         }
-        let ms = rng.range(50, (full.as_millis() as u64).clamp(100, 3000));
+        let ms = rng.range(50, (full.as_millis() as u64 * 7 / 10).clamp(100, 3000));
         let name = format!("crash{it}");
         let (was_running, code) = run_and_kill(
             &store,
@@ -142,7 +142,7 @@ fn gc_killed_at_random_moments() {
         return;
     }
     let seed = env_u64("BKFS_CRASH_SEED", 0xC0FFEE) + 1;
-    let iters = env_u64("BKFS_CRASH_ITERS", 4);
+    let iters = env_u64("BKFS_CRASH_ITERS", 5);
     let mb = env_u64("BKFS_CRASH_MB", 300) / 2;
     eprintln!("gc crash test: seed {seed:#x}, {iters} iterations, {mb} MB trees");
     let mut rng = Rng::new(seed);
@@ -157,12 +157,21 @@ fn gc_killed_at_random_moments() {
     let mut gc_time = Duration::from_millis(500);
 
     for it in 0..iters {
-        // Garbage to collect: a snapshot of a tree that shares a part with `keep`, forgotten.
+        // Garbage to collect: a snapshot g of a new tree, of which a later snapshot k keeps
+        // every other file; forgetting g leaves packs partly used, which gc repacks.
         let g = work.path().join(format!("garbage{it}"));
         bulk_tree(&g, mb << 20, seed + 100 + it);
         fs::copy(keep_src.join("big0.bin"), g.join("shared.bin")).unwrap();
-        let name = format!("garbage{it}");
+        let name = format!("g{it}");
         store.backup(&g, &name).ok("backup of the tree to forget");
+        for (i, p) in walk_files(&g).iter().enumerate() {
+            if i % 2 == 0 {
+                fs::remove_file(p).unwrap();
+            }
+        }
+        let k_name = format!("k{it}");
+        let k_l = listing(&g);
+        store.backup(&g, &k_name).ok("backup of the half to keep");
         fs::remove_dir_all(&g).unwrap();
         store.run(["forget", &name]).ok("forget");
 
@@ -178,6 +187,7 @@ fn gc_killed_at_random_moments() {
         let ctx = format!("gc killed after {ms} ms (seed {seed:#x}, iteration {it})");
         f.code(&store.check(), 0, &format!("{ctx}: check"));
         restores_as(&store, "keep", &keep, work.path(), &mut f, &ctx);
+        restores_as(&store, &k_name, &k_l, work.path(), &mut f, &ctx);
         // A complete gc afterwards also works and leaves a good store.
         let t = Instant::now();
         f.code(&store.run(["gc"]), 0, &format!("{ctx}: the next gc"));
