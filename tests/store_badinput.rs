@@ -210,7 +210,10 @@ fn bad_snapshot_names_are_usage_errors() {
     let mut f = Failures::new();
     let n300 = "n".repeat(300);
     let n201 = "n".repeat(201);
-    for bad in ["a/b", "/abs", "..", ".", ".hidden", "a:b", "", &n201, &n300] {
+    // docs/FORMAT.md also rules out control characters and `latest` (SNAP's alias).
+    for bad in [
+        "a/b", "/abs", "..", ".", ".hidden", "a:b", "", &n201, &n300, "latest", "a\nb", "tab\tx",
+    ] {
         let o = store.backup(&src, bad);
         f.code(
             &o,

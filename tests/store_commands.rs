@@ -14,6 +14,14 @@ fn base_tree(src: &Path, seed: u64) {
     fs::create_dir_all(src.join("sub/inner")).unwrap();
     fs::write(src.join("top.txt"), b"top\n").unwrap();
     fs::write(src.join("sub/inner/file.txt"), b"inner file\n").unwrap();
+    // A hard link with one name inside sub/ and one outside: restoring sub/ alone must still
+    // give the file its contents.
+    fs::write(
+        src.join("linked_outside"),
+        b"linked both in and out of sub\n",
+    )
+    .unwrap();
+    fs::hard_link(src.join("linked_outside"), src.join("sub/linked_inside")).unwrap();
     write_random(&src.join("sub/x.bin"), 200_000, &mut rng);
     write_random(&src.join("big.bin"), 10 << 20, &mut rng);
     fs::write(join_bytes(src, b"odd\xff\xfename"), b"odd\n").unwrap();

@@ -129,6 +129,16 @@ fn backup_killed_at_random_moments() {
             0,
             &format!("{ctx}: check after the next backup"),
         );
+        // Nothing leaks: after gc, no more room than an uninterrupted store of the same data.
+        f.code(&store.run(["gc"]), 0, &format!("{ctx}: gc"));
+        let (du, ref_du) = (store.du(), reference.du());
+        f.check(du <= ref_du + ref_du / 20 + (1 << 20), || {
+            format!("{ctx}: after the next backup and gc the store holds {du} bytes, an uninterrupted one {ref_du}: the killed backup leaked")
+        });
+        let tmp: Vec<_> = walk_files(&store.path.join("tmp"));
+        f.check(tmp.is_empty(), || {
+            format!("{ctx}: leftovers in tmp/ after the next backup and gc: {tmp:?}")
+        });
     }
     f.check(killed * 2 >= iters, || {
         format!("only {killed} of {iters} kills hit a running backup: the test proves little")
@@ -214,5 +224,62 @@ fn gc_killed_at_random_moments() {
     f.check(killed * 2 >= iters, || {
         format!("only {killed} of {iters} kills hit a running gc: the test proves little")
     });
+    f.finish();
+}
+
+/// Many short sessions, some killed at once: the index grows file by file and gets merged
+/// (docs/FORMAT.md: at 8 files); every snapshot stays whole.
+#[test]
+fn many_sessions_some_killed() {
+    if !require(true, &[]) {
+        return;
+    }
+    let seed = env_u64("BKFS_CRASH_SEED", 0xC0FFEE) + 2;
+    let mut rng = Rng::new(seed);
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let store = Store::new();
+    let mut f = Failures::new();
+    let mut states = Vec::new();
+    for i in 0..14 {
+        write_random(
+            &src.join(format!("f{i}")),
+            rng.range(1000, 3 << 20),
+            &mut rng,
+        );
+        if i % 3 == 2 {
+            let ms = rng.range(5, 80);
+            let name = format!("killed{i}");
+            run_and_kill(
+                &store,
+                &[
+                    "backup".as_ref(),
+                    src.as_os_str(),
+                    "--name".as_ref(),
+                    name.as_ref(),
+                ],
+                Duration::from_millis(ms),
+            );
+            f.code(
+                &store.check(),
+                0,
+                &format!("check after a backup killed at {ms} ms (seed {seed:#x})"),
+            );
+        }
+        let name = format!("s{i}");
+        let l = listing(&src);
+        if f.code(&store.backup(&src, &name), 0, &format!("backup {name}")) {
+            states.push((name, l));
+        }
+    }
+    for (name, l) in &states {
+        restores_as(&store, name, l, work.path(), &mut f, "after many sessions");
+    }
+    f.code(
+        &store.check_data(),
+        0,
+        "check --read-data after many sessions",
+    );
     f.finish();
 }

@@ -417,3 +417,124 @@ fn odd_shapes_round_trip() {
     }
     f.finish();
 }
+
+/// Many hard-link groups spread over many directories (restored in parallel, the second name
+/// may come before the first), some in directories without any permission bits.
+#[test]
+fn many_hard_links_across_directories() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    let mut rng = Rng::new(0x11);
+    let mut files = Vec::new();
+    for d in 0..24 {
+        let dir = src.join(format!("dir{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..12 {
+            let p = dir.join(format!("f{i}"));
+            let size = if rng.chance(10) {
+                1 << 20
+            } else {
+                rng.range(0, 5000)
+            };
+            write_random(&p, size, &mut rng);
+            files.push(p);
+        }
+    }
+    let mut n = 0;
+    for _ in 0..120 {
+        let t = rng.pick(&files).clone();
+        let d = src.join(format!("dir{:02}", rng.range(0, 24)));
+        let name = d.join(format!("link{n}"));
+        n += 1;
+        fs::hard_link(&t, &name).unwrap();
+    }
+    for d in [3, 7, 11] {
+        chmod(&src.join(format!("dir{d:02}")), 0o000);
+    }
+    let want = listing(&src);
+    let store = Store::new();
+    store.backup(&src, "links").ok("backup");
+    let dest = work.path().join("dest");
+    let mut f = Failures::new();
+    if f.code(&store.restore("links", &dest), 0, "restore") {
+        f.same("hard links across directories", &want, &listing(&dest));
+    }
+    f.finish();
+}
+
+/// A sparse file larger than 4 GiB with data beyond 4 GiB and across the 4 GiB boundary
+/// (offsets and lengths must not be 32-bit anywhere).
+#[test]
+fn sparse_file_beyond_4_gib() {
+    if !require(true, &[]) {
+        return;
+    }
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut rng = Rng::new(0x4);
+    let regions: [(u64, usize); 3] = [
+        (0, 4096),
+        ((4 << 30) - 2048, 8192),
+        ((9 << 30) + 5, 1 << 20),
+    ];
+    let total = 10u64 << 30;
+    let mut fh = fs::File::create(src.join("huge")).unwrap();
+    let mut datas = Vec::new();
+    for (off, len) in regions {
+        let d = rng.bytes(len);
+        fh.seek(SeekFrom::Start(off)).unwrap();
+        fh.write_all(&d).unwrap();
+        datas.push(d);
+    }
+    fh.set_len(total).unwrap();
+    drop(fh);
+    let store = Store::new();
+    store
+        .backup(&src, "huge")
+        .ok("backup of a 10 GiB sparse file");
+    let dest = work.path().join("dest");
+    let mut f = Failures::new();
+    if f.code(&store.restore("huge", &dest), 0, "restore") {
+        let p = dest.join("huge");
+        let m = fs::metadata(&p).unwrap();
+        f.check(m.len() == total, || {
+            format!("size {} instead of {total}", m.len())
+        });
+        f.check(m.blocks() < 8192, || {
+            format!(
+                "restored with {} blocks of 512 bytes: holes were written out",
+                m.blocks()
+            )
+        });
+        let mut fh = fs::File::open(&p).unwrap();
+        for ((off, len), want) in regions.iter().zip(&datas) {
+            let mut got = vec![0u8; *len];
+            fh.seek(SeekFrom::Start(*off)).unwrap();
+            fh.read_exact(&mut got).unwrap();
+            f.check(&got == want, || {
+                format!("data at offset {off} ({len} bytes) differs")
+            });
+        }
+        // And zeros around them (spot checks).
+        for off in [
+            8192u64,
+            (4 << 30) + 8192,
+            (9 << 30) + (2 << 20),
+            total - 4096,
+        ] {
+            let mut got = vec![1u8; 4096];
+            fh.seek(SeekFrom::Start(off)).unwrap();
+            fh.read_exact(&mut got).unwrap();
+            f.check(got.iter().all(|b| *b == 0), || {
+                format!("hole at {off} is not zeros")
+            });
+        }
+    }
+    f.code(&store.check_data(), 0, "check --read-data");
+    f.finish();
+}

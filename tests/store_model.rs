@@ -74,8 +74,16 @@ fn mutate(root: &Path, rng: &mut Rng, step: usize) {
                 fs::write(d.join(name), rng.bytes(n)).unwrap();
             }
             5 if !files.is_empty() => {
+                // Metadata only: mode, owner or an xattr.
                 let p = rng.pick(&files).clone();
-                chmod(&p, *rng.pick(&[0o600, 0o644, 0o755, 0o2755, 0o000]));
+                match rng.range(0, 3) {
+                    0 => chmod(&p, *rng.pick(&[0o600, 0o644, 0o755, 0o2755, 0o000])),
+                    1 => lchown(&p, rng.range(0, 3000) as u32, rng.range(0, 3000) as u32),
+                    _ => {
+                        let n = rng.range(0, 64) as usize;
+                        set_xattr(&p, "user.changed", &rng.bytes(n));
+                    }
+                }
             }
             6 if !files.is_empty() => {
                 // Rename across directories.

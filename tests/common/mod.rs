@@ -905,7 +905,8 @@ impl Listing {
                 entries.insert(r, e.clone());
             }
         }
-        // Hard-link groups are relative to the new root too.
+        // Hard-link groups are relative to the new root too; names outside it are gone, and
+        // so is their share of the link count.
         let mut out = Listing { entries };
         for e in out.entries.values_mut() {
             if let Some(l) = &e.links {
@@ -914,6 +915,7 @@ impl Listing {
                     .filter(|p| p.starts_with(sub) && p.get(sub.len()) == Some(&b'/'))
                     .map(|p| p[sub.len() + 1..].to_vec())
                     .collect();
+                e.nlink = v.len().max(1) as u64;
                 e.links = (v.len() > 1).then_some(v);
             }
         }
