@@ -23,7 +23,7 @@ fn duplicates_shifted_copies_and_text_take_little_room() {
     let mut f = Failures::new();
     store.backup(&src, "one").ok("first backup");
     let s1 = store.du();
-    f.check(s1 >= 20 * MIB && s1 <= 21 * MIB, || {
+    f.check((20 * MIB..=21 * MIB).contains(&s1), || {
         format!("20 MiB of random data made a store of {s1} bytes (expected 20-21 MiB)")
     });
 

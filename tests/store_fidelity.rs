@@ -443,12 +443,10 @@ fn many_hard_links_across_directories() {
             files.push(p);
         }
     }
-    let mut n = 0;
-    for _ in 0..120 {
+    for n in 0..120 {
         let t = rng.pick(&files).clone();
         let d = src.join(format!("dir{:02}", rng.range(0, 24)));
         let name = d.join(format!("link{n}"));
-        n += 1;
         fs::hard_link(&t, &name).unwrap();
     }
     for d in [3, 7, 11] {
