@@ -493,3 +493,43 @@ fn restore_to_a_full_destination_fails_clearly() {
     drop(tmpfs);
     f.finish();
 }
+
+/// A second backup under a name in use is refused with a message naming it; the first
+/// snapshot stays as it was.
+#[test]
+fn name_in_use_is_refused() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = small_src(work.path());
+    let want = listing(&src).no_atime();
+    let store = Store::new();
+    store.backup(&src, "taken").ok("first backup");
+    fs::write(src.join("a.txt"), b"changed\n").unwrap();
+    let mut f = Failures::new();
+    let o = store.backup(&src, "taken");
+    f.check(o.code.is_some() && o.code != Some(0), || {
+        format!("a backup under a name in use must fail\n{}", o.describe())
+    });
+    f.check(o.stderr_str().contains("taken"), || {
+        format!(
+            "the message should name the snapshot in use\n{}",
+            o.describe()
+        )
+    });
+    let dest = work.path().join("dest");
+    if f.code(
+        &store.restore("taken", &dest),
+        0,
+        "restore of the first snapshot",
+    ) {
+        f.same(
+            "the first snapshot after a refused reuse of its name",
+            &want,
+            &listing(&dest).no_atime(),
+        );
+    }
+    f.code(&store.check(), 0, "check");
+    f.finish();
+}

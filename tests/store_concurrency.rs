@@ -392,3 +392,96 @@ fn gc_and_readers() {
     let _ = a_l;
     f.finish();
 }
+
+/// Readers in a loop beside a writer doing many short sessions (each adds an index file; at
+/// 8 they are merged and the old ones deleted): no reader may fail or see a wrong tree.
+#[test]
+fn readers_beside_many_writer_sessions() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let base = work.path().join("base");
+    bulk_tree(&base, 8 << 20, 400);
+    let base_l = listing(&base).no_atime();
+    let store = Store::new();
+    store.backup(&base, "base").ok("backup base");
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let store_path = store.path.clone();
+    let dir = work.path().to_path_buf();
+    let readers = std::thread::spawn(move || {
+        let store = Store::at(store_path);
+        let mut failures = Vec::new();
+        let mut rounds = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) || rounds < 3 {
+            let dest = dir.join(format!("reader{rounds}"));
+            let o = store.restore("base", &dest);
+            if o.code != Some(0) {
+                failures.push(format!("restore beside the writer:\n{}", o.describe()));
+            } else if let Some(d) = base_l.diff(&listing(&dest).no_atime()) {
+                failures.push(format!("restore beside the writer differs:\n{d}"));
+            }
+            let _ = fs::remove_dir_all(&dest);
+            for args in [vec!["ls", "-R", "base"], vec!["list"], vec!["check"]] {
+                let o = store.run(&args);
+                if o.code != Some(0) {
+                    failures.push(format!("{} beside the writer:\n{}", args[0], o.describe()));
+                }
+            }
+            rounds += 1;
+        }
+        (rounds, failures)
+    });
+    let mut rng = Rng::new(401);
+    let mut f = Failures::new();
+    // A second reader thread doing only quick listings, to hit more moments.
+    let stop3 = stop.clone();
+    let store_path = store.path.clone();
+    let lister = std::thread::spawn(move || {
+        let store = Store::at(store_path);
+        let mut failures = Vec::new();
+        let mut rounds = 0;
+        while !stop3.load(std::sync::atomic::Ordering::Relaxed) {
+            let args = if rounds % 2 == 0 {
+                vec!["ls", "-R", "latest"]
+            } else {
+                vec!["check"]
+            };
+            let o = store.run(&args);
+            if o.code != Some(0) {
+                failures.push(format!(
+                    "{} beside the writer:\n{}",
+                    args.join(" "),
+                    o.describe()
+                ));
+            }
+            rounds += 1;
+        }
+        (rounds, failures)
+    });
+    for i in 0..50 {
+        write_random(
+            &src.join(format!("f{i}")),
+            rng.range(1000, 200_000),
+            &mut rng,
+        );
+        f.code(
+            &store.backup(&src, &format!("w{i}")),
+            0,
+            &format!("writer session {i}"),
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (rounds, failures) = readers.join().unwrap();
+    let (lrounds, lfailures) = lister.join().unwrap();
+    eprintln!("{rounds} restore rounds and {lrounds} ls rounds beside 50 writer sessions");
+    for x in failures.into_iter().chain(lfailures).take(5) {
+        f.fail(x);
+    }
+    f.code(&store.check_data(), 0, "check --read-data at the end");
+    f.finish();
+}
