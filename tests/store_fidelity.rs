@@ -161,6 +161,22 @@ fn build_tree(src: &Path) {
     );
     fs::write(p("acl_dir/inherited"), b"inherits the default ACL\n").unwrap();
     fs::create_dir(p("acl_dir/subdir")).unwrap();
+    // Children of a default-ACL directory that had their inherited ACLs taken away: a restore
+    // that sets the parent's default ACL first must not let them inherit it again.
+    fs::write(p("acl_dir/no_acl"), b"no ACL of its own\n").unwrap();
+    fs::create_dir(p("acl_dir/no_acl_dir")).unwrap();
+    sh(
+        "setfacl",
+        &[OsStr::new("-b"), p("acl_dir/no_acl").as_os_str()],
+    );
+    sh(
+        "setfacl",
+        &[
+            OsStr::new("-b"),
+            OsStr::new("-k"),
+            p("acl_dir/no_acl_dir").as_os_str(),
+        ],
+    );
 
     // A UNIX socket: must be skipped with a warning.
     let l = std::os::unix::net::UnixListener::bind(p(SOCKET)).unwrap();
@@ -405,6 +421,22 @@ fn odd_shapes_round_trip() {
             f.check(b <= max_blocks, || {
                 format!("{name} was restored with {b} blocks of 512 bytes: not sparse")
             });
+        }
+        // Modes do not depend on the umask of the restoring process.
+        let dest2 = work.path().join("dest_umask");
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c")
+            .arg("umask 0777; exec \"$0\" restore odd \"$1\" --store \"$2\"")
+            .arg(bkfs_bin())
+            .arg(&dest2)
+            .arg(&store.path);
+        let o = run_cmd(c, TIMEOUT);
+        if f.code(&o, 0, "restore with umask 0777") {
+            f.same(
+                "restore with umask 0777 (expected = source)",
+                &before,
+                &listing_with(&dest2, opts),
+            );
         }
         let rs = rsync_diff(&src, &dest, &[]);
         let rs: Vec<&str> = rs
