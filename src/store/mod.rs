@@ -204,3 +204,6 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .and_then(|f| f.sync_all())
         .ctx(|| format!("syncing {}", dir.display()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run bkfs's test suite: installs what the tests need (Debian packages, as
+# root), then `cargo test`. Tests mount FUSE filesystems, so they need root and
+# /dev/fuse; with CI=true a missing /dev/fuse fails the run instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tools/test.sh: the tests need root (they mount filesystems and set owners)" >&2
+    exit 1
+fi
+
+# Packages the tests use, one per line, in .ci/packages*.txt.
+mapfile -t wanted < <(cat .ci/packages*.txt 2>/dev/null | sed 's/#.*//' | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
+missing=()
+for p in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -c /dev/fuse ]; then
+    if [ "${CI:-}" = true ]; then
+        echo "tools/test.sh: /dev/fuse is missing; CI requires it" >&2
+        exit 1
+    fi
+    echo "tools/test.sh: warning: /dev/fuse is missing; mount tests will skip" >&2
+fi
+
+cargo test --all-targets "$@"
