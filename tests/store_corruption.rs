@@ -262,3 +262,93 @@ fn lost_index_is_rebuilt_from_packs() {
     });
     f.finish();
 }
+
+/// gc over a damaged pack must neither hide the damage (check --read-data still finds it) nor
+/// lose anything undamaged that a kept snapshot needs.
+#[test]
+fn gc_over_a_damaged_pack() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut rng = Rng::new(0x9c);
+    for i in 0..120 {
+        write_random(&src.join(format!("f{i:03}")), 4096, &mut rng);
+    }
+    let store = Store::new();
+    store.backup(&src, "all").ok("backup all");
+    // keep: every other file, in the same packs.
+    for i in (0..120).step_by(2) {
+        fs::remove_file(src.join(format!("f{i:03}"))).unwrap();
+    }
+    let want = listing(&src).no_atime();
+    store.backup(&src, "keep").ok("backup keep");
+    store.run(["forget", "all"]).ok("forget all");
+    let pack = store
+        .packs()
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x80;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut fh = fs::OpenOptions::new().write(true).open(&pack).unwrap();
+        fh.seek(SeekFrom::Start(mid as u64)).unwrap();
+        fh.write_all(&bytes[mid..mid + 1]).unwrap();
+    }
+    let mut f = Failures::new();
+    let g = store.run(["gc"]);
+    eprintln!("gc over a damaged pack: exit {:?}\n{}", g.code, g.all());
+    f.check(g.code.is_some() && !g.timed_out, || {
+        format!("gc crashed\n{}", g.describe())
+    });
+    let c = store.check_data();
+    // The flipped byte may have been in a blob only `all` used (then gc may drop it: fine);
+    // otherwise the damage must still be reported.
+    let dest = work.path().join("dest");
+    let r = store.restore("keep", &dest);
+    let got = if dest.exists() {
+        listing(&dest).no_atime()
+    } else {
+        Listing::default()
+    };
+    let damaged: Vec<Vec<u8>> = want
+        .entries
+        .iter()
+        .filter(|(p, e)| e.kind == "file" && got.entries.get(*p).map(|g| &g.hash) != Some(&e.hash))
+        .map(|(p, _)| p.clone())
+        .collect();
+    if damaged.is_empty() {
+        f.code(&r, 0, "restore keep (no kept file was damaged)");
+        f.code(
+            &c,
+            0,
+            "check --read-data when gc dropped the only damaged blob",
+        );
+    } else {
+        f.code(
+            &c,
+            9,
+            "check --read-data after gc over a damaged pack (damage must stay visible)",
+        );
+        f.code(&r, 9, "restore keep with a damaged file");
+        f.check(damaged.len() <= 2, || {
+            format!(
+                "gc over one flipped byte cost {} files: {:?}",
+                damaged.len(),
+                damaged.iter().map(|p| show(p)).collect::<Vec<_>>()
+            )
+        });
+        let refs: Vec<&[u8]> = damaged.iter().map(|p| p.as_slice()).collect();
+        f.same(
+            "undamaged kept files after gc over a damaged pack",
+            &want.without(&refs),
+            &got.without(&refs),
+        );
+    }
+    f.finish();
+}
