@@ -352,3 +352,82 @@ fn gc_over_a_damaged_pack() {
     }
     f.finish();
 }
+
+/// Tree blobs of every pack, from the pack footers (docs/FORMAT.md, version 1):
+/// (pack path, offset, stored length).
+fn tree_blobs(store: &Store) -> Vec<(PathBuf, u64, u64)> {
+    let mut out = Vec::new();
+    for p in store.packs() {
+        let b = fs::read(&p).unwrap();
+        if b.len() < 56 || &b[b.len() - 8..] != b"BKFSPEND" {
+            continue;
+        }
+        let t = b.len() - 48;
+        let count = u32::from_le_bytes(b[t..t + 4].try_into().unwrap()) as usize;
+        let start = t - count * 48;
+        for i in 0..count {
+            let e = &b[start + i * 48..start + (i + 1) * 48];
+            let off = u32::from_le_bytes(e[32..36].try_into().unwrap()) as u64;
+            let len = u32::from_le_bytes(e[36..40].try_into().unwrap()) as u64;
+            if e[44] == 1 {
+                out.push((p.clone(), off, len));
+            }
+        }
+    }
+    out
+}
+
+/// A flipped byte in a directory's tree blob: `check` (structure) finds it, restore fails
+/// with 9, and nothing it does restore is wrong.
+#[test]
+fn flipped_byte_in_a_tree() {
+    if !require(true, &[]) {
+        return;
+    }
+    let mut f = Failures::new();
+    for seed in 0..3u64 {
+        let work = tempdir();
+        let src = work.path().join("src");
+        let mut rng = Rng::new(0x7ee + seed);
+        for d in 0..5 {
+            let dir = src.join(format!("d{d}")).join("inner");
+            fs::create_dir_all(&dir).unwrap();
+            for i in 0..6 {
+                write_random(&dir.join(format!("f{i}")), rng.range(10, 3000), &mut rng);
+            }
+        }
+        let want = listing(&src).no_atime();
+        let store = Store::new();
+        store.backup(&src, "s").ok("backup");
+        let trees = tree_blobs(&store);
+        assert!(
+            trees.len() >= 5,
+            "expected tree blobs in the pack footers, found {}",
+            trees.len()
+        );
+        let (pack, off, len) = rng.pick(&trees).clone();
+        let at = off + len / 2;
+        let mut b = fs::read(&pack).unwrap();
+        b[at as usize] ^= 0x10;
+        fs::write(&pack, &b).unwrap();
+        let ctx = format!(
+            "byte {at} of {} (in a tree blob at {off}+{len})",
+            pack.display()
+        );
+        f.code(&store.check(), 9, &format!("{ctx}: check"));
+        let dest = work.path().join("dest");
+        let r = store.restore("s", &dest);
+        f.code(&r, 9, &format!("{ctx}: restore"));
+        if dest.exists() {
+            let got = listing(&dest).no_atime();
+            for (p, e) in &got.entries {
+                if e.kind == "file" {
+                    f.check(want.entries.get(p).map(|w| &w.hash) == Some(&e.hash), || {
+                        format!("{ctx}: restore produced {} with contents that are not the source's", show(p))
+                    });
+                }
+            }
+        }
+    }
+    f.finish();
+}
