@@ -575,3 +575,54 @@ fn paths_with_colons() {
     }
     f.finish();
 }
+
+/// A directory whose name is not UTF-8 can be listed and restored on its own: by its raw
+/// bytes, or by the escaped form `bkfs ls` prints for it.
+#[test]
+fn non_utf8_sub_paths_can_be_addressed() {
+    if !require(true, &[]) {
+        return;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir_all(join_bytes(&src, b"bad\xfe")).unwrap();
+    fs::write(join_bytes(&src, b"bad\xfe/z"), b"zzz").unwrap();
+    fs::write(src.join("other"), b"o").unwrap();
+    let store = Store::new();
+    store.backup(&src, "s").ok("backup");
+    let printed = store.run(["ls", "s"]).stdout_str();
+    let escaped = printed
+        .lines()
+        .find(|l| l.contains("bad"))
+        .unwrap_or("bad")
+        .trim()
+        .to_string();
+    let raw = std::ffi::OsString::from_vec(b"s:bad\xfe".to_vec());
+    let esc = format!("s:{escaped}");
+    let mut f = Failures::new();
+    let ls_raw = store.run([OsStr::new("ls"), raw.as_os_str()]);
+    let ls_esc = store.run(["ls", &esc]);
+    f.check(ls_raw.code == Some(0) || ls_esc.code == Some(0), || {
+        format!(
+            "neither the raw name nor its printed form ({escaped:?}) addresses the directory:\n{}\n{}",
+            ls_raw.describe(),
+            ls_esc.describe()
+        )
+    });
+    let d1 = work.path().join("d1");
+    let d2 = work.path().join("d2");
+    let r_raw = store.run([OsStr::new("restore"), raw.as_os_str(), d1.as_os_str()]);
+    let r_esc = store.run([OsStr::new("restore"), OsStr::new(&esc), d2.as_os_str()]);
+    let ok = [(&r_raw, &d1), (&r_esc, &d2)].iter().any(|(o, d)| {
+        o.code == Some(0) && fs::read(d.join("z")).ok().as_deref() == Some(&b"zzz"[..])
+    });
+    f.check(ok, || {
+        format!(
+            "restore of the non-UTF-8 directory alone failed both ways:\n{}\n{}",
+            r_raw.describe(),
+            r_esc.describe()
+        )
+    });
+    f.finish();
+}
