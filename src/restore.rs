@@ -64,6 +64,10 @@ struct Job<'a> {
     progress: &'a Progress,
     overwrite: bool,
     as_root: bool,
+    /// Owner new files get without a chown: ours, unless the destination's
+    /// setgid bit hands down its group (then every file is chowned).
+    default_owner: Option<(u32, u32)>,
+    umask: u32,
     /// Hard-linked inodes: (dev, ino) → path of the name restored first.
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
     /// Names to link to their primary once all files are restored.
@@ -98,11 +102,13 @@ pub fn restore(
     let dest = &dest
         .canonicalize()
         .map_err(|e| Error::io(format!("{}", dest.display()), e))?;
-    let job = Job {
+    let mut job = Job {
         reader,
         progress,
         overwrite: opts.overwrite,
         as_root: nix::unistd::geteuid().is_root(),
+        default_owner: None,
+        umask: current_umask(),
         links: Mutex::new(HashMap::new()),
         pending_links: Mutex::new(Vec::new()),
         dirs: Mutex::new(Vec::new()),
@@ -111,6 +117,14 @@ pub fn restore(
     };
     let dest_fd =
         sys::open_dir(dest).map_err(|e| Error::io(format!("opening {}", dest.display()), e))?;
+    let dest_st =
+        sys::fstat(dest_fd.as_fd()).map_err(|e| Error::io(format!("{}", dest.display()), e))?;
+    if dest_st.st_mode & libc::S_ISGID == 0 {
+        job.default_owner = Some((
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        ));
+    }
     if node.kind == Kind::Dir {
         job.fill_dir(dest_fd.as_fd(), dest, &node)?;
         job.dirs.lock().unwrap().push((dest.to_path_buf(), node));
@@ -139,6 +153,16 @@ pub fn restore(
         errors,
         damaged: job.damaged.load(Ordering::Relaxed),
     })
+}
+
+fn current_umask() -> u32 {
+    // SAFETY: umask only swaps a process attribute; it is put back at once,
+    // before any file is created.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    }
 }
 
 fn join(dir: &Path, name: &[u8]) -> PathBuf {
@@ -252,7 +276,7 @@ impl Job<'_> {
             dir,
             name,
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            0o600,
+            n.mode & 0o777,
         )
         .map_err(|e| Error::io("create", e))?;
         let file = File::from(fd);
@@ -294,15 +318,19 @@ impl Job<'_> {
         } else {
             n.content.iter().zip(offsets.iter()).try_for_each(write)?;
         }
-        // Sets the size, leaving a trailing hole as a hole.
-        file.set_len(n.size).map_err(|e| Error::io("truncate", e))?;
+        // A trailing hole: set the size without writing it.
+        if n.content.last().is_some_and(|p| p.id.is_none()) {
+            file.set_len(n.size).map_err(|e| Error::io("truncate", e))?;
+        }
         Ok(())
     }
 
-    /// Owner, xattrs, mode, times of an open regular file.
+    /// Owner, xattrs, mode, times of a regular file created with `n.mode & 0o777`.
+    /// Calls that would change nothing are skipped: restore is syscall-bound.
     fn meta_fd(&self, fd: BorrowedFd, n: &Node) -> Result<()> {
         let raw = fd.as_raw_fd();
-        if self.as_root {
+        let chown = self.as_root && self.default_owner != Some((n.uid, n.gid));
+        if chown {
             // SAFETY: plain syscall on a valid fd.
             if unsafe { libc::fchown(raw, n.uid, n.gid) } < 0 {
                 return Err(Error::io("chown", std::io::Error::last_os_error()));
@@ -312,8 +340,9 @@ impl Job<'_> {
             sys::set_xattr(XattrOf::Fd(fd), x)
                 .map_err(|e| Error::io(format!("xattr {}", String::from_utf8_lossy(&x.name)), e))?;
         }
+        let created_right = n.mode & 0o7000 == 0 && n.mode & self.umask == 0;
         // SAFETY: plain syscall on a valid fd.
-        if unsafe { libc::fchmod(raw, n.mode) } < 0 {
+        if !created_right && unsafe { libc::fchmod(raw, n.mode) } < 0 {
             return Err(Error::io("chmod", std::io::Error::last_os_error()));
         }
         let ts = [sys::timespec(n.atime), sys::timespec(n.mtime)];
