@@ -626,3 +626,72 @@ fn non_utf8_sub_paths_can_be_addressed() {
     });
     f.finish();
 }
+
+/// `restore --overwrite` over an earlier restore whose files were then changed (mode, owner,
+/// xattrs added, contents of the same size, times, an ACL): afterwards DEST is exactly the
+/// snapshot again, extra xattrs removed.
+#[test]
+fn overwrite_puts_back_every_attribute() {
+    if !require(true, &["setfacl"]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    let mut rng = Rng::new(0x0e);
+    for i in 0..6 {
+        write_random(&src.join(format!("d/f{i}")), 10_000, &mut rng);
+        set_times(
+            &src.join(format!("d/f{i}")),
+            (1_000_000_000 + i, 1),
+            (1_100_000_000 + i, 2),
+        );
+    }
+    set_xattr(&src.join("d/f0"), "user.keep", b"k");
+    lchown(&src.join("d/f1"), 1234, 5678);
+    chmod(&src.join("d/f2"), 0o4750);
+    let opts = ListOpts {
+        root: false,
+        ..Default::default()
+    };
+    let want = listing_with(&src, opts);
+    let store = Store::new();
+    store.backup(&src, "s").ok("backup");
+    let dest = work.path().join("dest");
+    store.restore("s", &dest).ok("first restore");
+
+    let d = |s: &str| dest.join(s);
+    set_xattr(&d("d/f0"), "user.extra", b"should go");
+    set_xattr(&d("d/f0"), "user.keep", b"changed");
+    lchown(&d("d/f1"), 0, 0);
+    chmod(&d("d/f2"), 0o644);
+    let mut data = fs::read(d("d/f3")).unwrap();
+    data[0] ^= 1;
+    fs::write(d("d/f3"), data).unwrap();
+    set_times(&d("d/f4"), (5, 5), (6, 6));
+    sh(
+        "setfacl",
+        &[
+            OsStr::new("-m"),
+            OsStr::new("u:4321:rwx"),
+            d("d/f5").as_os_str(),
+        ],
+    );
+    chmod(&d("d"), 0o700);
+
+    let o = store.run([
+        OsStr::new("restore"),
+        OsStr::new("s"),
+        dest.as_os_str(),
+        OsStr::new("--overwrite"),
+    ]);
+    let mut f = Failures::new();
+    if f.code(&o, 0, "restore --overwrite over a changed earlier restore") {
+        f.same(
+            "after restore --overwrite (expected = source)",
+            &want,
+            &listing_with(&dest, opts),
+        );
+    }
+    f.finish();
+}
