@@ -384,10 +384,11 @@ fn ls_escapes_odd_names() {
     f.finish();
 }
 
-/// `restore --overwrite` replaces what is in the way; it never follows a symlink found in DEST
+/// `restore --overwrite` replaces what is in the way (a symlink, file or empty directory of
+/// another type); it never follows a symlink found in DEST
 /// (that would write outside DEST, wherever the link points).
 #[test]
-fn overwrite_never_follows_symlinks_in_dest() {
+fn overwrite_replaces_what_is_in_the_way_never_following_links() {
     if !require(true, &[]) {
         return;
     }
@@ -398,6 +399,7 @@ fn overwrite_never_follows_symlinks_in_dest() {
     fs::write(src.join("top"), b"snapshot top").unwrap();
     fs::create_dir(src.join("was_file")).unwrap();
     fs::write(src.join("was_file/g"), b"g").unwrap();
+    fs::write(src.join("was_dir"), b"snapshot file").unwrap();
     let store = Store::new();
     store.backup(&src, "s").ok("backup");
 
@@ -414,6 +416,7 @@ fn overwrite_never_follows_symlinks_in_dest() {
         b"a file where the snapshot has a directory",
     )
     .unwrap();
+    fs::create_dir(dest.join("was_dir")).unwrap();
 
     let o = store.run([
         OsStr::new("restore"),
@@ -454,6 +457,13 @@ fn overwrite_never_follows_symlinks_in_dest() {
         fs::read(dest.join("was_file/g")).ok().as_deref() == Some(&b"g"[..]),
         || {
             "DEST/was_file (a file in the way of a directory) should be replaced by the directory"
+                .into()
+        },
+    );
+    f.check(
+        fs::read(dest.join("was_dir")).ok().as_deref() == Some(&b"snapshot file"[..]),
+        || {
+            "DEST/was_dir (an empty directory in the way of a file) should be replaced by the file"
                 .into()
         },
     );
