@@ -533,3 +533,44 @@ fn name_in_use_is_refused() {
     f.code(&store.check(), 0, "check");
     f.finish();
 }
+
+/// `bkfs init` on an existing store is refused and leaves it intact; on an empty directory it
+/// makes a store there.
+#[test]
+fn init_on_existing_store_or_empty_dir() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = small_src(work.path());
+    let store = Store::new();
+    store.backup(&src, "one").ok("backup");
+    let mut f = Failures::new();
+    let files = store.files();
+    let o = store.run(["init"]);
+    f.check(
+        o.code.is_some() && o.code != Some(0) && !o.stderr.is_empty(),
+        || {
+            format!(
+                "init on an existing store must fail with a message\n{}",
+                o.describe()
+            )
+        },
+    );
+    f.check(store.files() == files, || {
+        "init on an existing store changed its files".into()
+    });
+    f.check(store.snapshot_names() == vec!["one".to_string()], || {
+        "init on an existing store lost its snapshots".into()
+    });
+    let empty = work.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let st = Store::at(&empty);
+    f.code(&st.run(["init"]), 0, "init on an empty directory");
+    f.code(
+        &st.backup(&src, "x"),
+        0,
+        "backup into the store made by init",
+    );
+    f.finish();
+}
