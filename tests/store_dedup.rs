@@ -67,3 +67,44 @@ fn duplicates_shifted_copies_and_text_take_little_room() {
     f.code(&store.check_data(), 0, "check --read-data");
     f.finish();
 }
+
+/// gc repacks packs that are partly used: after forgetting a snapshot whose data shares packs
+/// with a kept one, the store shrinks to about the kept data.
+#[test]
+fn gc_repacks_partly_used_packs() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut rng = Rng::new(0x9e);
+    for i in 0..40 {
+        write_random(&src.join(format!("f{i:02}")), 400_000, &mut rng);
+    }
+    let store = Store::new();
+    store.backup(&src, "all").ok("backup all");
+    for i in (0..40).step_by(2) {
+        fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+    }
+    let want = listing(&src).no_atime();
+    store.backup(&src, "half").ok("backup half");
+    store.run(["forget", "all"]).ok("forget all");
+    let before = store.du();
+    let mut f = Failures::new();
+    f.code(&store.run(["gc"]), 0, "gc");
+    let after = store.du();
+    let kept = 20 * 400_000u64;
+    f.check(after <= kept + kept / 10 + (1 << 20), || {
+        format!(
+            "after forgetting half of the data, gc left {after} bytes (before gc {before}); the kept \
+             data is {kept} bytes: partly used packs were not repacked"
+        )
+    });
+    let dest = work.path().join("dest");
+    if f.code(&store.restore("half", &dest), 0, "restore half after gc") {
+        f.same("half after repacking gc", &want, &listing(&dest).no_atime());
+    }
+    f.code(&store.check_data(), 0, "check --read-data after gc");
+    f.finish();
+}
