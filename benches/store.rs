@@ -6,20 +6,9 @@ use std::hint::black_box;
 use bkfs::store::chunker::Chunker;
 use bkfs::store::config::ChunkerParams;
 use bkfs::store::pack::BlobKind;
+use bkfs::store::testdata::pseudo_random;
 use bkfs::store::{Id, Store};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Text-like data: source code compresses about 4-5x, like a kernel tree.
 fn text_like(n: usize) -> Vec<u8> {

@@ -1,14 +1,20 @@
 //! bkfs: point-in-time snapshots of any directory, stored as deduplicated,
 //! compressed chunks.
 //!
-//! The crate is split along the parts of docs/DESIGN (see README):
+//! The crate is split along the parts of the design (docs/ and README):
 //! - [`store`]: the content-addressed store (no FUSE in it);
 //! - [`ingest`]: the provider that copies a tree into the store (`bkfs backup`);
 //! - [`restore`]: reading a snapshot back out to a directory;
+//! - [`live`]: the passthrough core over the source directory, `Result<_, Errno>`;
+//! - [`fs`]: the thin fuser adapter over [`live`];
+//! - [`mount_cmd`]: `bkfs mount`, the daemon and its options;
 //! - [`cli`]: argument parsing and presentation only.
 
 pub mod cli;
+pub mod fs;
 pub mod ingest;
+pub mod live;
+pub mod mount_cmd;
 pub mod restore;
 pub mod store;
 pub mod sys;

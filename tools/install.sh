@@ -1,7 +1,16 @@
-#!/usr/bin/env bash
-# Build bkfs in release mode and install it: the binary to /usr/local/bin.
-set -euo pipefail
+#!/bin/sh
+# Builds bkfs in release mode and installs it:
+#   bkfs        -> $PREFIX/bin/bkfs   (PREFIX defaults to /usr/local)
+#   mount.bkfs  -> $SBINDIR/mount.bkfs (SBINDIR defaults to /sbin), so that
+#                  `mount -t bkfs` and /etc/fstab lines work.
+# Usage: sudo tools/install.sh   (run from anywhere inside the repository)
+set -eu
 cd "$(dirname "$0")/.."
-cargo build --release --locked
-install -m 0755 target/release/bkfs /usr/local/bin/bkfs
-echo "installed /usr/local/bin/bkfs"
+PREFIX=${PREFIX:-/usr/local}
+SBINDIR=${SBINDIR:-/sbin}
+cargo build --release --bin bkfs
+install -D -m 0755 target/release/bkfs "$PREFIX/bin/bkfs"
+sed "s|^BKFS=\${BKFS_BIN:-}|BKFS=\${BKFS_BIN:-$PREFIX/bin/bkfs}|" mount/mount.bkfs > "$SBINDIR/mount.bkfs.tmp"
+chmod 0755 "$SBINDIR/mount.bkfs.tmp"
+mv "$SBINDIR/mount.bkfs.tmp" "$SBINDIR/mount.bkfs"
+echo "installed $PREFIX/bin/bkfs and $SBINDIR/mount.bkfs"

@@ -33,6 +33,8 @@ struct StoreArg {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Mount SOURCE on MOUNTPOINT with its live tree (see docs/MOUNT.md).
+    Mount(crate::mount_cmd::MountArgs),
     /// Create an empty store.
     Init {
         #[command(flatten)]
@@ -126,9 +128,19 @@ enum Cmd {
 }
 
 pub fn main() -> i32 {
-    init_logging();
     raise_fd_limit();
     let cli = Cli::parse();
+    if let Cmd::Mount(args) = &cli.cmd {
+        // The daemon sets up its own logging (syslog, or a file).
+        return match crate::mount_cmd::run(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("bkfs mount: {e}");
+                e.exit_code()
+            }
+        };
+    }
+    init_logging();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -185,6 +197,8 @@ fn split_target(t: &str) -> (&str, &str) {
 
 fn run(cli: Cli) -> Result<i32, Error> {
     match cli.cmd {
+        Cmd::Mount(_) => unreachable!("handled in main"),
+
         Cmd::Init { s } => {
             Store::init(&s.store)?;
             println!("created store {}", s.store.display());

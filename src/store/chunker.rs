@@ -92,6 +92,7 @@ pub fn cut(data: &[u8], p: ChunkerParams) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testdata::pseudo_random;
 
     fn params() -> ChunkerParams {
         ChunkerParams {
@@ -99,18 +100,6 @@ mod tests {
             avg: 16384,
             max: 65536,
         }
-    }
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     fn chunks(data: &[u8]) -> Vec<Vec<u8>> {

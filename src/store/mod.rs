@@ -23,6 +23,9 @@ pub mod lock;
 pub mod pack;
 pub mod reader;
 pub mod snapshot;
+#[doc(hidden)]
+pub mod testdata;
+
 pub mod tree;
 pub mod walk;
 pub mod writer;

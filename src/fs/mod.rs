@@ -1,0 +1,735 @@
+//! The FUSE adapter: translates fuser requests into calls on the live core
+//! ([`crate::live`]) and its results into replies. No filesystem logic here
+//! beyond choosing each open's I/O mode ([`iomode`]) and cache lifetimes.
+
+pub mod iomode;
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::live::{self, encode_dev, Attr, Caller, Live, SetAttr, SetTime, Xattr};
+use iomode::{Backing, IoModes, Mode, Refusal};
+
+/// Settings of the adapter.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// How long the kernel may trust entries and attributes without asking.
+    pub ttl: Duration,
+    /// Use kernel passthrough when the kernel has it.
+    pub passthrough: bool,
+    /// Also for opens that write (else read-only opens only).
+    pub passthrough_writes: bool,
+    /// Ask for the kernel's writeback cache (excludes passthrough).
+    pub writeback: bool,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            ttl: Duration::from_secs(1),
+            passthrough: true,
+            passthrough_writes: true,
+            writeback: false,
+        }
+    }
+}
+
+pub struct BkfsFs {
+    live: Arc<Live>,
+    cfg: FsConfig,
+    /// Passthrough was negotiated and still works.
+    passthrough: AtomicBool,
+    io: IoModes,
+}
+
+fn errno(e: live::Errno) -> Errno {
+    Errno::from_i32(e as i32)
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let st = &a.st;
+    FileAttr {
+        ino: INodeNo(a.id()),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind: file_type(st.st_mode),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: encode_dev(st.st_rdev),
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+    })
+}
+
+thread_local! {
+    /// Per-thread read buffer, reused across requests.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl BkfsFs {
+    pub fn new(live: Arc<Live>, cfg: FsConfig) -> BkfsFs {
+        BkfsFs {
+            live,
+            cfg,
+            passthrough: AtomicBool::new(false),
+            io: IoModes::default(),
+        }
+    }
+
+    /// Whether kernel passthrough is in use (known after the INIT handshake).
+    pub fn passthrough_active(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
+    }
+
+    fn caller(req: &Request, umask: u32) -> Caller {
+        Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            umask,
+        }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: live::sys::Result<live::Entry>) {
+        match r {
+            Ok(e) => reply.entry(&self.cfg.ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// A missing name is answered with a negative entry (node id 0) that the
+    /// kernel may cache as long as a positive one: compilers and git probe
+    /// many names that do not exist. A name created through the mount
+    /// replaces the negative entry at once.
+    fn reply_lookup(&self, reply: ReplyEntry, r: live::sys::Result<live::Entry>) {
+        match r {
+            Err(live::Errno::ENOENT) if !self.cfg.ttl.is_zero() => {
+                let mut attr = file_attr(&Attr::new(
+                    // SAFETY: an all-zero stat is a valid value of this plain C struct.
+                    unsafe { std::mem::zeroed() },
+                    0,
+                ));
+                attr.ino = INodeNo(0);
+                reply.entry(&self.cfg.ttl, &attr, Generation(0))
+            }
+            r => self.reply_entry(reply, r),
+        }
+    }
+
+    fn reply_empty(reply: ReplyEmpty, r: live::sys::Result<()>) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// FOPEN flags of a page-cached open. With the writeback cache (and so
+    /// no passthrough) every change reaches the backing file through this
+    /// page cache, so it stays valid across opens; otherwise an inode may
+    /// have been written by passthrough since, and the cache is dropped.
+    fn cached_open_flags(&self) -> FopenFlags {
+        if self.cfg.writeback {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
+    /// Chooses the I/O mode of a new open (see [`iomode`]); `None` when the
+    /// open must be refused with ETXTBSY.
+    fn open_mode(
+        &self,
+        fh: u64,
+        ino: u64,
+        flags: i32,
+        register: impl FnOnce(&OwnedFd) -> io::Result<fuser::BackingId>,
+    ) -> Option<Mode> {
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+        let passthrough = self.passthrough_active() && (read_only || self.cfg.passthrough_writes);
+        let r = self.io.open(fh, ino, read_only, passthrough, || {
+            let (fd, writable) = self.live.passthrough_file(fh).map_err(io::Error::from)?;
+            Ok(Backing {
+                id: register(&fd)?,
+                writable,
+            })
+        });
+        match r {
+            Ok((mode, error)) => {
+                if let Some(e) = error {
+                    if self.passthrough.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "kernel passthrough refused ({e}); serving reads through the daemon"
+                        );
+                    }
+                }
+                Some(mode)
+            }
+            Err(Refusal::ReadOnlyBacking) => None,
+        }
+    }
+}
+
+impl Filesystem for BkfsFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let want = |config: &mut KernelConfig, flag: InitFlags, what: &str| -> bool {
+            match config.add_capabilities(flag) {
+                Ok(()) => true,
+                Err(_) => {
+                    tracing::info!("kernel lacks {what}");
+                    false
+                }
+            }
+        };
+        // Mode bits arrive unmasked with the caller's umask (see live::caller).
+        want(config, InitFlags::FUSE_DONT_MASK, "FUSE_DONT_MASK");
+        // The kernel enforces POSIX ACLs (with default_permissions).
+        want(config, InitFlags::FUSE_POSIX_ACL, "FUSE_POSIX_ACL");
+        want(
+            config,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            "FUSE_ATOMIC_O_TRUNC",
+        );
+        want(
+            config,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            "FUSE_DO_READDIRPLUS",
+        );
+        want(
+            config,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            "FUSE_READDIRPLUS_AUTO",
+        );
+        want(
+            config,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            "FUSE_PARALLEL_DIROPS",
+        );
+        want(
+            config,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            "FUSE_CACHE_SYMLINKS",
+        );
+        want(config, InitFlags::FUSE_ASYNC_DIO, "FUSE_ASYNC_DIO");
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        if self.cfg.writeback {
+            want(
+                config,
+                InitFlags::FUSE_WRITEBACK_CACHE,
+                "FUSE_WRITEBACK_CACHE",
+            );
+        } else if self.cfg.passthrough
+            && want(config, InitFlags::FUSE_PASSTHROUGH, "FUSE_PASSTHROUGH")
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(
+            "FUSE session ready: passthrough={}, writeback={}",
+            self.passthrough_active(),
+            self.cfg.writeback
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.reply_lookup(reply, self.live.lookup(parent.0, name));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.live.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.live.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.cfg.ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+        };
+        match self.live.setattr(ino.0, fh.map(|f| f.0), &set) {
+            Ok(a) => reply.attr(&self.cfg.ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.live.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let caller = Self::caller(req, umask);
+        self.reply_entry(
+            reply,
+            self.live.mknod(&caller, parent.0, name, mode, umask, rdev),
+        );
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let caller = Self::caller(req, umask);
+        self.reply_entry(reply, self.live.mkdir(&caller, parent.0, name, mode, umask));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(reply, self.live.unlink(parent.0, name));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(reply, self.live.rmdir(parent.0, name));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let caller = Self::caller(req, 0);
+        let r = self
+            .live
+            .symlink(&caller, parent.0, link_name, target.as_os_str());
+        self.reply_entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = self
+            .live
+            .rename(parent.0, name, newparent.0, newname, flags.bits());
+        Self::reply_empty(reply, r);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.reply_entry(reply, self.live.link(ino.0, newparent.0, newname));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fh = match self.live.open(ino.0, flags.0) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(errno(e)),
+        };
+        match self.open_mode(fh, ino.0, flags.0, |fd| reply.open_backing(fd)) {
+            Some(Mode::Passthrough(b)) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
+            }
+            Some(Mode::Cached) => reply.opened(FileHandle(fh), self.cached_open_flags()),
+            None => {
+                self.live.release(fh);
+                reply.error(Errno::ETXTBSY)
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            match self.live.read(fh.0, offset, &mut buf[..size as usize]) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.live.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    // No flush: it would have nothing to do (data is written through at
+    // once, the kernel keeps the locks), and answering ENOSYS once tells the
+    // kernel to stop sending it, saving a round trip on every close.
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.io.release(fh.0);
+        self.live.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(reply, self.live.fsync(fh.0, datasync));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.live.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let r = self.live.readdir(fh.0, offset as i64, false, |e| {
+            !reply.add(
+                INodeNo(e.ino),
+                e.next_offset as u64,
+                file_type(e.kind),
+                e.name,
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ttl = self.cfg.ttl;
+        let r = self.live.readdir(fh.0, offset as i64, true, |e| {
+            let Some(attr) = e.attr else {
+                return true;
+            };
+            let mut fattr = file_attr(&attr);
+            fattr.ino = INodeNo(e.ino);
+            !reply.add(
+                INodeNo(e.ino),
+                e.next_offset as u64,
+                e.name,
+                &ttl,
+                &fattr,
+                Generation(0),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.live.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(reply, self.live.fsyncdir(fh.0, datasync));
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        match self.live.statfs(ino.0) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(reply, self.live.setxattr(ino.0, name, value, flags));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.live.getxattr(ino.0, name, size) {
+            Ok(Xattr::Size(n)) => reply.size(n as u32),
+            Ok(Xattr::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.live.listxattr(ino.0, size) {
+            Ok(Xattr::Size(n)) => reply.size(n as u32),
+            Ok(Xattr::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        Self::reply_empty(reply, self.live.removexattr(ino.0, name));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Only called without default_permissions; the kernel checks access.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let caller = Self::caller(req, umask);
+        let (entry, fh) = match self
+            .live
+            .create(&caller, parent.0, name, mode, umask, flags)
+        {
+            Ok(r) => r,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let attr = file_attr(&entry.attr);
+        match self.open_mode(fh, entry.id(), flags, |fd| reply.open_backing(fd)) {
+            Some(Mode::Passthrough(b)) => reply.created_passthrough(
+                &self.cfg.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+                &b,
+            ),
+            Some(Mode::Cached) => reply.created(
+                &self.cfg.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            None => {
+                self.live.release(fh);
+                reply.error(Errno::ETXTBSY)
+            }
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        Self::reply_empty(reply, self.live.fallocate(fh.0, mode, offset, length));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.live.lseek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let len = len.min(u64::from(u32::MAX) & !0xfff);
+        let r = self.live.copy_file_range(
+            fh_in.0,
+            offset_in,
+            fh_out.0,
+            offset_out,
+            len,
+            flags.bits() as u32,
+        );
+        match r {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Attributes as the live tree reports them, and the changes setattr asks for.
+
+use std::time::SystemTime;
+
+/// A backing inode's `stat`, with `st_ino` replaced by its node id.
+#[derive(Clone, Copy)]
+pub struct Attr {
+    pub st: libc::stat,
+}
+
+impl Attr {
+    pub fn new(mut st: libc::stat, id: u64) -> Attr {
+        st.st_ino = id;
+        Attr { st }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.st.st_ino
+    }
+
+    pub fn kind(&self) -> u32 {
+        self.st.st_mode & libc::S_IFMT
+    }
+}
+
+impl std::fmt::Debug for Attr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attr")
+            .field("ino", &self.st.st_ino)
+            .field("mode", &format_args!("{:o}", self.st.st_mode))
+            .field("size", &self.st.st_size)
+            .field("uid", &self.st.st_uid)
+            .field("gid", &self.st.st_gid)
+            .finish()
+    }
+}
+
+/// An entry handed to the kernel: its id carries one lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub attr: Attr,
+}
+
+impl Entry {
+    pub fn id(&self) -> u64 {
+        self.attr.id()
+    }
+}
+
+/// A time for setattr: a given instant, or the current time (`UTIME_NOW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    At(SystemTime),
+    Now,
+}
+
+/// What a setattr request changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+/// The `timespec` utimensat(2) wants for an optional time.
+pub fn timespec(time: Option<SetTime>) -> libc::timespec {
+    match time {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(SetTime::At(t)) => match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            },
+            Err(e) => {
+                // Before 1970: a negative second count with a positive nanosecond part.
+                let d = e.duration();
+                let mut sec = -(d.as_secs() as i64);
+                let mut nsec = d.subsec_nanos() as i64;
+                if nsec > 0 {
+                    sec -= 1;
+                    nsec = 1_000_000_000 - nsec;
+                }
+                libc::timespec {
+                    tv_sec: sec as libc::time_t,
+                    tv_nsec: nsec as libc::c_long,
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,176 @@
+//! Operations on inodes and open files: attributes, open, I/O, sync, space.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::attr::{timespec, Attr, SetAttr};
+use super::handles::FileHandle;
+use super::sys::{self, Errno, Result};
+use super::Live;
+
+impl Live {
+    /// The flags the backing file is opened with for open flags `flags` from
+    /// the kernel.
+    ///
+    /// - `O_CREAT`/`O_EXCL`/`O_NOCTTY` belong to the create step, done already;
+    /// - `O_NOFOLLOW` would make the reopen through `/proc/self/fd/N` (a
+    ///   symlink) fail, and the kernel resolved the name already;
+    /// - `O_DIRECT` is dropped: FUSE hands us write data at unaligned buffer
+    ///   offsets, which a direct backing descriptor refuses; the kernel still
+    ///   bypasses its own page cache for the caller's `O_DIRECT` descriptor;
+    /// - with the writeback cache, the kernel reads pages of files opened
+    ///   write-only and positions appends itself.
+    pub(super) fn backing_open_flags(&self, flags: i32) -> i32 {
+        let mut f = flags
+            & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_DIRECT);
+        if self.opts.writeback {
+            if f & libc::O_ACCMODE == libc::O_WRONLY {
+                f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            f &= !libc::O_APPEND;
+        }
+        f
+    }
+
+    pub fn open(&self, id: u64, flags: i32) -> Result<u64> {
+        let node = self.node(id)?;
+        if node.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        if !node.is_reg() {
+            // The kernel opens FIFOs and devices itself; nothing else is openable.
+            return Err(Errno::ENXIO);
+        }
+        let flags = self.backing_open_flags(flags);
+        let file = self.reopen(&node, flags)?;
+        Ok(self.files.insert(FileHandle::new(node, flags, file)))
+    }
+
+    /// A descriptor of open file `fh`'s inode to register as its kernel
+    /// passthrough backing file, and whether it is open for writing.
+    ///
+    /// Every open of an inode in passthrough mode shares one backing file,
+    /// writers included, so it is opened read-write when possible. Not for
+    /// executables: a writable descriptor held by the kernel would make
+    /// running that file from the source fail with ETXTBSY.
+    pub fn passthrough_file(&self, fh: u64) -> Result<(OwnedFd, bool)> {
+        let file = self.files.get(fh)?;
+        let st = sys::fstat(file.fd())?;
+        if st.st_mode & 0o111 == 0 {
+            if let Ok(fd) = self.reopen(&file.node, libc::O_RDWR) {
+                return Ok((fd, true));
+            }
+        }
+        let fd = file
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        Ok((fd, file.writable()))
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files.remove(fh);
+    }
+
+    /// Reads up to `buf.len()` bytes at `off`; short only at end of file.
+    pub fn read(&self, fh: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let file = self.files.get(fh)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread(file.fd(), &mut buf[done..], off + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Writes all of `data` at `off` (an `O_APPEND` file appends instead);
+    /// returns the bytes written, fewer only if an error cut the write short.
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
+        let file = self.files.get(fh)?;
+        let mut done = 0;
+        while done < data.len() {
+            match sys::pwrite(file.fd(), &data[done..], off + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        sys::fsync(self.files.get(fh)?.fd(), datasync)
+    }
+
+    pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> Result<()> {
+        sys::fallocate(self.files.get(fh)?.fd(), mode, off, len)
+    }
+
+    /// lseek(2) for `SEEK_DATA`/`SEEK_HOLE` (and the plain whences).
+    pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> Result<i64> {
+        sys::lseek(self.files.get(fh)?.fd(), off, whence)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+        flags: u32,
+    ) -> Result<usize> {
+        let src = self.files.get(fh_in)?;
+        let dst = self.files.get(fh_out)?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        sys::copy_file_range(src.fd(), off_in, dst.fd(), off_out, len, flags)
+    }
+
+    /// Applies `set` in the order chmod, chown, truncate, times, and returns
+    /// the resulting attributes. `fh` is the open file for ftruncate.
+    pub fn setattr(&self, id: u64, fh: Option<u64>, set: &SetAttr) -> Result<Attr> {
+        let node = self.node(id)?;
+        if let Some(mode) = set.mode {
+            if node.kind == libc::S_IFLNK {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            let name = sys::FdName::new(node.fd().as_raw_fd());
+            sys::fchmodat(self.proc_fd(), name.as_cstr(), mode & 0o7777)?;
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            sys::fchown_fd(
+                node.fd(),
+                set.uid.unwrap_or(u32::MAX),
+                set.gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(size) = set.size {
+            let file = fh.and_then(|fh| self.files.get(fh).ok());
+            match file {
+                Some(file) if file.writable() => sys::ftruncate(file.fd(), size)?,
+                _ => {
+                    if node.is_dir() {
+                        return Err(Errno::EISDIR);
+                    }
+                    if !node.is_reg() {
+                        return Err(Errno::EINVAL);
+                    }
+                    let fd = self.reopen(&node, libc::O_WRONLY)?;
+                    sys::ftruncate(std::os::fd::AsFd::as_fd(&fd), size)?;
+                }
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            sys::utimens_fd(node.fd(), &[timespec(set.atime), timespec(set.mtime)])?;
+        }
+        Ok(Attr::new(sys::fstat(node.fd())?, id))
+    }
+
+    pub(super) fn proc_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.proc_fd)
+    }
+}

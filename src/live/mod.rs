@@ -1,0 +1,166 @@
+//! The live tree: passthrough of every operation to the backing directory.
+//!
+//! This is the core the FUSE adapter ([`crate::fs`]) calls. It knows nothing
+//! of FUSE: it takes node ids and handle numbers, returns
+//! `Result<_, Errno>`, and can be exercised without mounting anything.
+//!
+//! Rules it keeps (see docs/DESIGN.md §3):
+//! - the source is opened (`O_PATH|O_DIRECTORY`) before the mount exists, and
+//!   every path is resolved from a node's descriptor with `*at()` calls and
+//!   `O_NOFOLLOW`, one component at a time: nothing ever walks through the
+//!   mountpoint, and a symlink in the source cannot redirect an operation;
+//! - one `O_PATH` descriptor per inode the kernel knows ([`nodes`]);
+//! - files and directories are reopened for I/O through `/proc/self/fd/N`;
+//!   special files are never opened by the daemon (the kernel serves FIFOs
+//!   and devices itself);
+//! - permissions are checked by the kernel (`default_permissions`) and
+//!   ownership is given to the caller ([`caller`]);
+//! - the store folder (`SOURCE/.bkfs` by default) is hidden: not listed,
+//!   not found, not creatable, not a rename or link target.
+
+pub mod attr;
+pub mod caller;
+pub mod dir;
+pub mod handles;
+pub mod ids;
+pub mod nodes;
+pub mod sys;
+
+mod file_ops;
+mod name_ops;
+mod xattr_ops;
+
+#[cfg(test)]
+mod tests;
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use attr::{Attr, Entry, SetAttr, SetTime};
+pub use caller::Caller;
+pub use ids::ROOT_ID;
+pub use name_ops::{decode_dev, encode_dev, ListedEntry};
+pub use sys::Errno;
+pub use xattr_ops::Xattr;
+
+use handles::{DirHandle, FileHandle, Handles};
+use nodes::{Node, NodeTable};
+use sys::Result;
+
+/// Default name of the store folder inside the source, hidden from the mount.
+pub const DEFAULT_STORE_NAME: &str = ".bkfs";
+
+/// Behaviour switches of the live tree.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// Names in the source's root that the mount hides and protects.
+    pub hidden_names: Vec<OsString>,
+    /// Allow creating character and block devices (the `dev` mount option).
+    pub allow_devices: bool,
+    /// The kernel's writeback cache is on: it may read pages of files opened
+    /// write-only and handles `O_APPEND` itself.
+    pub writeback: bool,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            hidden_names: vec![OsString::from(DEFAULT_STORE_NAME)],
+            allow_devices: false,
+            writeback: false,
+        }
+    }
+}
+
+pub struct Live {
+    nodes: NodeTable,
+    files: Handles<FileHandle>,
+    dirs: Handles<DirHandle>,
+    /// `/proc/self/fd`, opened `O_PATH`: the directory to reopen nodes from.
+    proc_fd: OwnedFd,
+    opts: LiveOptions,
+}
+
+impl Live {
+    /// Opens the source directory. Call this before mounting over it.
+    pub fn new(source: &Path, opts: LiveOptions) -> std::io::Result<Live> {
+        let open_dir = |path: &Path| -> std::io::Result<OwnedFd> {
+            let c =
+                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))?;
+            Ok(sys::openat(
+                // SAFETY: AT_FDCWD is a valid "directory descriptor" for *at() calls.
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
+                &c,
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+            )?)
+        };
+        let root = open_dir(source)?;
+        let proc_fd = open_dir(Path::new("/proc/self/fd"))?;
+        Ok(Live {
+            nodes: NodeTable::new(root)?,
+            files: Handles::new(),
+            dirs: Handles::new(),
+            proc_fd,
+            opts,
+        })
+    }
+
+    pub fn options(&self) -> &LiveOptions {
+        &self.opts
+    }
+
+    /// The node table (lookup counts are visible to tests).
+    pub fn nodes(&self) -> &NodeTable {
+        &self.nodes
+    }
+
+    /// The open file behind `fh` (the adapter registers its descriptor for
+    /// kernel passthrough).
+    pub fn file(&self, fh: u64) -> Result<Arc<FileHandle>> {
+        self.files.get(fh)
+    }
+
+    /// Number of open file and directory handles.
+    pub fn open_handles(&self) -> usize {
+        self.files.len() + self.dirs.len()
+    }
+
+    fn node(&self, id: u64) -> Result<Arc<Node>> {
+        self.nodes.get(id)
+    }
+
+    fn dir_node(&self, id: u64) -> Result<Arc<Node>> {
+        let node = self.nodes.get(id)?;
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(node)
+    }
+
+    /// Is `name` in directory `parent` the hidden store folder?
+    fn is_hidden(&self, parent: u64, name: &OsStr) -> bool {
+        parent == ROOT_ID && self.opts.hidden_names.iter().any(|h| h == name)
+    }
+
+    /// Reopens a node's inode for I/O through `/proc/self/fd/N`.
+    fn reopen(&self, node: &Node, flags: i32) -> Result<OwnedFd> {
+        let name = sys::FdName::new(node.fd().as_raw_fd());
+        sys::openat(self.proc_fd.as_fd(), name.as_cstr(), flags, 0)
+    }
+
+    pub fn getattr(&self, id: u64) -> Result<Attr> {
+        let node = self.node(id)?;
+        Ok(Attr::new(sys::fstat(node.fd())?, id))
+    }
+
+    pub fn forget(&self, id: u64, n: u64) {
+        self.nodes.forget(id, n);
+    }
+
+    pub fn statfs(&self, id: u64) -> Result<libc::statvfs> {
+        sys::fstatvfs(self.node(id)?.fd())
+    }
+}

@@ -1,0 +1,332 @@
+//! Operations on names: lookup, creation, removal, rename, link, listing.
+
+use std::ffi::{CStr, OsStr};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+
+use super::attr::{Attr, Entry};
+use super::caller::{set_thread_umask, Caller};
+use super::dir::{is_dot_or_dotdot, DirStream};
+use super::handles::{DirHandle, FileHandle};
+use super::nodes::Node;
+use super::sys::{self, with_name, Errno, Result};
+use super::Live;
+
+/// One entry of a directory listing, as handed to the adapter.
+#[derive(Debug)]
+pub struct ListedEntry<'a> {
+    pub name: &'a OsStr,
+    /// Offset to resume the listing after this entry.
+    pub next_offset: i64,
+    /// Node id (`st_ino` as users see it).
+    pub ino: u64,
+    /// `S_IF*` type bits.
+    pub kind: u32,
+    /// With `plus`, the entry's attributes; its id then carries one lookup
+    /// (except for `.` and `..`, which the kernel never links).
+    pub attr: Option<Attr>,
+}
+
+impl Live {
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+        if self.is_hidden(parent, name) {
+            return Err(Errno::ENOENT);
+        }
+        let dir = self.dir_node(parent)?;
+        with_name(name, |c| self.lookup_at(&dir, c))
+    }
+
+    /// Looks `name` up in `dir` and takes one lookup on its node.
+    fn lookup_at(&self, dir: &Node, name: &CStr) -> Result<Entry> {
+        let st = sys::fstatat(dir.fd(), name, libc::AT_SYMLINK_NOFOLLOW)?;
+        // A known inode is pinned by its node, so the key names the same inode.
+        if let Some(node) = self.nodes.acquire_existing((st.st_dev, st.st_ino)) {
+            return Ok(Entry {
+                attr: Attr::new(st, node.id),
+            });
+        }
+        let fd = sys::openat(dir.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = sys::fstat(fd.as_fd())?;
+        let node = self.nodes.acquire(fd, &st);
+        Ok(Entry {
+            attr: Attr::new(st, node.id),
+        })
+    }
+
+    /// Creates `name` in `parent` with `make` as the caller would (see
+    /// [`super::caller`]), and returns its entry.
+    fn create_entry(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        umask: u32,
+        make: impl FnOnce(&Node, &CStr) -> Result<()>,
+    ) -> Result<Entry> {
+        if self.is_hidden(parent, name) {
+            return Err(Errno::EPERM);
+        }
+        let dir = self.dir_node(parent)?;
+        with_name(name, |c| {
+            set_thread_umask(umask);
+            make(&dir, c)?;
+            let mut entry = self.lookup_at(&dir, c)?;
+            let node = self.nodes.get(entry.id())?;
+            if self.give_to_caller(caller, &dir, &node)? {
+                entry.attr = Attr::new(sys::fstat(node.fd())?, node.id);
+            }
+            Ok(entry)
+        })
+    }
+
+    /// Makes a node the daemon just created belong to `caller`; returns
+    /// whether its owner changed.
+    fn give_to_caller(&self, caller: &Caller, dir: &Node, node: &Node) -> Result<bool> {
+        if caller.uid == 0 && caller.gid == 0 {
+            return Ok(false);
+        }
+        let dir_st = sys::fstat(dir.fd())?;
+        let gid = if dir_st.st_mode & libc::S_ISGID != 0 {
+            u32::MAX // keep the group the setgid directory gave it
+        } else {
+            caller.gid
+        };
+        if let Err(e) = sys::fchown_fd(node.fd(), caller.uid, gid) {
+            tracing::warn!(
+                "cannot give new inode {} to uid {}: {e}",
+                node.id,
+                caller.uid
+            );
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    pub fn mknod(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    ) -> Result<Entry> {
+        let kind = mode & libc::S_IFMT;
+        if (kind == libc::S_IFCHR || kind == libc::S_IFBLK) && !self.opts.allow_devices {
+            return Err(Errno::EPERM);
+        }
+        let dev = decode_dev(rdev);
+        self.create_entry(caller, parent, name, umask, |dir, c| {
+            sys::mknodat(dir.fd(), c, mode, dev)
+        })
+    }
+
+    pub fn mkdir(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Entry> {
+        self.create_entry(caller, parent, name, umask, |dir, c| {
+            sys::mkdirat(dir.fd(), c, mode & 0o7777)
+        })
+    }
+
+    pub fn symlink(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        target: &OsStr,
+    ) -> Result<Entry> {
+        let target = std::ffi::CString::new(target.as_bytes()).map_err(|_| Errno::EINVAL)?;
+        self.create_entry(caller, parent, name, 0, |dir, c| {
+            sys::symlinkat(&target, dir.fd(), c)
+        })
+    }
+
+    /// Creates and opens a regular file; returns its entry and file handle.
+    pub fn create(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Entry, u64)> {
+        let open_flags = self.backing_open_flags(flags);
+        let mut file = None;
+        let entry = self.create_entry(caller, parent, name, umask, |dir, c| {
+            let flags = open_flags | libc::O_CREAT | libc::O_NOFOLLOW | (flags & libc::O_EXCL);
+            file = Some(sys::openat(dir.fd(), c, flags, mode & 0o7777)?);
+            Ok(())
+        })?;
+        let file = file.expect("create_entry ran the closure");
+        let node = self.nodes.get(entry.id())?;
+        let fh = self.files.insert(FileHandle::new(node, open_flags, file));
+        Ok((entry, fh))
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, 0)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, libc::AT_REMOVEDIR)
+    }
+
+    fn remove(&self, parent: u64, name: &OsStr, flags: i32) -> Result<()> {
+        if self.is_hidden(parent, name) {
+            return Err(Errno::ENOENT);
+        }
+        let dir = self.dir_node(parent)?;
+        with_name(name, |c| sys::unlinkat(dir.fd(), c, flags))
+    }
+
+    /// rename(2) with renameat2 flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        if self.is_hidden(parent, name) {
+            return Err(Errno::ENOENT);
+        }
+        if self.is_hidden(new_parent, new_name) {
+            return Err(Errno::EPERM);
+        }
+        let old_dir = self.dir_node(parent)?;
+        let new_dir = self.dir_node(new_parent)?;
+        with_name(name, |old| {
+            with_name(new_name, |new| {
+                sys::renameat2(old_dir.fd(), old, new_dir.fd(), new, flags)
+            })
+        })
+    }
+
+    pub fn link(&self, id: u64, new_parent: u64, new_name: &OsStr) -> Result<Entry> {
+        if self.is_hidden(new_parent, new_name) {
+            return Err(Errno::EPERM);
+        }
+        let node = self.node(id)?;
+        let dir = self.dir_node(new_parent)?;
+        with_name(new_name, |c| sys::link_fd(node.fd(), dir.fd(), c))?;
+        let node = self.nodes.acquire_existing(node.key).ok_or(Errno::ESTALE)?;
+        Ok(Entry {
+            attr: Attr::new(sys::fstat(node.fd())?, node.id),
+        })
+    }
+
+    pub fn readlink(&self, id: u64) -> Result<Vec<u8>> {
+        let node = self.node(id)?;
+        if node.kind != libc::S_IFLNK {
+            return Err(Errno::EINVAL);
+        }
+        sys::readlink_fd(node.fd())
+    }
+
+    pub fn opendir(&self, id: u64) -> Result<u64> {
+        let node = self.dir_node(id)?;
+        let fd = self.reopen(&node, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        Ok(self.dirs.insert(DirHandle {
+            node,
+            stream: Mutex::new(DirStream::new(fd)),
+        }))
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.remove(fh);
+    }
+
+    pub fn fsyncdir(&self, fh: u64, datasync: bool) -> Result<()> {
+        let dir = self.dirs.get(fh)?;
+        let stream = dir.stream.lock().expect("dir stream lock");
+        sys::fsync(stream.fd(), datasync)
+    }
+
+    /// Lists directory `fh` from `offset`, calling `add` for each entry until
+    /// it returns `false` (reply full). With `plus`, entries come with their
+    /// attributes and a lookup; an entry `add` refuses gives its lookup back.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: i64,
+        plus: bool,
+        mut add: impl FnMut(&ListedEntry<'_>) -> bool,
+    ) -> Result<()> {
+        let handle = self.dirs.get(fh)?;
+        let dir: &Arc<Node> = &handle.node;
+        let mut stream = handle.stream.lock().expect("dir stream lock");
+        stream.list(offset, |raw| {
+            if self.is_hidden(dir.id, raw.name) {
+                return Ok(true);
+            }
+            let dot = is_dot_or_dotdot(raw.name);
+            let mut kind = u32::from(raw.d_type) << 12;
+            let mut ino = if raw.name.as_bytes() == b"." {
+                dir.id
+            } else {
+                self.nodes.id_of((dir.key.0, raw.ino))
+            };
+            let mut attr = None;
+            if plus && !dot {
+                match with_name(raw.name, |c| self.lookup_at(dir, c)) {
+                    Ok(entry) => {
+                        ino = entry.id();
+                        kind = entry.attr.kind();
+                        attr = Some(entry.attr);
+                    }
+                    // Removed since the backing directory was read: not listed.
+                    Err(Errno::ENOENT) => return Ok(true),
+                    Err(e) => return Err(e),
+                }
+            } else if kind == 0 && !dot {
+                // DT_UNKNOWN: the backing filesystem does not store types.
+                let st = with_name(raw.name, |c| {
+                    sys::fstatat(dir.fd(), c, libc::AT_SYMLINK_NOFOLLOW)
+                });
+                match st {
+                    Ok(st) => kind = st.st_mode & libc::S_IFMT,
+                    Err(Errno::ENOENT) => return Ok(true),
+                    Err(e) => return Err(e),
+                }
+            } else if dot && plus {
+                let st = sys::fstat(dir.fd())?;
+                attr = Some(Attr::new(st, ino));
+            }
+            let listed = ListedEntry {
+                name: raw.name,
+                next_offset: raw.next_off,
+                ino,
+                kind,
+                attr,
+            };
+            let taken = add(&listed);
+            if !taken && plus && !dot {
+                self.nodes.forget(ino, 1);
+            }
+            Ok(taken)
+        })
+    }
+}
+
+/// Decodes the kernel's 32-bit device number (`new_encode_dev`) into a `dev_t`.
+pub fn decode_dev(rdev: u32) -> libc::dev_t {
+    let major = (rdev & 0xfff00) >> 8;
+    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+    libc::makedev(major, minor)
+}
+
+/// Encodes a `dev_t` as the kernel's 32-bit device number for FUSE replies.
+pub fn encode_dev(dev: libc::dev_t) -> u32 {
+    let major = libc::major(dev);
+    let minor = libc::minor(dev);
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}

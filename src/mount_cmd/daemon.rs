@@ -1,0 +1,294 @@
+//! Starting, detaching and stopping the mount daemon.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fuser::{MountOption, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{fork, ForkResult};
+
+use super::logging::{self, Target};
+use super::options::MountOptions;
+use super::{failed, MountError};
+use crate::fs::{BkfsFs, FsConfig};
+use crate::live::{Live, LiveOptions};
+
+/// Forks the daemon and waits until it reports the mount live or failed.
+pub fn spawn(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
+    let (rx, tx) = nix::unistd::pipe().map_err(|e| failed(format!("pipe: {e}")))?;
+    // SAFETY: no thread has been started yet (argument parsing and checks
+    // only), so the child may run any code after fork.
+    match unsafe { fork() } {
+        Err(e) => Err(failed(format!("fork: {e}"))),
+        Ok(ForkResult::Parent { .. }) => {
+            drop(tx);
+            let mut msg = String::new();
+            let _ = File::from(rx).read_to_string(&mut msg);
+            match msg.trim() {
+                "ok" => Ok(()),
+                "" => Err(failed(
+                    "the mount daemon exited before the mount was ready (see the system log)",
+                )),
+                err => Err(failed(err.to_string())),
+            }
+        }
+        Ok(ForkResult::Child) => {
+            drop(rx);
+            let _ = nix::unistd::setsid();
+            let _ = std::env::set_current_dir("/");
+            detach_stdio();
+            let code = match serve(source, mountpoint, opts, Some(tx), false) {
+                Ok(()) => 0,
+                Err(e) => e.exit_code(),
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null, so that whoever ran
+/// `mount` (and waits for its output to end) is not held by the daemon.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which we own.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Names in the source's root to hide: the default store name, and the
+/// store's own name when `store=` points directly inside the source.
+fn hidden_names(source: &Path, opts: &MountOptions) -> Vec<OsString> {
+    let mut names = LiveOptions::default().hidden_names;
+    if let Some(store) = &opts.store {
+        let parent = store.parent().and_then(|p| p.canonicalize().ok());
+        if parent.as_deref() == Some(source) {
+            if let Some(name) = store.file_name() {
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_os_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+fn mount_options(source: &Path, opts: &MountOptions) -> Vec<MountOption> {
+    let flag = |on: bool, yes: MountOption, no: MountOption| if on { yes } else { no };
+    let mut v = vec![
+        MountOption::FSName(source.display().to_string()),
+        MountOption::Subtype("bkfs".to_string()),
+        MountOption::DefaultPermissions,
+        flag(opts.dev, MountOption::Dev, MountOption::NoDev),
+        flag(opts.suid, MountOption::Suid, MountOption::NoSuid),
+        flag(opts.read_only, MountOption::RO, MountOption::RW),
+        flag(opts.exec, MountOption::Exec, MountOption::NoExec),
+    ];
+    if opts.noatime {
+        v.push(MountOption::NoAtime);
+    }
+    if opts.sync {
+        v.push(MountOption::Sync);
+    }
+    if opts.dirsync {
+        v.push(MountOption::DirSync);
+    }
+    v
+}
+
+/// Signals that end the daemon with a clean unmount.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// Mounts and serves until unmounted. `notify` receives "ok" once the mount
+/// is live, or the error that prevented it.
+pub fn serve(
+    source: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    notify: Option<OwnedFd>,
+    foreground: bool,
+) -> Result<(), MountError> {
+    let target = match (&opts.log, foreground) {
+        (Some(path), _) => Target::File(path),
+        (None, true) => Target::Stderr,
+        (None, false) => Target::Syslog,
+    };
+    let mut notify = notify.map(File::from);
+    let mut report = |msg: &str| {
+        if let Some(mut pipe) = notify.take() {
+            let _ = pipe.write_all(msg.as_bytes());
+        }
+    };
+    if let Err(e) = logging::init(target) {
+        let e = failed(format!("log file: {e}"));
+        report(&e.to_string());
+        return Err(e);
+    }
+    // The workers fuser starts inherit this mask; a dedicated thread takes
+    // the signals with sigwait and unmounts.
+    let signals = stop_signals();
+    let _ = signals.thread_block();
+
+    let session = match start(source, mountpoint, opts) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(
+                "mount of {} on {} failed: {e}",
+                source.display(),
+                mountpoint.display()
+            );
+            report(&e.to_string());
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        "mounted {} on {} ({} threads)",
+        source.display(),
+        mountpoint.display(),
+        opts.threads
+    );
+    report("ok");
+
+    let mp = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("bkfs-signals".into())
+        .spawn(move || loop {
+            let Ok(sig) = signals.wait() else { continue };
+            tracing::info!("{sig:?}: unmounting {}", mp.display());
+            unmount(&mp);
+        })
+        .map_err(|e| failed(format!("signal thread: {e}")))?;
+
+    let result = session.run();
+    tracing::info!("unmounted {}", mountpoint.display());
+    result.map_err(|e| failed(format!("FUSE session: {e}")))
+}
+
+/// Raises the open-file limit as far as allowed: the daemon holds one
+/// descriptor per inode the kernel caches (a kernel tree alone is 80,000).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(lim.rlim_max);
+    for max in [lim.rlim_max.max(nr_open), lim.rlim_max] {
+        let want = libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            tracing::debug!("open file limit: {max}");
+            return;
+        }
+    }
+}
+
+fn start(
+    source: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<fuser::Session<BkfsFs>, MountError> {
+    let live_opts = LiveOptions {
+        hidden_names: hidden_names(source, opts),
+        allow_devices: opts.dev,
+        writeback: opts.writeback,
+    };
+    raise_fd_limit();
+    // The source is opened before the mount covers anything.
+    let live = Live::new(source, live_opts)
+        .map_err(|e| failed(format!("source {}: {e}", source.display())))?;
+    let fs = BkfsFs::new(
+        Arc::new(live),
+        FsConfig {
+            ttl: opts.cache_timeout,
+            passthrough: opts.passthrough,
+            passthrough_writes: opts.passthrough_writes,
+            writeback: opts.writeback,
+        },
+    );
+    let mut config = fuser::Config::default();
+    config.mount_options = mount_options(source, opts);
+    let allow_other = opts.allow_other.unwrap_or(nix::unistd::geteuid().is_root());
+    config.acl = if allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = opts.threads > 1;
+    fuser::Session::new(fs, mountpoint, &config).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (is /dev/fuse present? try 'modprobe fuse')"
+        } else {
+            ""
+        };
+        failed(format!("mount on {}: {e}{hint}", mountpoint.display()))
+    })
+}
+
+/// Unmounts `mp`; if files are still open there, detaches it lazily (the
+/// daemon keeps serving them until the last one closes, then exits).
+pub fn unmount(mp: &Path) {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(mp, MntFlags::empty()) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EBUSY) => {
+            tracing::warn!("{} busy: detaching lazily", mp.display());
+            if let Err(e) = umount2(mp, MntFlags::MNT_DETACH) {
+                tracing::error!("unmount {}: {e}", mp.display());
+            }
+        }
+        Err(e) => tracing::error!("unmount {}: {e}", mp.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_directly_inside_the_source_is_hidden_too() {
+        let src = tempfile::tempdir().unwrap();
+        let src = src.path().canonicalize().unwrap();
+        let opts = MountOptions {
+            store: Some(src.join("backups")),
+            ..MountOptions::default()
+        };
+        let names = hidden_names(&src, &opts);
+        assert_eq!(
+            names,
+            vec![OsString::from(".bkfs"), OsString::from("backups")]
+        );
+        let opts = MountOptions {
+            store: Some(PathBuf::from("/elsewhere/store")),
+            ..MountOptions::default()
+        };
+        assert_eq!(hidden_names(&src, &opts), vec![OsString::from(".bkfs")]);
+    }
+}

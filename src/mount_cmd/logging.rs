@@ -1,0 +1,112 @@
+//! Where the daemon logs: a file (`log=`), stderr (foreground), or syslog
+//! (which journald also collects).
+
+use std::ffi::CString;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// `BKFS_LOG` (an env-filter directive) or info. fuser warns when its own
+/// unmount at the end fails, which it does after every `umount`: hidden.
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_env("BKFS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,fuser::session=error"))
+}
+
+pub enum Target<'a> {
+    File(&'a Path),
+    Stderr,
+    Syslog,
+}
+
+/// Installs the global subscriber (and the bridge for fuser's `log` records).
+pub fn init(target: Target<'_>) -> std::io::Result<()> {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter());
+    let result = match target {
+        Target::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            builder
+                .with_ansi(false)
+                .with_writer(Mutex::new(file))
+                .try_init()
+        }
+        Target::Stderr => builder.with_writer(std::io::stderr).try_init(),
+        Target::Syslog => {
+            // SAFETY: the identity is a static C string, valid for the process's life.
+            unsafe { libc::openlog(c"bkfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+            builder
+                .with_ansi(false)
+                .without_time()
+                .with_writer(Syslog)
+                .try_init()
+        }
+    };
+    // A subscriber set earlier (tests) is fine.
+    let _ = result;
+    Ok(())
+}
+
+/// Makes one syslog record per formatted event, at the event's level.
+struct Syslog;
+
+pub struct SyslogLine {
+    priority: libc::c_int,
+    buf: Vec<u8>,
+}
+
+impl Write for SyslogLine {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogLine {
+    fn drop(&mut self) {
+        while self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+        }
+        self.buf.retain(|&b| b != 0);
+        if self.buf.is_empty() {
+            return;
+        }
+        let msg = CString::new(std::mem::take(&mut self.buf)).expect("NULs removed");
+        // SAFETY: the format and the message are valid C strings; "%s" makes
+        // syslog read exactly one string argument.
+        unsafe { libc::syslog(self.priority, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+}
+
+impl<'a> MakeWriter<'a> for Syslog {
+    type Writer = SyslogLine;
+
+    fn make_writer(&'a self) -> SyslogLine {
+        SyslogLine {
+            priority: libc::LOG_INFO,
+            buf: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> SyslogLine {
+        let priority = match *meta.level() {
+            tracing::Level::ERROR => libc::LOG_ERR,
+            tracing::Level::WARN => libc::LOG_WARNING,
+            tracing::Level::INFO => libc::LOG_INFO,
+            _ => libc::LOG_DEBUG,
+        };
+        SyslogLine {
+            priority,
+            buf: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `bkfs mount SOURCE MOUNTPOINT [-o OPTIONS] [--foreground]`.
+//!
+//! The entry point is [`run`]; `main.rs` only parses [`MountArgs`] and calls it.
+//! Without `--foreground` the command forks a daemon and returns once the
+//! mount is live, or with the daemon's error if it could not mount.
+
+mod daemon;
+mod logging;
+pub mod options;
+
+use std::path::{Path, PathBuf};
+
+pub use options::MountOptions;
+
+/// Arguments of `bkfs mount` (and of the `mount.bkfs` helper).
+#[derive(clap::Args, Debug, Clone)]
+pub struct MountArgs {
+    /// The directory whose live tree the mount shows.
+    pub source: PathBuf,
+    /// Where to mount it (an empty directory).
+    pub mountpoint: PathBuf,
+    /// Mount options, comma-separated (may repeat); see docs/MOUNT.md.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Stay in the foreground and log to stderr (unless log= is given).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+}
+
+/// Why a mount failed. `Usage` errors (bad options) deserve exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl MountError {
+    /// Process exit status for this error (see docs/CLI.md).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MountError::Usage(_) => 2,
+            MountError::Failed(_) => 1,
+        }
+    }
+}
+
+fn failed(msg: impl Into<String>) -> MountError {
+    MountError::Failed(msg.into())
+}
+
+/// Mounts SOURCE on MOUNTPOINT; returns when the mount is live (daemon mode)
+/// or when it is unmounted again (foreground).
+pub fn run(args: &MountArgs) -> Result<(), MountError> {
+    let opts = MountOptions::parse(&args.options).map_err(MountError::Usage)?;
+    let source = check_source(&args.source)?;
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    if args.foreground {
+        daemon::serve(&source, &mountpoint, &opts, None, true)
+    } else {
+        daemon::spawn(&source, &mountpoint, &opts)
+    }
+}
+
+fn check_source(source: &Path) -> Result<PathBuf, MountError> {
+    let canon = source
+        .canonicalize()
+        .map_err(|e| failed(format!("source {}: {e}", source.display())))?;
+    if !canon.is_dir() {
+        return Err(failed(format!(
+            "source {}: not a directory",
+            source.display()
+        )));
+    }
+    Ok(canon)
+}
+
+fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
+    let canon = mp
+        .canonicalize()
+        .map_err(|e| failed(format!("mountpoint {}: {e}", mp.display())))?;
+    if !canon.is_dir() {
+        return Err(failed(format!(
+            "mountpoint {}: not a directory",
+            mp.display()
+        )));
+    }
+    if is_mountpoint(&canon) {
+        return Err(failed(format!(
+            "mountpoint {}: something is already mounted there",
+            mp.display()
+        )));
+    }
+    let mut entries = std::fs::read_dir(&canon)
+        .map_err(|e| failed(format!("mountpoint {}: {e}", mp.display())))?;
+    if entries.next().is_some() {
+        return Err(failed(format!(
+            "mountpoint {}: directory is not empty",
+            mp.display()
+        )));
+    }
+    Ok(canon)
+}
+
+/// Whether `path` (canonical) is the mount point of some mount.
+pub fn is_mountpoint(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|field| Path::new(&unescape_mountinfo(field)) == path)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
+            if let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn root_is_a_mountpoint_and_clear_errors_for_bad_paths() {
+        assert!(is_mountpoint(Path::new("/")));
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_source(&dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("No such file"), "{err}");
+        std::fs::write(dir.path().join("x"), b"").unwrap();
+        let err = check_mountpoint(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        let err = check_mountpoint(Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("already mounted"), "{err}");
+    }
+}
