@@ -71,6 +71,8 @@ fn second_writer_is_refused_readers_work() {
     let mut f = Failures::new();
 
     let mut writer = start_writer(&store, &big, "bigone");
+    // The holder writes who it is into the lock file just after taking the lock: let it.
+    std::thread::sleep(Duration::from_millis(50));
     writer.signal(libc::SIGSTOP);
     let pid = writer.pid();
 
