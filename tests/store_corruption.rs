@@ -431,3 +431,66 @@ fn flipped_byte_in_a_tree() {
     }
     f.finish();
 }
+
+/// One damaged snapshot record (garbage in snapshots/NAME.json) is reported, but does not
+/// take the store down with it: the other snapshots are still listed and restored, new
+/// backups work, and `forget` removes the damaged record, after which check passes.
+#[test]
+fn damaged_snapshot_record_does_not_block_the_store() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    let want = listing(&src).no_atime();
+    let store = Store::new();
+    store.backup(&src, "good").ok("backup good");
+    fs::write(src.join("b"), b"b").unwrap();
+    store.backup(&src, "bad").ok("backup bad");
+    let rec = store.path.join("snapshots").join("bad.json");
+    assert!(
+        rec.is_file(),
+        "docs/FORMAT.md: snapshot records are snapshots/NAME.json"
+    );
+    fs::write(&rec, b"garbage{").unwrap();
+    let mut f = Failures::new();
+
+    let c = store.check();
+    f.code(&c, 9, "check with a damaged snapshot record");
+    f.check(c.all().contains("bad"), || {
+        format!("check should name the damaged record\n{}", c.describe())
+    });
+    let l = store.list();
+    f.check(l.stdout_str().contains("good"), || {
+        format!(
+            "`bkfs list` should still show the good snapshot (and report the bad one)\n{}",
+            l.describe()
+        )
+    });
+    let dest = work.path().join("dest");
+    if f.code(
+        &store.restore("good", &dest),
+        0,
+        "restore of the good snapshot",
+    ) {
+        f.same("the good snapshot", &want, &listing(&dest).no_atime());
+    }
+    fs::write(src.join("c"), b"c").unwrap();
+    let o = store.backup(&src, "new");
+    f.code(&o, 0, "a new backup while one snapshot record is damaged");
+    let o = store.run(["forget", "bad"]);
+    f.code(&o, 0, "forget of the damaged snapshot record");
+    f.code(
+        &store.check(),
+        0,
+        "check after forgetting the damaged record",
+    );
+    f.code(
+        &store.run(["gc"]),
+        0,
+        "gc after forgetting the damaged record",
+    );
+    f.finish();
+}
