@@ -129,6 +129,7 @@ fn build_tree(src: &Path) {
     set_xattr(&p("hl/a"), "user.shared", b"one inode, three names");
     set_xattr(&p("fifo"), "trusted.fifo", b"f");
     set_xattr(&p("emptydir"), "user.e", b"empty dir attr");
+    set_xattr_bytes(&p("one"), b"user.not-utf8-\xff\xfe", b"\xff");
 
     // POSIX ACLs: access ACL on a file, access + default ACL on a directory, and a file
     // created inside after the default ACL (inherits).

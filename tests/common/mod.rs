@@ -531,6 +531,12 @@ pub fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
 
 #[track_caller]
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    set_xattr_bytes(p, name.as_bytes(), value)
+}
+
+/// An xattr whose name may be any bytes (not UTF-8, say).
+#[track_caller]
+pub fn set_xattr_bytes(p: &Path, name: &[u8], value: &[u8]) {
     let n = CString::new(name).unwrap();
     let r = unsafe {
         libc::lsetxattr(
@@ -544,7 +550,8 @@ pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
     assert_eq!(
         r,
         0,
-        "lsetxattr {p:?} {name}: {}",
+        "lsetxattr {p:?} {}: {}",
+        name.escape_ascii(),
         std::io::Error::last_os_error()
     );
 }
