@@ -108,3 +108,74 @@ fn gc_repacks_partly_used_packs() {
     f.code(&store.check_data(), 0, "check --read-data after gc");
     f.finish();
 }
+
+/// The thread count changes nothing in the result: backups with --threads 1 and --threads 8
+/// of the same tree restore identically, `diff` between them is empty, and the second adds
+/// no data.
+#[test]
+fn thread_count_does_not_change_the_snapshot() {
+    if !require(true, &[]) {
+        return;
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut rng = Rng::new(0x7d);
+    random_tree(
+        &src,
+        &mut rng,
+        &TreeSpec {
+            files: 60,
+            max_depth: 3,
+            max_size: 3_000_000,
+            dup_percent: 25,
+            specials: true,
+        },
+    );
+    let want = listing(&src);
+    let store = Store::new();
+    let mut f = Failures::new();
+    let t1 = store.run([
+        "backup".as_ref(),
+        src.as_os_str(),
+        "--name".as_ref(),
+        "t1".as_ref(),
+        "--threads".as_ref(),
+        std::ffi::OsStr::new("1"),
+    ]);
+    f.code(&t1, 0, "backup --threads 1");
+    let size1 = store.du();
+    // A new source path, so the second backup has no parent to reuse and chunks everything.
+    let src2 = work.path().join("src2");
+    fs::rename(&src, &src2).unwrap();
+    let t8 = store.run([
+        "backup".as_ref(),
+        src2.as_os_str(),
+        "--name".as_ref(),
+        "t8".as_ref(),
+        "--threads".as_ref(),
+        std::ffi::OsStr::new("8"),
+    ]);
+    f.code(&t8, 0, "backup --threads 8");
+    let grown = store.du() - size1;
+    f.check(grown < 256 * 1024, || {
+        format!("the same data backed up with 8 threads after 1 added {grown} bytes (expected ~0: same chunks)")
+    });
+    let d = store.run(["diff", "t1", "t8"]);
+    f.check(
+        d.code == Some(0) && d.stdout_str().lines().all(|l| !l.starts_with(['+', '-'])),
+        || {
+            format!(
+                "diff between the two should show no added or removed paths\n{}",
+                d.describe()
+            )
+        },
+    );
+    for snap in ["t1", "t8"] {
+        let dest = work.path().join(format!("r-{snap}"));
+        if f.code(&store.restore(snap, &dest), 0, &format!("restore {snap}")) {
+            f.same(&format!("{snap} restored"), &want, &listing(&dest));
+        }
+    }
+    f.finish();
+}
