@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use std::ffi::CString;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
@@ -567,5 +568,154 @@ fn sparse_file_beyond_4_gib() {
         }
     }
     f.code(&store.check_data(), 0, "check --read-data");
+    f.finish();
+}
+
+/// A tree deeper than PATH_MAX (4096 bytes of path): backup and restore work level by level
+/// (*at calls), so every directory comes back with its metadata and the bottom file with its
+/// contents.
+#[test]
+fn deeper_than_path_max() {
+    if !require(true, &[]) {
+        return;
+    }
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const LEVELS: usize = 200;
+    fn name(i: usize) -> CString {
+        CString::new(format!("level{i:03}_{}", "x".repeat(20))).unwrap()
+    }
+    fn open_at(dir: &OwnedFd, n: &CString) -> OwnedFd {
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                n.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        assert!(fd >= 0, "openat: {}", std::io::Error::last_os_error());
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+    fn open_root(p: &Path) -> OwnedFd {
+        let c = cstr(p);
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        assert!(fd >= 0, "open {p:?}: {}", std::io::Error::last_os_error());
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+    fn stat_at(dir: &OwnedFd, n: &CString) -> Option<libc::stat> {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                n.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        (r == 0).then_some(st)
+    }
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // Build with *at calls: mkdirat, set a mode and nanosecond times on each level (deepest
+    // last so parents keep theirs), and a file at the bottom.
+    let mut fds = vec![open_root(&src)];
+    for i in 0..LEVELS {
+        let n = name(i);
+        let r = unsafe { libc::mkdirat(fds[i].as_raw_fd(), n.as_ptr(), 0o755) };
+        assert_eq!(
+            r,
+            0,
+            "mkdirat level {i}: {}",
+            std::io::Error::last_os_error()
+        );
+        fds.push(open_at(&fds[i], &n));
+    }
+    let bottom = CString::new("bottom").unwrap();
+    let fd = unsafe {
+        libc::openat(
+            fds[LEVELS].as_raw_fd(),
+            bottom.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+            0o640,
+        )
+    };
+    assert!(fd >= 0);
+    let data = b"at the bottom of a very deep tree\n";
+    assert_eq!(
+        unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) },
+        data.len() as isize
+    );
+    unsafe { libc::close(fd) };
+    for i in (0..LEVELS).rev() {
+        let n = name(i);
+        let ts = [
+            libc::timespec {
+                tv_sec: 1_000_000_000 + i as i64,
+                tv_nsec: 7,
+            },
+            libc::timespec {
+                tv_sec: 1_200_000_000 + i as i64,
+                tv_nsec: 123_456_000 + i as i64,
+            },
+        ];
+        let mode = if i % 2 == 0 { 0o750 } else { 0o705 };
+        let r = unsafe { libc::fchmodat(fds[i].as_raw_fd(), n.as_ptr(), mode, 0) };
+        assert_eq!(r, 0);
+        let r = unsafe {
+            libc::utimensat(
+                fds[i].as_raw_fd(),
+                n.as_ptr(),
+                ts.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(r, 0);
+    }
+    drop(fds);
+
+    let store = Store::new();
+    let mut f = Failures::new();
+    let b = store.backup(&src, "deep");
+    f.code(&b, 0, "backup of a tree deeper than PATH_MAX");
+    let dest = work.path().join("dest");
+    let r = store.restore("deep", &dest);
+    f.code(&r, 0, "restore of a tree deeper than PATH_MAX");
+    if dest.is_dir() {
+        let (mut s, mut d) = (open_root(&src), open_root(&dest));
+        let mut mismatch_reported = false;
+        for i in 0..LEVELS {
+            let n = name(i);
+            let (ss, ds) = (stat_at(&s, &n).unwrap(), stat_at(&d, &n));
+            let Some(ds) = ds else {
+                f.fail(format!("level {i} is missing in the restored tree"));
+                break;
+            };
+            let same = ss.st_mode == ds.st_mode
+                && ss.st_mtime == ds.st_mtime
+                && ss.st_mtime_nsec == ds.st_mtime_nsec
+                && ss.st_atime == ds.st_atime
+                && ss.st_atime_nsec == ds.st_atime_nsec;
+            if !same && !mismatch_reported {
+                mismatch_reported = true;
+                f.fail(format!(
+                    "level {i} (path of {} bytes) restored with mode {:o} mtime {}.{:09} atime {}.{:09}, source has mode {:o} mtime {}.{:09} atime {}.{:09}",
+                    (i + 1) * 27,
+                    ds.st_mode, ds.st_mtime, ds.st_mtime_nsec, ds.st_atime, ds.st_atime_nsec,
+                    ss.st_mode, ss.st_mtime, ss.st_mtime_nsec, ss.st_atime, ss.st_atime_nsec
+                ));
+            }
+            s = open_at(&s, &n);
+            d = open_at(&d, &n);
+        }
+        let ds = stat_at(&d, &bottom);
+        f.check(ds.map(|st| st.st_size as usize) == Some(data.len()), || {
+            "the bottom file is missing or has the wrong size".into()
+        });
+    }
     f.finish();
 }
