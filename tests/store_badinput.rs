@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -571,6 +572,77 @@ fn init_on_existing_store_or_empty_dir() {
         &st.backup(&src, "x"),
         0,
         "backup into the store made by init",
+    );
+    f.finish();
+}
+
+/// A restore by an unprivileged user cannot set owners or trusted.* xattrs; it must still
+/// bring back every file's contents (reporting what it could not apply), not drop the files.
+#[test]
+fn unprivileged_restore_keeps_the_data() {
+    if !require(true, &["setpriv"]) {
+        return;
+    }
+    let work = tempdir();
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/plain"), b"plain\n").unwrap();
+    fs::write(src.join("d/owned"), b"owned by someone else\n").unwrap();
+    lchown(&src.join("d/owned"), 1234, 5678);
+    fs::write(src.join("d/trusted"), b"has a trusted xattr\n").unwrap();
+    set_xattr(&src.join("d/trusted"), "trusted.t", b"1");
+    set_xattr(&src.join("d/trusted"), "user.u", b"2");
+    let store = Store::at(work.path().join("store"));
+    store.backup(&src, "s").ok("backup");
+    // Let the unprivileged user use the store fully (a read-only store is another test).
+    sh(
+        "chmod",
+        &[
+            OsStr::new("-R"),
+            OsStr::new("a+rwX"),
+            store.path.as_os_str(),
+        ],
+    );
+    let out = work.path().join("out");
+    fs::create_dir(&out).unwrap();
+    lchown(&out, 65534, 65534);
+    let dest = out.join("r");
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        bkfs_bin(),
+    ])
+    .arg("restore")
+    .arg("s")
+    .arg(&dest)
+    .arg("--store")
+    .arg(&store.path)
+    .env_remove("BKFS_STORE");
+    let o = run_cmd(c, TIMEOUT);
+    let mut f = Failures::new();
+    f.check(o.code.is_some() && !o.timed_out, || {
+        format!("restore as nobody crashed\n{}", o.describe())
+    });
+    for (name, want) in [
+        ("plain", &b"plain\n"[..]),
+        ("owned", b"owned by someone else\n"),
+        ("trusted", b"has a trusted xattr\n"),
+    ] {
+        let got = fs::read(dest.join("d").join(name)).ok();
+        f.check(got.as_deref() == Some(want), || {
+            format!(
+                "restore as an unprivileged user lost d/{name} (contents {got:?})\n{}",
+                o.describe()
+            )
+        });
+    }
+    let ux = xattrs(&dest.join("d/trusted"));
+    f.check(
+        ux.get(b"user.u".as_slice()).map(|v| v.as_slice()) == Some(b"2"),
+        || format!("the user.* xattr it could set is missing: {ux:?}"),
     );
     f.finish();
 }
