@@ -58,6 +58,9 @@ pub fn check(store: &Store, read_data: bool) -> Result<Report> {
     // Every snapshot's trees and chunks must be reachable through the index.
     let snaps = store.snapshots()?;
     r.snapshots = snaps.len();
+    r.errors
+        .extend(super::snapshot::damaged(&store.snapshots_dir())?);
+
     let mut seen_trees = HashSet::new();
     for s in &snaps {
         if idx.get(&s.tree).is_none() {

@@ -113,19 +113,38 @@ pub fn load(dir: &Path, name: &str) -> Result<Snapshot> {
         .map_err(|e| Error::Corrupt(format!("snapshot record {}: {e}", p.display())))
 }
 
-/// All snapshots, oldest first.
+/// All readable snapshots, oldest first. A damaged record is left out (and
+/// named by [`damaged`], which `check` reports) rather than making every
+/// other snapshot unreachable.
 pub fn list(dir: &Path) -> Result<Vec<Snapshot>> {
+    Ok(list_all(dir)?.0)
+}
+
+/// Names of the snapshot records that cannot be read, with the reason.
+pub fn damaged(dir: &Path) -> Result<Vec<String>> {
+    Ok(list_all(dir)?.1)
+}
+
+fn list_all(dir: &Path) -> Result<(Vec<Snapshot>, Vec<String>)> {
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for e in fs::read_dir(dir).ctx(|| format!("reading {}", dir.display()))? {
         let e = e.ctx(|| format!("reading {}", dir.display()))?;
         let name = e.file_name();
         let Some(name) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
             continue;
         };
-        out.push(load(dir, name)?);
+        match load(dir, name) {
+            Ok(s) => out.push(s),
+            Err(e @ Error::Corrupt(_)) => {
+                tracing::warn!("{e}");
+                bad.push(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
     }
     out.sort_by(|a, b| a.time.cmp(&b.time).then(a.name.cmp(&b.name)));
-    Ok(out)
+    Ok((out, bad))
 }
 
 pub fn remove(dir: &Path, name: &str) -> Result<()> {
