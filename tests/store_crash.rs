@@ -283,3 +283,66 @@ fn many_sessions_some_killed() {
     );
     f.finish();
 }
+
+/// A restore killed at a random moment, then run again with --overwrite, gives the snapshot
+/// exactly, with nothing of the interrupted run left behind in DEST.
+#[test]
+fn restore_killed_then_run_again() {
+    if !require(true, &[]) {
+        return;
+    }
+    let seed = env_u64("BKFS_CRASH_SEED", 0xC0FFEE) + 3;
+    let iters = env_u64("BKFS_CRASH_ITERS", 5).min(4);
+    let mut rng = Rng::new(seed);
+    let work = tempdir();
+    let src = work.path().join("src");
+    bulk_tree(&src, 120 << 20, seed);
+    let want = listing_with(
+        &src,
+        ListOpts {
+            root: false,
+            atime: false,
+            contents: true,
+        },
+    );
+    let store = Store::new();
+    store.backup(&src, "s").ok("backup");
+    let t = Instant::now();
+    let probe = work.path().join("probe");
+    store.restore("s", &probe).ok("an uninterrupted restore");
+    let full = t.elapsed();
+    fs::remove_dir_all(&probe).unwrap();
+    let mut f = Failures::new();
+    for it in 0..iters {
+        let dest = work.path().join(format!("dest{it}"));
+        let ms = rng.range(20, (full.as_millis() as u64 * 8 / 10).max(40));
+        run_and_kill(
+            &store,
+            &["restore".as_ref(), "s".as_ref(), dest.as_os_str()],
+            Duration::from_millis(ms),
+        );
+        let o = store.run([
+            "restore".as_ref(),
+            "s".as_ref(),
+            dest.as_os_str(),
+            "--overwrite".as_ref(),
+        ]);
+        let ctx = format!(
+            "restore killed after {ms} ms (seed {seed:#x}), then run again with --overwrite"
+        );
+        if f.code(&o, 0, &ctx) {
+            let got = listing_with(
+                &dest,
+                ListOpts {
+                    root: false,
+                    atime: false,
+                    contents: true,
+                },
+            );
+            f.same(&ctx, &want, &got);
+        }
+        let _ = fs::remove_dir_all(&dest);
+    }
+    f.code(&store.check(), 0, "check after killed restores");
+    f.finish();
+}
