@@ -155,6 +155,29 @@ pub fn restore(
     })
 }
 
+/// Set every xattr of `n`. One that cannot be set (an unprivileged restore of
+/// `trusted.*`, a filesystem without xattrs) does not stop the others, nor the
+/// mode and times set after them; the failures are returned together.
+fn set_xattrs(of: XattrOf, n: &Node) -> Result<()> {
+    let failed: Vec<String> = n
+        .xattrs
+        .iter()
+        .filter_map(|x| {
+            sys::set_xattr(of, x)
+                .err()
+                .map(|e| format!("{}: {e}", String::from_utf8_lossy(&x.name)))
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Other(format!(
+            "cannot set xattrs: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
 fn current_umask() -> u32 {
     // SAFETY: umask only swaps a process attribute; it is put back at once,
     // before any file is created.
@@ -336,10 +359,7 @@ impl Job<'_> {
                 return Err(Error::io("chown", std::io::Error::last_os_error()));
             }
         }
-        for x in &n.xattrs {
-            sys::set_xattr(XattrOf::Fd(fd), x)
-                .map_err(|e| Error::io(format!("xattr {}", String::from_utf8_lossy(&x.name)), e))?;
-        }
+        let xattrs = set_xattrs(XattrOf::Fd(fd), n);
         let created_right = n.mode & 0o7000 == 0 && n.mode & self.umask == 0;
         // SAFETY: plain syscall on a valid fd.
         if !created_right && unsafe { libc::fchmod(raw, n.mode) } < 0 {
@@ -350,7 +370,7 @@ impl Job<'_> {
         if unsafe { libc::futimens(raw, ts.as_ptr()) } < 0 {
             return Err(Error::io("set times", std::io::Error::last_os_error()));
         }
-        Ok(())
+        xattrs
     }
 
     /// Owner, xattrs, mode (unless a symlink), times of `name` in `dir`.
@@ -358,18 +378,15 @@ impl Job<'_> {
         if self.as_root {
             sys::chown_at(dir, name, n.uid, n.gid).map_err(|e| Error::io("chown", e))?;
         }
-        if !n.xattrs.is_empty() {
-            let p = sys::proc_path(dir, &n.name).map_err(|e| Error::io("xattr", e))?;
-            for x in &n.xattrs {
-                sys::set_xattr(XattrOf::Path(&p), x).map_err(|e| {
-                    Error::io(format!("xattr {}", String::from_utf8_lossy(&x.name)), e)
-                })?;
-            }
-        }
+        let xattrs = match sys::proc_path(dir, &n.name) {
+            Ok(p) => set_xattrs(XattrOf::Path(&p), n),
+            Err(e) => Err(Error::io("xattr", e)),
+        };
         if chmod {
             sys::chmod_at(dir, name, n.mode).map_err(|e| Error::io("chmod", e))?;
         }
-        sys::set_times(dir, name, n.atime, n.mtime).map_err(|e| Error::io("set times", e))
+        sys::set_times(dir, name, n.atime, n.mtime).map_err(|e| Error::io("set times", e))?;
+        xattrs
     }
 
     fn dir_meta(&self, path: &Path, n: &Node) -> Result<()> {
