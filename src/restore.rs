@@ -178,6 +178,25 @@ fn set_xattrs(of: XattrOf, n: &Node) -> Result<()> {
     }
 }
 
+/// Remove whatever `name` is in `dir` (with `--overwrite`): a directory with
+/// everything in it, anything else by unlinking it. Symlinks are removed,
+/// never followed.
+fn clear_in_the_way(dir: BorrowedFd, name: &CStr, path: &Path) -> Result<()> {
+    match sys::fstatat(dir, name) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(Error::io("stat", e)),
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => std::fs::remove_dir_all(path)
+            .map_err(|e| Error::io("remove the directory in the way", e)),
+        Ok(_) => {
+            // SAFETY: name is NUL-terminated.
+            if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } < 0 {
+                return Err(Error::io("remove", std::io::Error::last_os_error()));
+            }
+            Ok(())
+        }
+    }
+}
+
 fn current_umask() -> u32 {
     // SAFETY: umask only swaps a process attribute; it is put back at once,
     // before any file is created.
@@ -233,12 +252,18 @@ impl Job<'_> {
             let r = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) };
             if r < 0 {
                 let e = std::io::Error::last_os_error();
-                let exists_as_dir = e.raw_os_error() == Some(libc::EEXIST)
-                    && self.overwrite
-                    && sys::fstatat(dir, &name)
-                        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
-                if !exists_as_dir {
+                if e.raw_os_error() != Some(libc::EEXIST) || !self.overwrite {
                     return Err(Error::io("mkdir", e));
+                }
+                // A directory in the way is reused; anything else is replaced.
+                let is_dir = sys::fstatat(dir, &name)
+                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+                if !is_dir {
+                    clear_in_the_way(dir, &name, path)?;
+                    // SAFETY: name is NUL-terminated.
+                    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) } < 0 {
+                        return Err(Error::io("mkdir", std::io::Error::last_os_error()));
+                    }
                 }
             }
             let fd = sys::openat(dir, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
@@ -251,8 +276,7 @@ impl Job<'_> {
             return Ok(());
         }
         if self.overwrite {
-            // SAFETY: name is NUL-terminated. ENOENT (nothing there) is fine.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+            clear_in_the_way(dir, &name, path)?;
         }
         if n.is_hardlinked() {
             let mut links = self.links.lock().unwrap();

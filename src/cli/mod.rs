@@ -70,8 +70,8 @@ enum Cmd {
     },
     /// List a directory of a snapshot.
     Ls {
-        /// SNAP or SNAP:PATH
-        target: String,
+        /// SNAP or SNAP:PATH (PATH may be any bytes)
+        target: std::ffi::OsString,
         #[command(flatten)]
         s: StoreArg,
         /// Long listing: mode, owner, size, mtime (ns).
@@ -83,8 +83,8 @@ enum Cmd {
     },
     /// Restore a snapshot, or a path in it, to a directory.
     Restore {
-        /// SNAP or SNAP:PATH
-        target: String,
+        /// SNAP or SNAP:PATH (PATH may be any bytes)
+        target: std::ffi::OsString,
         dest: PathBuf,
         #[command(flatten)]
         s: StoreArg,
@@ -190,9 +190,18 @@ fn with_threads<T: Send>(n: Option<usize>, f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
-/// Split `SNAP:PATH` (snapshot names never contain ':').
-fn split_target(t: &str) -> (&str, &str) {
-    t.split_once(':').unwrap_or((t, ""))
+/// Split `SNAP:PATH` (snapshot names never contain ':'); the path is bytes,
+/// since file names need not be UTF-8.
+fn split_target(t: &std::ffi::OsStr) -> Result<(String, Vec<u8>), Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = t.as_bytes();
+    let (name, path) = match b.iter().position(|&c| c == b':') {
+        Some(i) => (&b[..i], &b[i + 1..]),
+        None => (b, &b[..0]),
+    };
+    let name = std::str::from_utf8(name)
+        .map_err(|_| Error::NoSnapshot(String::from_utf8_lossy(name).into_owned()))?;
+    Ok((name.to_string(), path.to_vec()))
 }
 
 fn run(cli: Cli) -> Result<i32, Error> {
@@ -265,10 +274,11 @@ fn run(cli: Cli) -> Result<i32, Error> {
         } => {
             let store = Store::open(&s.store)?;
             let reader = store.reader()?;
-            let (name, path) = split_target(&target);
+            let (name, path) = split_target(&target)?;
+            let name = name.as_str();
             let snap = store.snapshot(name)?;
-            let node = restore::resolve(&reader, &snap, path.as_bytes())?;
-            show::ls(&reader, &node, path, long, recursive)?;
+            let node = restore::resolve(&reader, &snap, &path)?;
+            show::ls(&reader, &node, &show::escape(&path), long, recursive)?;
             Ok(0)
         }
         Cmd::Restore {
@@ -281,7 +291,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
         } => {
             let store = Store::open(&s.store)?;
             let reader = store.reader()?;
-            let (name, path) = split_target(&target);
+            let (name, path) = split_target(&target)?;
+            let name = name.as_str();
             let snap = store.snapshot(name)?;
             let progress = Arc::new(Progress::default());
             progress
@@ -301,7 +312,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     .map(|n| 2 * n.get())
             });
             let r = with_threads(threads, || {
-                restore::restore(&reader, &snap, path.as_bytes(), &dest, &opts, &progress)
+                restore::restore(&reader, &snap, &path, &dest, &opts, &progress)
             });
             if let Some(b) = bar {
                 b.finish();

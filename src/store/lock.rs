@@ -14,7 +14,7 @@ use super::error::{Error, IoContext, Result};
 
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    _file: Option<File>,
 }
 
 #[derive(Clone, Copy)]
@@ -24,13 +24,21 @@ enum Mode {
 }
 
 fn flock(path: &Path, mode: Mode) -> Result<Option<File>> {
-    let file = OpenOptions::new()
+    let file = open_lock_file(path, matches!(mode, Mode::Exclusive))?;
+    flock_file(file, path, mode)
+}
+
+fn open_lock_file(path: &Path, write: bool) -> Result<File> {
+    OpenOptions::new()
         .read(true)
-        .write(true)
-        .create(true)
+        .write(write)
+        .create(write)
         .truncate(false)
         .open(path)
-        .ctx(|| format!("opening lock {}", path.display()))?;
+        .ctx(|| format!("opening lock {}", path.display()))
+}
+
+fn flock_file(file: File, path: &Path, mode: Mode) -> Result<Option<File>> {
     let op = match mode {
         Mode::Shared => libc::LOCK_SH,
         Mode::Exclusive => libc::LOCK_EX,
@@ -74,16 +82,35 @@ pub fn writer(locks: &Path, what: &str) -> Result<Lock> {
             let _ = file.set_len(0);
             let _ = file.rewind();
             let _ = file.write_all(me.as_bytes());
-            Ok(Lock { _file: file })
+            Ok(Lock { _file: Some(file) })
         }
         None => Err(Error::Locked(holder(&path))),
     }
 }
 
 /// Held by readers (ls, restore, check) so that gc does not delete packs under them.
+/// A flock needs only a read-only descriptor, so a store on read-only media
+/// (where no gc can run either) is readable; if even the lock file cannot be
+/// opened there, readers go without.
 pub fn reader(locks: &Path) -> Result<Lock> {
-    match flock(&locks.join("read"), Mode::Shared)? {
-        Some(file) => Ok(Lock { _file: file }),
+    let path = locks.join("read");
+    let file = match open_lock_file(&path, false) {
+        Ok(f) => f,
+        Err(_) => match open_lock_file(&path, true) {
+            Ok(f) => f,
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EROFS) | Some(libc::EACCES)
+                ) =>
+            {
+                return Ok(Lock { _file: None });
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    match flock_file(file, &path, Mode::Shared)? {
+        Some(file) => Ok(Lock { _file: Some(file) }),
         None => Err(Error::Locked("gc is running".into())),
     }
 }
@@ -91,7 +118,7 @@ pub fn reader(locks: &Path) -> Result<Lock> {
 /// Taken by gc on top of the writer lock: no reader may be active while packs go away.
 pub fn exclusive_readers(locks: &Path) -> Result<Lock> {
     match flock(&locks.join("read"), Mode::Exclusive)? {
-        Some(file) => Ok(Lock { _file: file }),
+        Some(file) => Ok(Lock { _file: Some(file) }),
         None => Err(Error::Locked(
             "a reader (restore, ls, check or a mount) is using the store; gc needs it alone".into(),
         )),
