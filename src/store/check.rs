@@ -43,6 +43,13 @@ impl Report {
 pub fn check(store: &Store, read_data: bool) -> Result<Report> {
     let _lock = lock::reader(&store.locks_dir())?;
     let mut r = Report::default();
+    // Snapshots first, then the index: a record is written only after the
+    // index file of its blobs, so a writer committing meanwhile cannot make a
+    // complete snapshot look broken.
+    let snaps = store.snapshots()?;
+    r.snapshots = snaps.len();
+    r.errors
+        .extend(super::snapshot::damaged(&store.snapshots_dir())?);
     let reader = match StoreReader::unlocked(store.clone()) {
         Ok(rd) => rd,
         Err(e) => {
@@ -53,14 +60,9 @@ pub fn check(store: &Store, read_data: bool) -> Result<Report> {
     };
     let idx = reader.index();
     r.blobs = idx.len();
-    check_packs(store, idx, &mut r)?;
+    check_packs(store, &idx, &mut r)?;
 
     // Every snapshot's trees and chunks must be reachable through the index.
-    let snaps = store.snapshots()?;
-    r.snapshots = snaps.len();
-    r.errors
-        .extend(super::snapshot::damaged(&store.snapshots_dir())?);
-
     let mut seen_trees = HashSet::new();
     for s in &snaps {
         if idx.get(&s.tree).is_none() {

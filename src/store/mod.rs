@@ -52,6 +52,15 @@ const SUBDIRS: [&str; 5] = ["packs", "index", "snapshots", "locks", "tmp"];
 impl Store {
     /// Create a new, empty store at `path` (which must not exist or be an empty directory).
     pub fn init(path: &Path) -> Result<Store> {
+        Store::try_init(path)?
+            .ok_or_else(|| Error::NotAStore(path.into(), "it already holds a bkfs store".into()))
+    }
+
+    /// Create a store; `None` if another process completed one at `path`
+    /// first. Safe against concurrent inits: subdirectories are created
+    /// idempotently and the config, which makes a directory a store, appears
+    /// last and only once (a hard link fails if it exists).
+    fn try_init(path: &Path) -> Result<Option<Store>> {
         match fs::metadata(path) {
             Ok(m) if !m.is_dir() => {
                 return Err(Error::NotAStore(
@@ -60,13 +69,19 @@ impl Store {
                 ))
             }
             Ok(_) => {
-                let mut entries =
-                    fs::read_dir(path).ctx(|| format!("reading {}", path.display()))?;
-                if entries.next().is_some() {
-                    return Err(Error::NotAStore(
-                        path.into(),
-                        "directory is not empty and holds no store".into(),
-                    ));
+                // Empty, or holding only what a concurrent init creates.
+                for e in fs::read_dir(path).ctx(|| format!("reading {}", path.display()))? {
+                    let e = e.ctx(|| format!("reading {}", path.display()))?;
+                    let name = e.file_name();
+                    if name == "config" {
+                        return Ok(None);
+                    }
+                    if !SUBDIRS.iter().any(|d| name == *d) {
+                        return Err(Error::NotAStore(
+                            path.into(),
+                            "directory is not empty and holds no store".into(),
+                        ));
+                    }
                 }
             }
             Err(_) => fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?,
@@ -76,20 +91,26 @@ impl Store {
             fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
         }
         let config = Config::new();
-        let tmp = path.join("tmp/config");
+        let tmp = path.join(format!("tmp/config.{}", config.id));
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
         fs::write(&tmp, json).ctx(|| format!("writing {}", tmp.display()))?;
         fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .ctx(|| format!("syncing {}", tmp.display()))?;
-        // The config appears last: a store without one is not a store.
-        fs::rename(&tmp, path.join("config"))
-            .ctx(|| format!("writing {}/config", path.display()))?;
+        let linked = fs::hard_link(&tmp, path.join("config"));
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+            // Another process finished first and its writer cleaned tmp/ under us.
+            Err(_) if path.join("config").exists() => return Ok(None),
+            Err(e) => return Err(Error::io(format!("writing {}/config", path.display()), e)),
+        }
         fsync_dir(path)?;
-        Ok(Store {
+        Ok(Some(Store {
             root: path.into(),
             config,
-        })
+        }))
     }
 
     pub fn open(path: &Path) -> Result<Store> {
@@ -129,13 +150,9 @@ impl Store {
 
     /// Open the store, creating it if `path` does not exist or is an empty directory.
     pub fn open_or_init(path: &Path) -> Result<Store> {
-        let empty_dir = fs::read_dir(path)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        if !path.exists() || empty_dir {
-            Store::init(path)
-        } else {
-            Store::open(path)
+        match Store::try_init(path)? {
+            Some(store) => Ok(store),
+            None => Store::open(path),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::blob;
 use super::error::{Error, IoContext, Result};
@@ -19,7 +19,10 @@ const TREE_CACHE_ENTRIES: usize = 4096;
 
 pub struct StoreReader {
     store: Store,
-    index: Index,
+    /// Reloaded when a look-up misses and new index files have appeared: a
+    /// snapshot record is written only after the index file of its blobs, so a
+    /// reader that lists snapshots after loading the index finds them this way.
+    index: RwLock<Arc<Index>>,
     // Packs are read with pread rather than mapped: a pack truncated by damage
     // must give an error, not a SIGBUS.
     packs: Mutex<HashMap<u32, Arc<File>>>,
@@ -40,7 +43,7 @@ impl StoreReader {
         let index = Index::load(&store.index_dir())?;
         Ok(StoreReader {
             store,
-            index,
+            index: RwLock::new(Arc::new(index)),
             packs: Mutex::new(HashMap::new()),
             trees: Mutex::new(HashMap::new()),
             _lock: None,
@@ -51,8 +54,19 @@ impl StoreReader {
         &self.store
     }
 
-    pub fn index(&self) -> &Index {
-        &self.index
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().unwrap().clone()
+    }
+
+    /// Load the index again if its files changed; true if it did.
+    fn refresh_index(&self) -> Result<bool> {
+        let mut cur = self.index.write().unwrap();
+        let files = super::index::index_files(&self.store.index_dir())?;
+        if files == cur.file_paths() {
+            return Ok(false);
+        }
+        *cur = Arc::new(Index::load(&self.store.index_dir())?);
+        Ok(true)
     }
 
     fn pack_file(&self, num: u32) -> Result<Arc<File>> {
@@ -67,9 +81,15 @@ impl StoreReader {
     }
 
     pub fn locate(&self, id: &Id) -> Result<Location> {
-        self.index
-            .get(id)
-            .ok_or_else(|| Error::Corrupt(format!("blob {id} is not in the index")))
+        if let Some(loc) = self.index().get(id) {
+            return Ok(loc);
+        }
+        if self.refresh_index()? {
+            if let Some(loc) = self.index().get(id) {
+                return Ok(loc);
+            }
+        }
+        Err(Error::Corrupt(format!("blob {id} is not in the index")))
     }
 
     /// Read the stored bytes of a blob, unverified (check uses this to tell apart
