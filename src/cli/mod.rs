@@ -259,6 +259,9 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Cmd::List { s, json } => {
             let store = Store::open(&s.store)?;
             let snaps = store.snapshots()?;
+            for bad in store::snapshot::damaged(&store.snapshots_dir())? {
+                eprintln!("bkfs: warning: {bad} (`bkfs forget` removes it)");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&snaps).unwrap());
             } else {
@@ -337,12 +340,14 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Cmd::Forget { name, s } => {
             let store = Store::open(&s.store)?;
             let w = store.writer("forget")?;
-            let snap = store.snapshot(&name)?;
-            w.forget(&snap.name)?;
-            println!(
-                "forgot snapshot {} (run `bkfs gc` to reclaim its space)",
-                snap.name
-            );
+            // By name without reading the record, so a damaged one can go too.
+            let name = if name == "latest" {
+                store.snapshot(&name)?.name
+            } else {
+                name
+            };
+            w.forget(&name)?;
+            println!("forgot snapshot {name} (run `bkfs gc` to reclaim its space)");
             Ok(0)
         }
         Cmd::Gc { s } => {

@@ -136,10 +136,7 @@ fn list_all(dir: &Path) -> Result<(Vec<Snapshot>, Vec<String>)> {
         };
         match load(dir, name) {
             Ok(s) => out.push(s),
-            Err(e @ Error::Corrupt(_)) => {
-                tracing::warn!("{e}");
-                bad.push(e.to_string());
-            }
+            Err(e @ Error::Corrupt(_)) => bad.push(e.to_string()),
             Err(e) => return Err(e),
         }
     }
@@ -148,6 +145,10 @@ fn list_all(dir: &Path) -> Result<(Vec<Snapshot>, Vec<String>)> {
 }
 
 pub fn remove(dir: &Path, name: &str) -> Result<()> {
+    if validate_name(name).is_err() {
+        return Err(Error::NoSnapshot(name.into()));
+    }
+
     let p = path(dir, name);
     match fs::remove_file(&p) {
         Ok(()) => super::fsync_dir(dir),
