@@ -2,10 +2,12 @@
 //!
 //! Order matters for exactness: a file's owner is set before its mode (chown
 //! clears setuid/setgid), its xattrs after its owner (chown drops
-//! security.capability), its times last. Hard links are made once every
-//! primary is complete, and directories get their metadata bottom-up at the
-//! very end, since creating entries in a directory changes its mtime and a
-//! default ACL would leak into the entries created under it.
+//! security.capability), its times last. A directory gets its metadata once
+//! everything inside it is restored (creating entries changes its mtime, and a
+//! default ACL would leak into entries created after it). Hard links are made
+//! once every first name is complete, and put their directory's times back.
+//! Everything is done relative to directory descriptors, so depth is no limit
+//! (paths are only used for messages and for the rare late hard link).
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -59,6 +61,15 @@ pub fn resolve(reader: &StoreReader, snap: &Snapshot, path: &[u8]) -> Result<Nod
     Ok(node)
 }
 
+/// A name of a hard-linked inode, made once the inode's first name is restored.
+struct PendingLink {
+    link: PathBuf,
+    target: PathBuf,
+    /// The directory holding `link`, whose times the link changes.
+    parent: PathBuf,
+    parent_times: (crate::store::Time, crate::store::Time),
+}
+
 struct Job<'a> {
     reader: &'a StoreReader,
     progress: &'a Progress,
@@ -71,9 +82,7 @@ struct Job<'a> {
     /// Hard-linked inodes: (dev, ino) → path of the name restored first.
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
     /// Names to link to their primary once all files are restored.
-    pending_links: Mutex<Vec<(PathBuf, PathBuf)>>,
-    /// Directories whose metadata is applied at the end.
-    dirs: Mutex<Vec<(PathBuf, Node)>>,
+    pending_links: Mutex<Vec<PendingLink>>,
     errors: Mutex<Vec<String>>,
     damaged: std::sync::atomic::AtomicBool,
 }
@@ -111,7 +120,6 @@ pub fn restore(
         umask: current_umask(),
         links: Mutex::new(HashMap::new()),
         pending_links: Mutex::new(Vec::new()),
-        dirs: Mutex::new(Vec::new()),
         errors: Mutex::new(Vec::new()),
         damaged: Default::default(),
     };
@@ -127,25 +135,23 @@ pub fn restore(
     }
     if node.kind == Kind::Dir {
         job.fill_dir(dest_fd.as_fd(), dest, &node)?;
-        job.dirs.lock().unwrap().push((dest.to_path_buf(), node));
     } else {
-        job.entry(dest_fd.as_fd(), dest, &node);
+        job.entry(dest_fd.as_fd(), dest, &node, &node);
     }
-    for (link, target) in std::mem::take(&mut *job.pending_links.lock().unwrap()) {
-        if let Err(e) = std::fs::hard_link(&target, &link) {
-            job.error(
-                &link,
-                &format!("hard link to {}: {e}", target.display()),
-                false,
-            );
+    for l in std::mem::take(&mut *job.pending_links.lock().unwrap()) {
+        let linked = std::fs::hard_link(&l.target, &l.link).and_then(|()| {
+            let parent = sys::cstr(l.parent.as_os_str().as_bytes())?;
+            sys::set_times_path(&parent, l.parent_times.0, l.parent_times.1)
+        });
+        if let Err(e) = linked {
+            let msg = format!("hard link to {}: {e}", l.target.display());
+            job.error(&l.link, &msg, false);
         }
     }
-    let mut dirs = std::mem::take(&mut *job.dirs.lock().unwrap());
-    // Deepest first: a parent's metadata is set after everything inside it.
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (p, n) in &dirs {
-        if let Err(e) = job.dir_meta(p, n) {
-            job.error(p, &e.to_string(), false);
+    // The destination itself last, once nothing more is created in it.
+    if node.kind == Kind::Dir {
+        if let Err(e) = job.dir_meta(dest, &node) {
+            job.error(dest, &e.to_string(), false);
         }
     }
     let errors = std::mem::take(&mut *job.errors.lock().unwrap());
@@ -228,20 +234,29 @@ impl Job<'_> {
             return Ok(());
         };
         let tree = self.reader.tree(&sub)?;
-        tree.nodes.par_iter().for_each(|n| self.entry(fd, path, n));
+        tree.nodes
+            .par_iter()
+            .for_each(|n| self.entry(fd, path, node, n));
         Ok(())
     }
 
     /// Restore one entry; errors are recorded, not returned, so the rest goes on.
-    fn entry(&self, dir: BorrowedFd, dir_path: &Path, n: &Node) {
+    fn entry(&self, dir: BorrowedFd, dir_path: &Path, parent: &Node, n: &Node) {
         let path = join(dir_path, &n.name);
-        if let Err(e) = self.entry_inner(dir, &path, n) {
+        if let Err(e) = self.entry_inner(dir, dir_path, parent, &path, n) {
             let damaged = matches!(e, Error::Corrupt(_));
             self.error(&path, &e.to_string(), damaged);
         }
     }
 
-    fn entry_inner(&self, dir: BorrowedFd, path: &Path, n: &Node) -> Result<()> {
+    fn entry_inner(
+        &self,
+        dir: BorrowedFd,
+        dir_path: &Path,
+        parent: &Node,
+        path: &Path,
+        n: &Node,
+    ) -> Result<()> {
         let io = |what: &str| {
             let what = what.to_string();
             move |e: std::io::Error| Error::io(what, e)
@@ -269,10 +284,11 @@ impl Job<'_> {
             let fd = sys::openat(dir, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                 .map_err(io("open"))?;
             self.fill_dir(fd.as_fd(), path, n)?;
-            self.dirs
-                .lock()
-                .unwrap()
-                .push((path.to_path_buf(), n.clone()));
+            // Post-order: everything inside exists, so neither the times nor a
+            // default ACL set now are disturbed by what follows (but hard
+            // links, which put the times back themselves).
+            self.meta_at(dir, &name, n, true)?;
+            self.progress.dirs.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         if self.overwrite {
@@ -281,10 +297,12 @@ impl Job<'_> {
         if n.is_hardlinked() {
             let mut links = self.links.lock().unwrap();
             if let Some(first) = links.get(&(n.dev, n.ino)) {
-                self.pending_links
-                    .lock()
-                    .unwrap()
-                    .push((path.to_path_buf(), first.clone()));
+                self.pending_links.lock().unwrap().push(PendingLink {
+                    link: path.to_path_buf(),
+                    target: first.clone(),
+                    parent: dir_path.to_path_buf(),
+                    parent_times: (parent.atime, parent.mtime),
+                });
                 return Ok(());
             }
             links.insert((n.dev, n.ino), path.to_path_buf());

@@ -289,6 +289,21 @@ pub fn set_times(dir: BorrowedFd, name: &CStr, atime: Time, mtime: Time) -> io::
     .map(drop)
 }
 
+/// Set atime and mtime of `path` (not following a final symlink).
+pub fn set_times_path(path: &CStr, atime: Time, mtime: Time) -> io::Result<()> {
+    let ts = [timespec(atime), timespec(mtime)];
+    // SAFETY: ts is an array of two timespecs; path is NUL-terminated.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
 pub fn chown_at(dir: BorrowedFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: name is NUL-terminated.
     check(unsafe {
