@@ -39,7 +39,9 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Data read from the source: counts at once, so the bar moves within a large file.
     fn add_read(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
         self.bytes_read.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -409,7 +411,13 @@ impl Walk<'_> {
         node.xattrs = sys::list_xattrs(XattrOf::Fd(fd.as_fd())).map_err(Failure::Source)?;
         node.content = file::store_file(fd, node.size, st.st_blocks as u64, self.w, self.progress)?;
         node.size = node.content.iter().map(|p| p.len).sum();
-        self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+        let holes: u64 = node
+            .content
+            .iter()
+            .filter(|p| p.id.is_none())
+            .map(|p| p.len)
+            .sum();
+        self.progress.bytes.fetch_add(holes, Ordering::Relaxed);
         if node.nlink > 1 {
             self.links
                 .lock()
