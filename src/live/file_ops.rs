@@ -1,6 +1,6 @@
 //! Operations on inodes and open files: attributes, open, I/O, sync, space.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use super::attr::{timespec, Attr, SetAttr};
 use super::handles::FileHandle;
@@ -138,12 +138,13 @@ impl Live {
             if node.kind == libc::S_IFLNK {
                 return Err(Errno::EOPNOTSUPP);
             }
-            let name = sys::FdName::new(node.fd().as_raw_fd());
+            let fd = node.fd()?;
+            let name = sys::FdName::new(fd.as_raw_fd());
             sys::fchmodat(self.proc_fd(), name.as_cstr(), mode & 0o7777)?;
         }
         if set.uid.is_some() || set.gid.is_some() {
             sys::fchown_fd(
-                node.fd(),
+                node.fd()?.as_fd(),
                 set.uid.unwrap_or(u32::MAX),
                 set.gid.unwrap_or(u32::MAX),
             )?;
@@ -165,9 +166,12 @@ impl Live {
             }
         }
         if set.atime.is_some() || set.mtime.is_some() {
-            sys::utimens_fd(node.fd(), &[timespec(set.atime), timespec(set.mtime)])?;
+            sys::utimens_fd(
+                node.fd()?.as_fd(),
+                &[timespec(set.atime), timespec(set.mtime)],
+            )?;
         }
-        Ok(Attr::new(sys::fstat(node.fd())?, id))
+        Ok(Attr::new(sys::fstat(node.fd()?.as_fd())?, id))
     }
 
     pub(super) fn proc_fd(&self) -> std::os::fd::BorrowedFd<'_> {

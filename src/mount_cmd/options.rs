@@ -41,6 +41,8 @@ pub struct MountOptions {
     pub log: Option<PathBuf>,
     /// Entry and attribute cache lifetime (`cache_timeout=SECONDS`).
     pub cache_timeout: Duration,
+    /// Nodes held by descriptors before file handles are used (`fd_budget=N`).
+    pub fd_budget: Option<usize>,
 }
 
 /// Default entry/attribute lifetime. Every change to the source is expected
@@ -68,6 +70,7 @@ impl Default for MountOptions {
             passthrough_writes: true,
             log: None,
             cache_timeout: DEFAULT_CACHE_TIMEOUT,
+            fd_budget: None,
         }
     }
 }
@@ -143,6 +146,13 @@ impl MountOptions {
                     Ok(n) if (1..=64).contains(&n) => n,
                     _ => return Err(format!("threads={v}: expected a number from 1 to 64")),
                 };
+            }
+            "fd_budget" => {
+                let v = need(value)?;
+                self.fd_budget = Some(
+                    v.parse()
+                        .map_err(|_| format!("fd_budget={v}: expected a number"))?,
+                );
             }
             "cache_timeout" => {
                 let v = need(value)?;

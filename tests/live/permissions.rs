@@ -200,6 +200,8 @@ fn nobody_sees_the_same_results_as_on_the_native_filesystem() {
         ln rootfile mylink 2>&1 || echo link-denied
         chmod 777 rootfile 2>&1 || echo chmod-denied
         cat rootfile a/s
+        echo '#!/bin/sh' > suid && chmod 6755 suid && echo >> suid && stat -c %a suid
+        cp suid suid2 && chmod 4700 suid2 && truncate -s 0 suid2 && stat -c %a suid2
         ls -n a | sed 1d | awk '{print $1, $3, $4, $5, $9}'
     "#;
     let run = |dir: &std::path::Path| {
