@@ -182,6 +182,11 @@ impl BkfsFs {
 
     /// Chooses the I/O mode of a new open (see [`iomode`]); `None` when the
     /// open must be refused with ETXTBSY.
+    ///
+    /// If the kernel refuses to register a backing file with EPERM (the
+    /// daemon lacks CAP_SYS_ADMIN), passthrough is off for the rest of the
+    /// mount; other failures (a backing file on a stacked filesystem, no
+    /// descriptor left) only make that one open page-cached.
     fn open_mode(
         &self,
         fh: u64,
@@ -200,12 +205,16 @@ impl BkfsFs {
         });
         match r {
             Ok((mode, error)) => {
-                if let Some(e) = error {
-                    if self.passthrough.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(
-                            "kernel passthrough refused ({e}); serving reads through the daemon"
-                        );
+                match error {
+                    Some(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        if self.passthrough.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(
+                                "kernel passthrough refused ({e}); I/O goes through the daemon"
+                            );
+                        }
                     }
+                    Some(e) => tracing::debug!("no passthrough for inode {ino}: {e}"),
+                    None => {}
                 }
                 Some(mode)
             }

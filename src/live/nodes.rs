@@ -7,8 +7,8 @@
 //!   the table at zero (the root never does);
 //! - a node held by a descriptor ([`Pin::Fd`]) keeps its backing inode alive,
 //!   so its `st_ino` cannot be reused by another file while the kernel may
-//!   still name it. Past the descriptor budget, nodes of non-directories are
-//!   held by file handles instead (see [`super::pin`]); those are looked up
+//!   still name it. Past the descriptor budget, nodes are held by file
+//!   handles instead (see [`super::pin`]); those are looked up
 //!   again, not trusted by inode number, when a lookup finds them.
 
 use std::collections::HashMap;
@@ -150,12 +150,11 @@ impl NodeTable {
     }
 
     /// How the inode of `fd` is to be held: by `fd`, or by its handle once
-    /// the descriptor budget is spent (never for directories, or inodes of
-    /// another filesystem than the source root's).
+    /// the descriptor budget is spent (never for inodes of another
+    /// filesystem than the source root's: handles are opened through it).
     fn pin_for(&self, fd: OwnedFd, st: &libc::stat) -> Pin {
         let spent = self.pinned.load(Ordering::Relaxed) >= self.budget;
-        let kind = st.st_mode & libc::S_IFMT;
-        if spent && kind != libc::S_IFDIR && st.st_dev == self.ids.root_dev() {
+        if spent && st.st_dev == self.ids.root_dev() {
             if let Ok(handle) = RawHandle::of(fd.as_fd()) {
                 return Pin::Handle {
                     handle: Box::new(handle),

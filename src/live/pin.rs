@@ -4,8 +4,7 @@
 //! The process may have only so many open files (on this machine the hard
 //! limit is 20,000 and cannot be raised), while the kernel may cache far
 //! more inodes (a kernel source tree has 80,000). So descriptors pin the
-//! first nodes (and always directories, which every lookup needs); the
-//! others keep a file handle, from which a descriptor is opened
+//! first nodes; the others keep a file handle, from which a descriptor is opened
 //! (`open_by_handle_at`) for the duration of one operation.
 //!
 //! A handle does not pin the inode: once the file is deleted its inode
