@@ -180,6 +180,13 @@ impl BkfsFs {
         }
     }
 
+    /// Turns passthrough off for the rest of the mount (new opens only).
+    fn stop_passthrough(&self, why: &io::Error) {
+        if self.passthrough.swap(false, Ordering::Relaxed) {
+            tracing::warn!("kernel passthrough refused ({why}); I/O goes through the daemon");
+        }
+    }
+
     /// Chooses the I/O mode of a new open (see [`iomode`]); `None` when the
     /// open must be refused with ETXTBSY.
     ///
@@ -206,13 +213,7 @@ impl BkfsFs {
         match r {
             Ok((mode, error)) => {
                 match error {
-                    Some(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                        if self.passthrough.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(
-                                "kernel passthrough refused ({e}); I/O goes through the daemon"
-                            );
-                        }
-                    }
+                    Some(e) if e.raw_os_error() == Some(libc::EPERM) => self.stop_passthrough(&e),
                     Some(e) => tracing::debug!("no passthrough for inode {ino}: {e}"),
                     None => {}
                 }
