@@ -9,7 +9,8 @@
 //!   every path is resolved from a node's descriptor with `*at()` calls and
 //!   `O_NOFOLLOW`, one component at a time: nothing ever walks through the
 //!   mountpoint, and a symlink in the source cannot redirect an operation;
-//! - one `O_PATH` descriptor per inode the kernel knows ([`nodes`]);
+//! - one `O_PATH` descriptor per inode the kernel knows, or past a budget a
+//!   file handle ([`nodes`], [`pin`]);
 //! - files and directories are reopened for I/O through `/proc/self/fd/N`;
 //!   special files are never opened by the daemon (the kernel serves FIFOs
 //!   and devices itself);
