@@ -487,3 +487,26 @@ fn nodes_past_the_descriptor_budget_are_held_by_file_handles() {
     let g = live.lookup(d.id(), OsStr::new("g")).unwrap();
     assert_eq!(live.getattr(g.id()).unwrap().st.st_size, 3);
 }
+
+#[test]
+fn kill_privs_removes_setuid_setgid_if_group_executable_and_capabilities() {
+    let (dir, live) = setup();
+    let p = dir.path().join("prog");
+    fs::write(&p, b"x").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o6755)).unwrap();
+    let f = live.lookup(ROOT_ID, OsStr::new("prog")).unwrap();
+    assert!(live.has_privs(f.id()).unwrap());
+    live.kill_privs(f.id()).unwrap();
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    assert!(!live.has_privs(f.id()).unwrap());
+    // Without group execute, set-group-id means mandatory locking: it stays.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o6740)).unwrap();
+    live.kill_privs(f.id()).unwrap();
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o2740
+    );
+}
