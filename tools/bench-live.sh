@@ -149,27 +149,27 @@ done
 
 # Each phase runs for every configuration before the next phase, so that no
 # timed file creation follows a mass deletion; unlinks are timed last of all.
-DIRS=("native=$WORK/native")
-for i in "${!CFGS[@]}"; do DIRS+=("bkfs:${CFGS[$i]}=$WORK/mnt-$i"); done
+DIRS=("native|$WORK/native")
+for i in "${!CFGS[@]}"; do DIRS+=("bkfs:${CFGS[$i]}|$WORK/mnt-$i"); done
 KFILES=0
 [ -s "$KTAR" ] && KFILES=$(tar -tf "$KTAR" | wc -l)
 for run in $(seq 1 "$RUNS"); do
     for cd in "${DIRS[@]}"; do
-        echo "run $run/$RUNS: I/O on ${cd%%=*}" >&2
-        io_tests "${cd%%=*}" "${cd#*=}"
+        echo "run $run/$RUNS: I/O on ${cd%%|*}" >&2
+        io_tests "${cd%%|*}" "${cd#*|}"
     done
     sync; sleep 1
-    for cd in "${DIRS[@]}"; do record "${cd%%=*}" create_per_s "$(meta create "${cd#*=}/meta$run")"; done
-    for cd in "${DIRS[@]}"; do record "${cd%%=*}" stat_cached_per_s "$(meta stat "${cd#*=}/meta$run")"; done
+    for cd in "${DIRS[@]}"; do record "${cd%%|*}" create_per_s "$(meta create "${cd#*|}/meta$run")"; done
+    for cd in "${DIRS[@]}"; do record "${cd%%|*}" stat_cached_per_s "$(meta stat "${cd#*|}/meta$run")"; done
     if [ "$KFILES" -gt 0 ]; then
         for cd in "${DIRS[@]}"; do
-            echo "run $run/$RUNS: tar x on ${cd%%=*}" >&2
-            tar_x "${cd%%=*}" "${cd#*=}" "$run"
+            echo "run $run/$RUNS: tar x on ${cd%%|*}" >&2
+            tar_x "${cd%%|*}" "${cd#*|}" "$run"
         done
     fi
 done
 for run in $(seq 1 "$RUNS"); do
-    for cd in "${DIRS[@]}"; do record "${cd%%=*}" unlink_per_s "$(meta unlink "${cd#*=}/meta$run")"; done
+    for cd in "${DIRS[@]}"; do record "${cd%%|*}" unlink_per_s "$(meta unlink "${cd#*|}/meta$run")"; done
 done
 
 python3 - "$RESULTS" "$CONFIGS" <<'PY'

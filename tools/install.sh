@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-/usr/local}
 SBINDIR=${SBINDIR:-/sbin}
 cargo build --release --bin bkfs
+mkdir -p "$SBINDIR"
 install -D -m 0755 target/release/bkfs "$PREFIX/bin/bkfs"
 sed "s|^BKFS=\${BKFS_BIN:-}|BKFS=\${BKFS_BIN:-$PREFIX/bin/bkfs}|" mount/mount.bkfs > "$SBINDIR/mount.bkfs.tmp"
 chmod 0755 "$SBINDIR/mount.bkfs.tmp"

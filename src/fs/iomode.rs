@@ -14,9 +14,9 @@
 //!   without the daemon;
 //! - writers share the backing file with readers, so it is opened read-write
 //!   when the daemon can (see `Live::passthrough_file`); when it could only
-//!   open it read-only (an executable, a read-only backing filesystem), a
-//!   writer beside its passthrough readers is refused with `ETXTBSY`, as for
-//!   a busy executable.
+//!   open it read-only (a file being executed from the source, an immutable
+//!   file), a writer beside its passthrough readers is refused with
+//!   `ETXTBSY`, as for a busy executable.
 //!
 //! One backing id per inode, shared by all its passthrough opens, released
 //! (`FUSE_DEV_IOC_BACKING_CLOSE`) with the last of them.

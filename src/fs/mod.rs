@@ -52,6 +52,9 @@ pub struct BkfsFs {
     cfg: FsConfig,
     /// Passthrough was negotiated and still works.
     passthrough: AtomicBool,
+    /// `FUSE_HANDLE_KILLPRIV_V2` was negotiated: removing set-user-id bits
+    /// and capabilities on writes and truncation is the daemon's job.
+    killpriv: AtomicBool,
     io: IoModes,
 }
 
@@ -118,6 +121,7 @@ impl BkfsFs {
             live,
             cfg,
             passthrough: AtomicBool::new(false),
+            killpriv: AtomicBool::new(false),
             io: IoModes::default(),
         }
     }
@@ -180,8 +184,20 @@ impl BkfsFs {
         }
     }
 
+    /// Turns passthrough off for the rest of the mount (new opens only).
+    fn stop_passthrough(&self, why: &io::Error) {
+        if self.passthrough.swap(false, Ordering::Relaxed) {
+            tracing::warn!("kernel passthrough refused ({why}); I/O goes through the daemon");
+        }
+    }
+
     /// Chooses the I/O mode of a new open (see [`iomode`]); `None` when the
     /// open must be refused with ETXTBSY.
+    ///
+    /// If the kernel refuses to register a backing file with EPERM (the
+    /// daemon lacks CAP_SYS_ADMIN), passthrough is off for the rest of the
+    /// mount; other failures (a backing file on a stacked filesystem, no
+    /// descriptor left) only make that one open page-cached.
     fn open_mode(
         &self,
         fh: u64,
@@ -200,12 +216,10 @@ impl BkfsFs {
         });
         match r {
             Ok((mode, error)) => {
-                if let Some(e) = error {
-                    if self.passthrough.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(
-                            "kernel passthrough refused ({e}); serving reads through the daemon"
-                        );
-                    }
+                match error {
+                    Some(e) if e.raw_os_error() == Some(libc::EPERM) => self.stop_passthrough(&e),
+                    Some(e) => tracing::debug!("no passthrough for inode {ino}: {e}"),
+                    None => {}
                 }
                 Some(mode)
             }
@@ -255,6 +269,15 @@ impl Filesystem for BkfsFs {
             "FUSE_CACHE_SYMLINKS",
         );
         want(config, InitFlags::FUSE_ASYNC_DIO, "FUSE_ASYNC_DIO");
+        // Without this the kernel asks for security.capability before every
+        // write (a round trip each); with it the daemon removes privileges.
+        if want(
+            config,
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            "FUSE_HANDLE_KILLPRIV_V2",
+        ) {
+            self.killpriv.store(true, Ordering::Relaxed);
+        }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         if self.cfg.writeback {
@@ -294,7 +317,7 @@ impl Filesystem for BkfsFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -318,7 +341,29 @@ impl Filesystem for BkfsFs {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        match self.live.setattr(ino.0, fh.map(|f| f.0), &set) {
+        let mut r = self.live.setattr(ino.0, fh.map(|f| f.0), &set);
+        // With FUSE_HANDLE_KILLPRIV_V2 (see init) the kernel asks the daemon
+        // to remove privileges with a flag fuser does not pass on: on a
+        // truncation, and as a setattr that changes nothing, sent before a
+        // write (also a passthrough one) by a process without CAP_FSETID.
+        // The caller's uid stands for that capability. The reply carries the
+        // new mode, so the kernel's cached attributes stay right.
+        let nothing = set.mode.is_none()
+            && set.uid.is_none()
+            && set.gid.is_none()
+            && set.atime.is_none()
+            && set.mtime.is_none();
+        if r.is_ok()
+            && (size.is_some() || nothing)
+            && req.uid() != 0
+            && self.killpriv.load(Ordering::Relaxed)
+        {
+            r = self
+                .live
+                .kill_privs(ino.0)
+                .and_then(|()| self.live.getattr(ino.0));
+        }
+        match r {
             Ok(a) => reply.attr(&self.cfg.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -411,12 +456,21 @@ impl Filesystem for BkfsFs {
         self.reply_entry(reply, self.live.link(ino.0, newparent.0, newname));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // Truncation by an unprivileged caller removes privileges (see init).
+        if flags.0 & libc::O_TRUNC != 0
+            && req.uid() != 0
+            && self.killpriv.load(Ordering::Relaxed)
+            && self.live.has_privs(ino.0).unwrap_or(false)
+        {
+            let _ = self.live.kill_privs(ino.0);
+        }
         let fh = match self.live.open(ino.0, flags.0) {
             Ok(fh) => fh,
             Err(e) => return reply.error(errno(e)),
         };
-        match self.open_mode(fh, ino.0, flags.0, |fd| reply.open_backing(fd)) {
+        let mode = self.open_mode(fh, ino.0, flags.0, |fd| reply.open_backing(fd));
+        match mode {
             Some(Mode::Passthrough(b)) => {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
             }
@@ -454,15 +508,20 @@ impl Filesystem for BkfsFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = self.live.kill_privs(ino.0) {
+                return reply.error(errno(e));
+            }
+        }
         match self.live.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),

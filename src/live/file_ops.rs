@@ -1,6 +1,6 @@
 //! Operations on inodes and open files: attributes, open, I/O, sync, space.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use super::attr::{timespec, Attr, SetAttr};
 use super::handles::FileHandle;
@@ -49,22 +49,65 @@ impl Live {
     /// passthrough backing file, and whether it is open for writing.
     ///
     /// Every open of an inode in passthrough mode shares one backing file,
-    /// writers included, so it is opened read-write when possible. Not for
-    /// executables: a writable descriptor held by the kernel would make
-    /// running that file from the source fail with ETXTBSY.
+    /// writers included, so it is opened read-write when possible (not when
+    /// the file is being executed from the source, or is immutable, or the
+    /// backing filesystem is read-only). The price: while the mount holds it,
+    /// executing that file directly from the source (not through the mount)
+    /// fails with ETXTBSY.
     pub fn passthrough_file(&self, fh: u64) -> Result<(OwnedFd, bool)> {
         let file = self.files.get(fh)?;
-        let st = sys::fstat(file.fd())?;
-        if st.st_mode & 0o111 == 0 {
-            if let Ok(fd) = self.reopen(&file.node, libc::O_RDWR) {
-                return Ok((fd, true));
-            }
+        if let Ok(fd) = self.reopen(&file.node, libc::O_RDWR) {
+            return Ok((fd, true));
         }
         let fd = file
             .fd()
             .try_clone_to_owned()
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
         Ok((fd, file.writable()))
+    }
+
+    /// Whether the file has privileges a write by an unprivileged process
+    /// must remove: set-user-id, set-group-id, or file capabilities.
+    pub fn has_privs(&self, id: u64) -> Result<bool> {
+        let node = self.node(id)?;
+        if !node.is_reg() {
+            return Ok(false);
+        }
+        let fd = node.fd()?;
+        let st = sys::fstat(fd.as_fd())?;
+        if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            return Ok(true);
+        }
+        let path = sys::proc_fd_path(fd.as_raw_fd());
+        Ok(sys::getxattr(&path, c"security.capability", &mut []).is_ok())
+    }
+
+    /// Removes set-user-id, set-group-id (if group-executable) and file
+    /// capabilities, as the kernel does natively when a process without
+    /// CAP_FSETID writes or truncates a file. The mount hands this job to
+    /// the daemon (`FUSE_HANDLE_KILLPRIV_V2`, which spares a getxattr round
+    /// trip on every write), and the daemon's own writes, as root, would not.
+    pub fn kill_privs(&self, id: u64) -> Result<()> {
+        let node = self.node(id)?;
+        if !node.is_reg() {
+            return Ok(());
+        }
+        let fd = node.fd()?;
+        let st = sys::fstat(fd.as_fd())?;
+        let mode = st.st_mode & 0o7777;
+        let mut kill = libc::S_ISUID;
+        if mode & libc::S_IXGRP != 0 {
+            kill |= libc::S_ISGID;
+        }
+        let name = sys::FdName::new(fd.as_raw_fd());
+        if mode & kill != 0 {
+            sys::fchmodat(self.proc_fd(), name.as_cstr(), mode & !kill)?;
+        }
+        let path = sys::proc_fd_path(fd.as_raw_fd());
+        match sys::removexattr(&path, c"security.capability") {
+            Ok(()) | Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn release(&self, fh: u64) {
@@ -138,12 +181,13 @@ impl Live {
             if node.kind == libc::S_IFLNK {
                 return Err(Errno::EOPNOTSUPP);
             }
-            let name = sys::FdName::new(node.fd().as_raw_fd());
+            let fd = node.fd()?;
+            let name = sys::FdName::new(fd.as_raw_fd());
             sys::fchmodat(self.proc_fd(), name.as_cstr(), mode & 0o7777)?;
         }
         if set.uid.is_some() || set.gid.is_some() {
             sys::fchown_fd(
-                node.fd(),
+                node.fd()?.as_fd(),
                 set.uid.unwrap_or(u32::MAX),
                 set.gid.unwrap_or(u32::MAX),
             )?;
@@ -165,9 +209,12 @@ impl Live {
             }
         }
         if set.atime.is_some() || set.mtime.is_some() {
-            sys::utimens_fd(node.fd(), &[timespec(set.atime), timespec(set.mtime)])?;
+            sys::utimens_fd(
+                node.fd()?.as_fd(),
+                &[timespec(set.atime), timespec(set.mtime)],
+            )?;
         }
-        Ok(Attr::new(sys::fstat(node.fd())?, id))
+        Ok(Attr::new(sys::fstat(node.fd()?.as_fd())?, id))
     }
 
     pub(super) fn proc_fd(&self) -> std::os::fd::BorrowedFd<'_> {

@@ -69,6 +69,11 @@ impl IdMap {
         }
     }
 
+    /// Device of the source root.
+    pub fn root_dev(&self) -> u64 {
+        self.root_key.0
+    }
+
     /// The id of the inode `key`; allocates a table id on first sight if needed.
     pub fn id_of(&self, key: InodeKey) -> u64 {
         if key == self.root_key {

@@ -9,7 +9,8 @@
 //!   every path is resolved from a node's descriptor with `*at()` calls and
 //!   `O_NOFOLLOW`, one component at a time: nothing ever walks through the
 //!   mountpoint, and a symlink in the source cannot redirect an operation;
-//! - one `O_PATH` descriptor per inode the kernel knows ([`nodes`]);
+//! - one `O_PATH` descriptor per inode the kernel knows, or past a budget a
+//!   file handle ([`nodes`], [`pin`]);
 //! - files and directories are reopened for I/O through `/proc/self/fd/N`;
 //!   special files are never opened by the daemon (the kernel serves FIFOs
 //!   and devices itself);
@@ -24,6 +25,7 @@ pub mod dir;
 pub mod handles;
 pub mod ids;
 pub mod nodes;
+pub mod pin;
 pub mod sys;
 
 mod file_ops;
@@ -62,6 +64,9 @@ pub struct LiveOptions {
     /// The kernel's writeback cache is on: it may read pages of files opened
     /// write-only and handles `O_APPEND` itself.
     pub writeback: bool,
+    /// How many nodes may be held by descriptors before file handles are
+    /// used (`None`: a share of the open-file limit).
+    pub fd_budget: Option<usize>,
 }
 
 impl Default for LiveOptions {
@@ -70,6 +75,7 @@ impl Default for LiveOptions {
             hidden_names: vec![OsString::from(DEFAULT_STORE_NAME)],
             allow_devices: false,
             writeback: false,
+            fd_budget: None,
         }
     }
 }
@@ -86,21 +92,26 @@ pub struct Live {
 impl Live {
     /// Opens the source directory. Call this before mounting over it.
     pub fn new(source: &Path, opts: LiveOptions) -> std::io::Result<Live> {
-        let open_dir = |path: &Path| -> std::io::Result<OwnedFd> {
+        let open_dir = |path: &Path, flags: i32| -> std::io::Result<OwnedFd> {
             let c =
                 std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))?;
             Ok(sys::openat(
                 // SAFETY: AT_FDCWD is a valid "directory descriptor" for *at() calls.
                 unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
                 &c,
-                libc::O_PATH | libc::O_DIRECTORY,
+                flags | libc::O_DIRECTORY,
                 0,
             )?)
         };
-        let root = open_dir(source)?;
-        let proc_fd = open_dir(Path::new("/proc/self/fd"))?;
+        let root = open_dir(source, libc::O_PATH)?;
+        let mount = open_dir(source, libc::O_RDONLY)?;
+        let proc_fd = open_dir(Path::new("/proc/self/fd"), libc::O_PATH)?;
         Ok(Live {
-            nodes: NodeTable::new(root)?,
+            nodes: NodeTable::new(
+                root,
+                mount,
+                opts.fd_budget.unwrap_or_else(nodes::default_budget),
+            )?,
             files: Handles::new(),
             dirs: Handles::new(),
             proc_fd,
@@ -147,13 +158,14 @@ impl Live {
 
     /// Reopens a node's inode for I/O through `/proc/self/fd/N`.
     fn reopen(&self, node: &Node, flags: i32) -> Result<OwnedFd> {
-        let name = sys::FdName::new(node.fd().as_raw_fd());
+        let fd = node.fd()?;
+        let name = sys::FdName::new(fd.as_raw_fd());
         sys::openat(self.proc_fd.as_fd(), name.as_cstr(), flags, 0)
     }
 
     pub fn getattr(&self, id: u64) -> Result<Attr> {
         let node = self.node(id)?;
-        Ok(Attr::new(sys::fstat(node.fd())?, id))
+        Ok(Attr::new(sys::fstat(node.fd()?.as_fd())?, id))
     }
 
     pub fn forget(&self, id: u64, n: u64) {
@@ -161,6 +173,6 @@ impl Live {
     }
 
     pub fn statfs(&self, id: u64) -> Result<libc::statvfs> {
-        sys::fstatvfs(self.node(id)?.fd())
+        sys::fstatvfs(self.node(id)?.fd()?.as_fd())
     }
 }

@@ -39,14 +39,14 @@ impl Live {
 
     /// Looks `name` up in `dir` and takes one lookup on its node.
     fn lookup_at(&self, dir: &Node, name: &CStr) -> Result<Entry> {
-        let st = sys::fstatat(dir.fd(), name, libc::AT_SYMLINK_NOFOLLOW)?;
+        let st = sys::fstatat(dir.fd()?.as_fd(), name, libc::AT_SYMLINK_NOFOLLOW)?;
         // A known inode is pinned by its node, so the key names the same inode.
         if let Some(node) = self.nodes.acquire_existing((st.st_dev, st.st_ino)) {
             return Ok(Entry {
                 attr: Attr::new(st, node.id),
             });
         }
-        let fd = sys::openat(dir.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let fd = sys::openat(dir.fd()?.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let st = sys::fstat(fd.as_fd())?;
         let node = self.nodes.acquire(fd, &st);
         Ok(Entry {
@@ -74,7 +74,7 @@ impl Live {
             let mut entry = self.lookup_at(&dir, c)?;
             let node = self.nodes.get(entry.id())?;
             if self.give_to_caller(caller, &dir, &node)? {
-                entry.attr = Attr::new(sys::fstat(node.fd())?, node.id);
+                entry.attr = Attr::new(sys::fstat(node.fd()?.as_fd())?, node.id);
             }
             Ok(entry)
         })
@@ -86,13 +86,13 @@ impl Live {
         if caller.uid == 0 && caller.gid == 0 {
             return Ok(false);
         }
-        let dir_st = sys::fstat(dir.fd())?;
+        let dir_st = sys::fstat(dir.fd()?.as_fd())?;
         let gid = if dir_st.st_mode & libc::S_ISGID != 0 {
             u32::MAX // keep the group the setgid directory gave it
         } else {
             caller.gid
         };
-        if let Err(e) = sys::fchown_fd(node.fd(), caller.uid, gid) {
+        if let Err(e) = sys::fchown_fd(node.fd()?.as_fd(), caller.uid, gid) {
             tracing::warn!(
                 "cannot give new inode {} to uid {}: {e}",
                 node.id,
@@ -118,7 +118,7 @@ impl Live {
         }
         let dev = decode_dev(rdev);
         self.create_entry(caller, parent, name, umask, |dir, c| {
-            sys::mknodat(dir.fd(), c, mode, dev)
+            sys::mknodat(dir.fd()?.as_fd(), c, mode, dev)
         })
     }
 
@@ -131,7 +131,7 @@ impl Live {
         umask: u32,
     ) -> Result<Entry> {
         self.create_entry(caller, parent, name, umask, |dir, c| {
-            sys::mkdirat(dir.fd(), c, mode & 0o7777)
+            sys::mkdirat(dir.fd()?.as_fd(), c, mode & 0o7777)
         })
     }
 
@@ -144,7 +144,7 @@ impl Live {
     ) -> Result<Entry> {
         let target = std::ffi::CString::new(target.as_bytes()).map_err(|_| Errno::EINVAL)?;
         self.create_entry(caller, parent, name, 0, |dir, c| {
-            sys::symlinkat(&target, dir.fd(), c)
+            sys::symlinkat(&target, dir.fd()?.as_fd(), c)
         })
     }
 
@@ -162,7 +162,7 @@ impl Live {
         let mut file = None;
         let entry = self.create_entry(caller, parent, name, umask, |dir, c| {
             let flags = open_flags | libc::O_CREAT | libc::O_NOFOLLOW | (flags & libc::O_EXCL);
-            file = Some(sys::openat(dir.fd(), c, flags, mode & 0o7777)?);
+            file = Some(sys::openat(dir.fd()?.as_fd(), c, flags, mode & 0o7777)?);
             Ok(())
         })?;
         let file = file.expect("create_entry ran the closure");
@@ -184,7 +184,7 @@ impl Live {
             return Err(Errno::ENOENT);
         }
         let dir = self.dir_node(parent)?;
-        with_name(name, |c| sys::unlinkat(dir.fd(), c, flags))
+        with_name(name, |c| sys::unlinkat(dir.fd()?.as_fd(), c, flags))
     }
 
     /// rename(2) with renameat2 flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
@@ -206,7 +206,13 @@ impl Live {
         let new_dir = self.dir_node(new_parent)?;
         with_name(name, |old| {
             with_name(new_name, |new| {
-                sys::renameat2(old_dir.fd(), old, new_dir.fd(), new, flags)
+                sys::renameat2(
+                    old_dir.fd()?.as_fd(),
+                    old,
+                    new_dir.fd()?.as_fd(),
+                    new,
+                    flags,
+                )
             })
         })
     }
@@ -217,10 +223,12 @@ impl Live {
         }
         let node = self.node(id)?;
         let dir = self.dir_node(new_parent)?;
-        with_name(new_name, |c| sys::link_fd(node.fd(), dir.fd(), c))?;
-        let node = self.nodes.acquire_existing(node.key).ok_or(Errno::ESTALE)?;
+        with_name(new_name, |c| {
+            sys::link_fd(node.fd()?.as_fd(), dir.fd()?.as_fd(), c)
+        })?;
+        let node = self.nodes.acquire_id(node.id).ok_or(Errno::ESTALE)?;
         Ok(Entry {
-            attr: Attr::new(sys::fstat(node.fd())?, node.id),
+            attr: Attr::new(sys::fstat(node.fd()?.as_fd())?, node.id),
         })
     }
 
@@ -229,7 +237,7 @@ impl Live {
         if node.kind != libc::S_IFLNK {
             return Err(Errno::EINVAL);
         }
-        sys::readlink_fd(node.fd())
+        sys::readlink_fd(node.fd()?.as_fd())
     }
 
     pub fn opendir(&self, id: u64) -> Result<u64> {
@@ -290,7 +298,7 @@ impl Live {
             } else if kind == 0 && !dot {
                 // DT_UNKNOWN: the backing filesystem does not store types.
                 let st = with_name(raw.name, |c| {
-                    sys::fstatat(dir.fd(), c, libc::AT_SYMLINK_NOFOLLOW)
+                    sys::fstatat(dir.fd()?.as_fd(), c, libc::AT_SYMLINK_NOFOLLOW)
                 });
                 match st {
                     Ok(st) => kind = st.st_mode & libc::S_IFMT,
@@ -298,7 +306,7 @@ impl Live {
                     Err(e) => return Err(e),
                 }
             } else if dot && plus {
-                let st = sys::fstat(dir.fd())?;
+                let st = sys::fstat(dir.fd()?.as_fd())?;
                 attr = Some(Attr::new(st, ino));
             }
             let listed = ListedEntry {

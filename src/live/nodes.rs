@@ -1,32 +1,47 @@
-//! The inodes the kernel currently knows, each pinned by an `O_PATH` descriptor.
+//! The inodes the kernel currently knows.
 //!
 //! Invariants:
 //! - one `Node` per backing inode `(st_dev, st_ino)`; hard links share it;
 //! - a node lives while the kernel holds lookups on it: every reply that hands
 //!   the kernel an entry adds one, `forget(n)` removes n, and the node leaves
 //!   the table at zero (the root never does);
-//! - the node's descriptor keeps the backing inode alive, so its `st_ino`
-//!   cannot be reused by another file while the kernel may still name it.
+//! - a node held by a descriptor ([`Pin::Fd`]) keeps its backing inode alive,
+//!   so its `st_ino` cannot be reused by another file while the kernel may
+//!   still name it. Past the descriptor budget, nodes are held by file
+//!   handles instead (see [`super::pin`]); those are looked up
+//!   again, not trusted by inode number, when a lookup finds them.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::ids::{IdMap, InodeKey, ROOT_ID};
+use super::pin::{NodeFd, Pin, RawHandle};
 use super::sys::{self, Errno, Result};
 
-#[derive(Debug)]
 pub struct Node {
     pub id: u64,
     pub key: InodeKey,
     /// `st_mode & S_IFMT`; the type of an inode never changes.
     pub kind: u32,
-    fd: OwnedFd,
+    pin: Pin,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("fd_pinned", &self.pin.is_fd())
+            .finish()
+    }
 }
 
 impl Node {
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// A descriptor (`O_PATH`) of the node's inode for one operation.
+    pub fn fd(&self) -> Result<NodeFd<'_>> {
+        self.pin.fd()
     }
 
     pub fn is_dir(&self) -> bool {
@@ -46,18 +61,41 @@ struct Slot {
 pub struct NodeTable {
     ids: IdMap,
     slots: RwLock<HashMap<u64, Slot>>,
+    /// The source root opened for reading, to open handles through.
+    mount: Arc<OwnedFd>,
+    /// How many nodes may be held by descriptors (directories always are).
+    budget: usize,
+    /// How many nodes are held by descriptors now.
+    pinned: AtomicUsize,
+}
+
+/// Default share of the open-file limit given to node descriptors; the
+/// rest is left for open files and temporary descriptors.
+pub fn default_budget() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 512;
+    }
+    (lim.rlim_cur as usize / 5 * 3).clamp(64, 1 << 22)
 }
 
 impl NodeTable {
     /// A table holding only the root, pinned by `root_fd` (`O_PATH|O_DIRECTORY`).
-    pub fn new(root_fd: OwnedFd) -> Result<NodeTable> {
+    /// `mount` is the root opened for reading: open_by_handle_at refuses
+    /// `O_PATH` descriptors.
+    pub fn new(root_fd: OwnedFd, mount: OwnedFd, budget: usize) -> Result<NodeTable> {
         let st = sys::fstat(root_fd.as_fd())?;
         let key = (st.st_dev, st.st_ino);
+        let mount = Arc::new(mount);
         let root = Arc::new(Node {
             id: ROOT_ID,
             key,
             kind: st.st_mode & libc::S_IFMT,
-            fd: root_fd,
+            pin: Pin::Fd(root_fd),
         });
         let mut slots = HashMap::new();
         slots.insert(
@@ -70,13 +108,10 @@ impl NodeTable {
         Ok(NodeTable {
             ids: IdMap::new(key),
             slots: RwLock::new(slots),
+            mount,
+            budget,
+            pinned: AtomicUsize::new(1),
         })
-    }
-
-    pub fn root_key(&self) -> InodeKey {
-        self.get(ROOT_ID)
-            .map(|n| n.key)
-            .expect("root is never forgotten")
     }
 
     /// The node with this id, or `ESTALE` if the kernel names one it forgot.
@@ -93,33 +128,72 @@ impl NodeTable {
         self.ids.id_of(key)
     }
 
-    /// Adds one lookup to the node of `key` if the table has it.
+    /// Adds one lookup to the node of `key` if the table has one held by a
+    /// descriptor (which proves it is the same inode).
     pub fn acquire_existing(&self, key: InodeKey) -> Option<Arc<Node>> {
         let id = self.ids.id_of(key);
+        let mut slots = self.slots.write().expect("node table lock");
+        let slot = slots.get_mut(&id)?;
+        if !slot.node.pin.is_fd() {
+            return None;
+        }
+        slot.lookups += 1;
+        Some(slot.node.clone())
+    }
+
+    /// Adds one lookup to node `id`, which the kernel holds (for link).
+    pub fn acquire_id(&self, id: u64) -> Option<Arc<Node>> {
         let mut slots = self.slots.write().expect("node table lock");
         let slot = slots.get_mut(&id)?;
         slot.lookups += 1;
         Some(slot.node.clone())
     }
 
-    /// Adds one lookup to the node of the inode `fd` pins (`st` is its stat),
-    /// inserting a node that owns `fd` if the table has none; otherwise `fd`
-    /// is closed, the existing node already pins the same inode.
+    /// How the inode of `fd` is to be held: by `fd`, or by its handle once
+    /// the descriptor budget is spent (never for inodes of another
+    /// filesystem than the source root's: handles are opened through it).
+    fn pin_for(&self, fd: OwnedFd, st: &libc::stat) -> Pin {
+        let spent = self.pinned.load(Ordering::Relaxed) >= self.budget;
+        if spent && st.st_dev == self.ids.root_dev() {
+            if let Ok(handle) = RawHandle::of(fd.as_fd()) {
+                return Pin::Handle {
+                    handle: Box::new(handle),
+                    mount: self.mount.clone(),
+                };
+            }
+        }
+        self.pinned.fetch_add(1, Ordering::Relaxed);
+        Pin::Fd(fd)
+    }
+
+    /// Adds one lookup to the node of the inode `fd` refers to (`st` is its
+    /// stat), inserting a node for it if the table has none. A node held by
+    /// a handle is re-pinned from `fd`: if the file it named was deleted and
+    /// its inode number reused, the node now names the new file, which is
+    /// the one the kernel is looking up (it has dropped the old one).
     pub fn acquire(&self, fd: OwnedFd, st: &libc::stat) -> Arc<Node> {
         let key = (st.st_dev, st.st_ino);
         let id = self.ids.id_of(key);
+        let kind = st.st_mode & libc::S_IFMT;
         let mut slots = self.slots.write().expect("node table lock");
-        let slot = slots.entry(id).or_insert_with(|| Slot {
-            node: Arc::new(Node {
-                id,
-                key,
-                kind: st.st_mode & libc::S_IFMT,
-                fd,
-            }),
-            lookups: 0,
-        });
-        slot.lookups += 1;
-        slot.node.clone()
+        if let Some(slot) = slots.get_mut(&id) {
+            if !slot.node.pin.is_fd() {
+                let pin = self.pin_for(fd, st);
+                slot.node = Arc::new(Node { id, key, kind, pin });
+            }
+            slot.lookups += 1;
+            return slot.node.clone();
+        }
+        let pin = self.pin_for(fd, st);
+        let node = Arc::new(Node { id, key, kind, pin });
+        slots.insert(
+            id,
+            Slot {
+                node: node.clone(),
+                lookups: 1,
+            },
+        );
+        node
     }
 
     /// Removes `n` lookups; the node leaves the table when none remain.
@@ -131,6 +205,9 @@ impl NodeTable {
         if let Some(slot) = slots.get_mut(&id) {
             slot.lookups = slot.lookups.saturating_sub(n);
             if slot.lookups == 0 {
+                if slot.node.pin.is_fd() {
+                    self.pinned.fetch_sub(1, Ordering::Relaxed);
+                }
                 slots.remove(&id);
             }
         }
@@ -149,5 +226,10 @@ impl NodeTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Number of nodes held by descriptors.
+    pub fn pinned(&self) -> usize {
+        self.pinned.load(Ordering::Relaxed)
     }
 }

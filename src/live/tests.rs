@@ -426,3 +426,87 @@ fn seek_data_and_holes_and_punching() {
     );
     live.release(fh);
 }
+
+#[test]
+fn nodes_past_the_descriptor_budget_are_held_by_file_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = Live::new(
+        dir.path(),
+        LiveOptions {
+            fd_budget: Some(0),
+            ..LiveOptions::default()
+        },
+    )
+    .unwrap();
+    let c = Caller::ROOT;
+    let d = live.mkdir(&c, ROOT_ID, OsStr::new("d"), 0o755, 0).unwrap();
+    let (f, fh) = live
+        .create(&c, d.id(), OsStr::new("f"), 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    live.write(fh, 0, b"handle-held").unwrap();
+    live.release(fh);
+    assert_eq!(live.nodes().pinned(), 1, "only the root holds a descriptor");
+    // Every kind of operation works through the handle.
+    let fh = live.open(f.id(), libc::O_RDONLY).unwrap();
+    let mut buf = [0u8; 32];
+    assert_eq!(live.read(fh, 0, &mut buf).unwrap(), 11);
+    live.release(fh);
+    let set = SetAttr {
+        mode: Some(0o600),
+        size: Some(6),
+        ..SetAttr::default()
+    };
+    assert_eq!(live.setattr(f.id(), None, &set).unwrap().st.st_size, 6);
+    live.setxattr(f.id(), OsStr::new("user.k"), b"v", 0)
+        .unwrap();
+    assert_eq!(
+        live.getxattr(f.id(), OsStr::new("user.k"), 8).unwrap(),
+        Xattr::Data(b"v".to_vec())
+    );
+    let l = live.link(f.id(), ROOT_ID, OsStr::new("hard")).unwrap();
+    assert_eq!(l.id(), f.id());
+    assert_eq!(live.nodes().lookups(f.id()), 2);
+    let s = live
+        .symlink(&c, ROOT_ID, OsStr::new("s"), OsStr::new("d/f"))
+        .unwrap();
+    assert_eq!(live.readlink(s.id()).unwrap(), b"d/f");
+    // A lookup finds the handle-held node again by its handle.
+    let again = live.lookup(d.id(), OsStr::new("f")).unwrap();
+    assert_eq!(again.id(), f.id());
+    assert_eq!(live.nodes().lookups(f.id()), 3);
+    // Delete the file while the kernel still names it: the handle is stale,
+    // not another file's.
+    live.unlink(d.id(), OsStr::new("f")).unwrap();
+    live.unlink(ROOT_ID, OsStr::new("hard")).unwrap();
+    assert!(matches!(
+        live.getattr(f.id()),
+        Err(Errno::ESTALE) | Err(Errno::ENOENT)
+    ));
+    // A new file (perhaps reusing the inode number) is looked up afresh.
+    fs::write(dir.path().join("d/g"), b"new").unwrap();
+    let g = live.lookup(d.id(), OsStr::new("g")).unwrap();
+    assert_eq!(live.getattr(g.id()).unwrap().st.st_size, 3);
+}
+
+#[test]
+fn kill_privs_removes_setuid_setgid_if_group_executable_and_capabilities() {
+    let (dir, live) = setup();
+    let p = dir.path().join("prog");
+    fs::write(&p, b"x").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o6755)).unwrap();
+    let f = live.lookup(ROOT_ID, OsStr::new("prog")).unwrap();
+    assert!(live.has_privs(f.id()).unwrap());
+    live.kill_privs(f.id()).unwrap();
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    assert!(!live.has_privs(f.id()).unwrap());
+    // Without group execute, set-group-id means mandatory locking: it stays.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o6740)).unwrap();
+    live.kill_privs(f.id()).unwrap();
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o2740
+    );
+}

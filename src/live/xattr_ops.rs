@@ -25,45 +25,49 @@ fn xattr_name(name: &OsStr) -> Result<std::ffi::CString> {
 }
 
 impl Live {
-    fn node_path(
+    /// Calls `f` with `/proc/self/fd/N` for node `id`, N held open meanwhile.
+    fn with_node_path<T>(
         &self,
         id: u64,
-    ) -> Result<(std::sync::Arc<super::nodes::Node>, std::ffi::CString)> {
+        f: impl FnOnce(&std::ffi::CStr) -> Result<T>,
+    ) -> Result<T> {
         let node = self.node(id)?;
-        let path = sys::proc_fd_path(node.fd().as_raw_fd());
-        Ok((node, path))
+        let fd = node.fd()?;
+        f(&sys::proc_fd_path(fd.as_raw_fd()))
     }
 
     pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> Result<Xattr> {
-        let (_node, path) = self.node_path(id)?;
         let name = xattr_name(name)?;
-        if size == 0 {
-            return Ok(Xattr::Size(sys::getxattr(&path, &name, &mut [])?));
-        }
-        let mut buf = vec![0u8; size as usize];
-        let n = sys::getxattr(&path, &name, &mut buf)?;
-        buf.truncate(n);
-        Ok(Xattr::Data(buf))
+        self.with_node_path(id, |path| {
+            if size == 0 {
+                return Ok(Xattr::Size(sys::getxattr(path, &name, &mut [])?));
+            }
+            let mut buf = vec![0u8; size as usize];
+            let n = sys::getxattr(path, &name, &mut buf)?;
+            buf.truncate(n);
+            Ok(Xattr::Data(buf))
+        })
     }
 
     pub fn listxattr(&self, id: u64, size: u32) -> Result<Xattr> {
-        let (_node, path) = self.node_path(id)?;
-        if size == 0 {
-            return Ok(Xattr::Size(sys::listxattr(&path, &mut [])?));
-        }
-        let mut buf = vec![0u8; size as usize];
-        let n = sys::listxattr(&path, &mut buf)?;
-        buf.truncate(n);
-        Ok(Xattr::Data(buf))
+        self.with_node_path(id, |path| {
+            if size == 0 {
+                return Ok(Xattr::Size(sys::listxattr(path, &mut [])?));
+            }
+            let mut buf = vec![0u8; size as usize];
+            let n = sys::listxattr(path, &mut buf)?;
+            buf.truncate(n);
+            Ok(Xattr::Data(buf))
+        })
     }
 
     pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        let (_node, path) = self.node_path(id)?;
-        sys::setxattr(&path, &xattr_name(name)?, value, flags)
+        let name = xattr_name(name)?;
+        self.with_node_path(id, |path| sys::setxattr(path, &name, value, flags))
     }
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> Result<()> {
-        let (_node, path) = self.node_path(id)?;
-        sys::removexattr(&path, &xattr_name(name)?)
+        let name = xattr_name(name)?;
+        self.with_node_path(id, |path| sys::removexattr(path, &name))
     }
 }

@@ -218,6 +218,7 @@ fn start(
         hidden_names: hidden_names(source, opts),
         allow_devices: opts.dev,
         writeback: opts.writeback,
+        fd_budget: opts.fd_budget,
     };
     raise_fd_limit();
     // The source is opened before the mount covers anything.

@@ -250,4 +250,6 @@ fn random_operations_match_with_other_io_modes() {
     }
     run_model(0x0bad_cafe, 400, "passthrough=ro");
     run_model(0x1234_5678, 400, "nopassthrough,threads=1");
+    // Nearly every node held by a file handle instead of a descriptor.
+    run_model(0x7777_0001, 400, "fd_budget=2");
 }

@@ -200,6 +200,8 @@ fn nobody_sees_the_same_results_as_on_the_native_filesystem() {
         ln rootfile mylink 2>&1 || echo link-denied
         chmod 777 rootfile 2>&1 || echo chmod-denied
         cat rootfile a/s
+        echo '#!/bin/sh' > suid && chmod 6755 suid && echo >> suid && stat -c %a suid
+        cp suid suid2 && chmod 4700 suid2 && truncate -s 0 suid2 && stat -c %a suid2
         ls -n a | sed 1d | awk '{print $1, $3, $4, $5, $9}'
     "#;
     let run = |dir: &std::path::Path| {
@@ -223,4 +225,37 @@ fn nobody_sees_the_same_results_as_on_the_native_filesystem() {
         ))
     };
     assert_eq!(tree(&m.path("w")), tree(&native));
+}
+
+/// Writes and truncation remove set-user-id bits when the writer is not
+/// privileged (the daemon does it, see fs::init), and keep them for root.
+#[test]
+fn writes_drop_setuid_for_users_but_not_for_root() {
+    if !can_mount() {
+        return;
+    }
+    let m = Mount::with_source("", |src| {
+        fs::create_dir(src.join("w")).unwrap();
+        chmod(&src.join("w"), 0o777);
+    });
+    let w = m.path("w");
+    let mode = |name: &str| fs::metadata(w.join(name)).unwrap().mode() & 0o7777;
+    nobody_ok(&format!(
+        "cd {} && echo a > u && chmod 4755 u && echo b > g && chmod 2775 g",
+        w.display()
+    ));
+    // A reader keeps the file open meanwhile: writes then use passthrough.
+    let reader = fs::File::open(w.join("u")).unwrap();
+    nobody_ok(&format!(
+        "cd {} && echo more >> u && echo more >> g",
+        w.display()
+    ));
+    assert_eq!(mode("u"), 0o755);
+    assert_eq!(mode("g"), 0o775);
+    drop(reader);
+    fs::set_permissions(w.join("u"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(w.join("u"), b"root writes").unwrap();
+    assert_eq!(mode("u"), 0o4755, "root (CAP_FSETID) keeps the bit");
+    let md = fs::metadata(m.backing("w/u")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o4755);
 }
