@@ -64,7 +64,7 @@ fn backup_killed_at_random_moments() {
         return;
     }
     let seed = env_u64("BKFS_CRASH_SEED", 0xC0FFEE);
-    let iters = env_u64("BKFS_CRASH_ITERS", 5);
+    let iters = env_u64("BKFS_CRASH_ITERS", 4);
     let mb = env_u64("BKFS_CRASH_MB", 300);
     eprintln!("backup crash test: seed {seed:#x}, {iters} iterations, {mb} MB tree");
     let mut rng = Rng::new(seed);
@@ -152,7 +152,7 @@ fn gc_killed_at_random_moments() {
         return;
     }
     let seed = env_u64("BKFS_CRASH_SEED", 0xC0FFEE) + 1;
-    let iters = env_u64("BKFS_CRASH_ITERS", 5);
+    let iters = env_u64("BKFS_CRASH_ITERS", 4);
     let mb = env_u64("BKFS_CRASH_MB", 300) / 2;
     eprintln!("gc crash test: seed {seed:#x}, {iters} iterations, {mb} MB trees");
     let mut rng = Rng::new(seed);
@@ -292,7 +292,7 @@ fn restore_killed_then_run_again() {
         return;
     }
     let seed = env_u64("BKFS_CRASH_SEED", 0xC0FFEE) + 3;
-    let iters = env_u64("BKFS_CRASH_ITERS", 5).min(4);
+    let iters = env_u64("BKFS_CRASH_ITERS", 4).min(3);
     let mut rng = Rng::new(seed);
     let work = tempdir();
     let src = work.path().join("src");
