@@ -21,7 +21,7 @@ set -euo pipefail
 BENCH_DIR=${BKFS_BENCH_DIR:-/var/tmp/bkfs-bench}
 HERE=$(cd "$(dirname "$0")" && pwd)
 GEN="$HERE/gen-data.py"
-SMALL_FILES=100000
+SMALL_FILES=${BKFS_BENCH_SMALL_FILES:-100000}   # fewer only to test the scripts
 SMALL_SEED=20261122
 BLOB_MIB=50
 BLOB_SEED=50

@@ -1,0 +1,357 @@
+#!/usr/bin/env bash
+# Whole-system store benchmark: bkfs against restic and borg, same data, same run.
+#
+# usage: tools/bench-store.sh [--runs N] [--tools LIST] [--keep] [--verify] [linux|small|all]
+#
+#   linux|small|all  dataset(s) made by tools/prepare-data.sh (default: all)
+#   --runs N         repeat the whole sequence N times and report medians (default 3)
+#   --tools LIST     comma-separated subset of bkfs,restic,borg (default: all three;
+#                    bkfs is dropped with a warning when its binary is missing)
+#   --keep           keep this invocation's stores and restored trees (default: delete
+#                    them at the end)
+#   --verify         after each restore, compare the restored tree with the source
+#                    byte for byte (diff -r, untimed; slow on the kernel tree)
+#
+# Environment: BKFS (default target/release/bkfs), BKFS_BENCH_DIR (default
+# /var/tmp/bkfs-bench).
+#
+# One run of one dataset, each step done for every tool before the next step
+# (the tool order rotates from run to run):
+#   first     first full backup into a fresh, initialised, empty store
+#   nochange  second backup, nothing changed
+#   changed   third backup after appending to 5 files, rewriting 16 bytes in the
+#             middle of 5 others, and adding one 50 MiB semi-compressible file
+#   restore   full restore of the latest (third) snapshot into an empty directory;
+#             `cp -a` of the same tree is timed beside it as a reference
+#   size      du -sb of the store directory (restic's and borg's local caches are
+#             kept outside it and are not counted)
+# Each timed step runs under /usr/bin/time (wall seconds, peak RSS, CPU) after a
+# `sync` and after re-reading its input (the source tree before a backup or a
+# `cp -a`, the store before a restore) so the page cache is warm.  The load
+# average is recorded with every figure.  The dataset is put back as it was at
+# the end of every run (also on interruption; or at the start of the next
+# invocation if the machine died).
+#
+# Stores and restored trees live under $BKFS_BENCH_DIR/work/DATASET/runN, on the
+# same filesystem as the data.  Nothing big is deleted between timed steps: a
+# previous invocation's leftovers are renamed aside at the start and deleted, with
+# this invocation's own, only at the very end (big deletions slow file creation on
+# a journal-less ext4 for minutes).  Results: $BKFS_BENCH_DIR/results/STAMP/.
+set -euo pipefail
+
+BENCH_DIR=${BKFS_BENCH_DIR:-/var/tmp/bkfs-bench}
+BKFS=${BKFS:-target/release/bkfs}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+RUNS=3
+TOOLS=bkfs,restic,borg
+KEEP=0
+VERIFY=0
+DATASETS=()
+
+BORG_COMPRESSION="zstd,3"          # borg's default is lz4; zstd,3 is borg's zstd default level
+RESTIC_COMPRESSION="auto"          # restic 0.14 repository v2: auto = zstd (fastest level)
+CHANGED_FILES=10
+ADDED_NAME="bkfs-bench-added-50M.bin"
+
+usage() { sed -n '4p' "$0" | sed 's/^# //'; }
+help() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+parse_args() {
+    while (($#)); do
+        case "$1" in
+            --runs) RUNS=${2:?--runs needs a number}; shift ;;
+            --runs=*) RUNS=${1#*=} ;;
+            --tools) TOOLS=${2:?--tools needs a list}; shift ;;
+            --tools=*) TOOLS=${1#*=} ;;
+            --keep) KEEP=1 ;;
+            --verify) VERIFY=1 ;;
+            -h|--help) help; exit 0 ;;
+            linux|small) DATASETS+=("$1") ;;
+            all) DATASETS+=(small linux) ;;
+            *) usage >&2; exit 2 ;;
+        esac
+        shift
+    done
+    ((${#DATASETS[@]})) || DATASETS=(small linux)
+    [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive number"
+}
+
+# ---------------------------------------------------------------- tools
+
+check_tools() {
+    local t ok=()
+    IFS=, read -r -a want <<< "$TOOLS"
+    for t in "${want[@]}"; do
+        case "$t" in
+            bkfs)
+                if [[ -x "$BKFS" ]]; then
+                    BKFS=$(cd "$(dirname "$BKFS")" && pwd)/$(basename "$BKFS")
+                    ok+=(bkfs)
+                else
+                    log "WARNING: no bkfs binary at $BKFS (set BKFS=...); measuring without bkfs"
+                fi ;;
+            restic|borg)
+                command -v "$t" > /dev/null || die "$t is not installed (apt-get install restic borgbackup)"
+                ok+=("$t") ;;
+            *) die "unknown tool $t (bkfs, restic, borg)" ;;
+        esac
+    done
+    ((${#ok[@]})) || die "no tool left to measure"
+    TOOL_LIST=("${ok[@]}")
+    [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install time)"
+}
+
+versions() {
+    local t
+    for t in "${TOOL_LIST[@]}"; do
+        case "$t" in
+            bkfs)
+                local rev
+                rev=$(git -C "$(dirname "$BKFS")" log -1 --format='%h %cd' --date=short 2>/dev/null || true)
+                echo "bkfs: $BKFS ${rev:+(commit $rev)}" ;;
+            restic) echo "restic: $(restic version | head -n 1); repository v2, --compression $RESTIC_COMPRESSION (zstd), always encrypted" ;;
+            borg) echo "borg: $(borg --version); init -e none, --compression $BORG_COMPRESSION, default chunker" ;;
+        esac
+    done
+}
+
+# Per-tool commands.  $1 = run dir; the store of tool T is $1/T.store.
+tool_init() {
+    local t=$1 run=$2
+    case "$t" in
+        bkfs) "$BKFS" init --store "$run/bkfs.store" ;;
+        restic) restic -q -r "$run/restic.store" init --repository-version 2 ;;
+        borg) borg init -e none "$run/borg.store" ;;
+    esac
+}
+
+tool_backup() {  # tool run dir snapshot-name
+    local t=$1 run=$2 src=$3 name=$4
+    case "$t" in
+        bkfs) "$BKFS" backup "$src" --store "$run/bkfs.store" --name "$name" --no-progress ;;
+        restic) cd "$src" && restic -r "$run/restic.store" backup --compression "$RESTIC_COMPRESSION" . ;;
+        borg) cd "$src" && borg create --stats --compression "$BORG_COMPRESSION" "$run/borg.store::$name" . ;;
+    esac
+}
+
+tool_restore() {  # tool run dest last-snapshot-name
+    local t=$1 run=$2 dest=$3 name=$4
+    case "$t" in
+        bkfs) "$BKFS" restore latest "$dest" --store "$run/bkfs.store" ;;
+        restic) restic -r "$run/restic.store" restore latest --target "$dest" ;;
+        borg) cd "$dest" && borg extract "$run/borg.store::$name" ;;
+    esac
+}
+
+# ---------------------------------------------------------------- measuring
+
+# warm DIR: read every file of DIR so the page cache holds it.
+warm() { tar -C "$1" -cf - . | cat > /dev/null; }
+
+# timed DATASET RUN TOOL STEP CMD...: run CMD (in a subshell) under /usr/bin/time,
+# log its output, append wall/rss/cpu/load to the results.  Fails when CMD fails.
+timed() {
+    local ds=$1 run=$2 tool=$3 step=$4; shift 4
+    local tf="$LOGS/$ds.$run.$tool.$step.time" out="$LOGS/$ds.$run.$tool.$step.log"
+    local l rc=0
+    sync
+    l=$(load1)
+    /usr/bin/time -f '%e %M %U %S' -o "$tf" bash -c '"$@"' _ "$@" > "$out" 2>&1 || rc=$?
+    if ((rc != 0)); then
+        log "FAILED: $tool $step on $ds (exit $rc), see $out"
+        tail -n 5 "$out" | sed 's/^/    /' >&2
+        printf '%s\t%s\t%s\t%s\tfail\t%s\t%s\n' "$ds" "$run" "$tool" "$step" "$rc" "$l" >> "$RESULTS"
+        return 1
+    fi
+    local wall rss user sys
+    read -r wall rss user sys < <(tail -n 1 "$tf")
+    printf '%s\t%s\t%s\t%s\ttime\t%s\t%s\n' "$ds" "$run" "$tool" "$step" "$wall" "$l" >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\trss_kib\t%s\t%s\n' "$ds" "$run" "$tool" "$step" "$rss" "$l" >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\tcpu\t%s\t%s\n' "$ds" "$run" "$tool" "$step" \
+        "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" "$l" >> "$RESULTS"
+    log "$(printf '%-6s %-8s %-6s %7ss  %6d MiB  load %s' "$ds" "$step" "$tool" "$wall" $((rss / 1024)) "$l")"
+}
+
+record() {  # dataset run tool metric value
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" size "$4" "$5" "$(load1)" >> "$RESULTS"
+}
+
+# tree_sig DIR: entry counts by type and the total bytes of regular files.
+tree_sig() {
+    (cd "$1" && find . -mindepth 1 ! -name . -printf '%y %s\n' |
+        awk '{ n[$1]++; if ($1 == "f") b += $2 } END { printf "f=%d d=%d l=%d bytes=%d", n["f"], n["d"], n["l"], b }')
+}
+
+check_restore() {  # tool src dest
+    local want got
+    want=$(tree_sig "$2"); got=$(tree_sig "$3")
+    if [[ "$want" != "$got" ]]; then
+        log "WARNING: $1 restore differs from the source: want $want, got $got"
+    fi
+    if ((VERIFY)) && ! diff -rq --no-dereference "$2" "$3" > "$LOGS/verify.$1.txt" 2>&1; then
+        log "WARNING: $1 restore content differs, see $LOGS/verify.$1.txt"
+    fi
+}
+
+# ---------------------------------------------------------------- changing the data
+
+# The changed files are saved in RUN/orig before the change and copied back
+# (with their modes and times) afterwards; RUN is noted in work/.dirty meanwhile.
+apply_change() {  # src run
+    local src=$1 run=$2 n i=0 f
+    mkdir -p "$run/orig"
+    find "$src" -type f -size +8k -printf '%P\n' | LC_ALL=C sort > "$run/candidates.txt"
+    n=$(wc -l < "$run/candidates.txt")
+    awk -v n="$n" -v k="$CHANGED_FILES" 'NR % int(n / k) == 0 && c < k { print; c++ }' \
+        "$run/candidates.txt" > "$run/changed.txt"
+    printf '%s %s\n' "$src" "$run" > "$BENCH_DIR/work/.dirty"
+    while IFS= read -r f; do
+        cp -p "$src/$f" "$run/orig/$i"
+        if ((i % 2 == 0)); then
+            printf 'bkfs-bench: a line appended by the benchmark\n' >> "$src/$f"
+        else
+            printf 'BKFS-BENCH-EDIT!' |
+                dd of="$src/$f" bs=1 seek=$(($(stat -c %s "$src/$f") / 2)) conv=notrunc status=none
+        fi
+        i=$((i + 1))
+    done < "$run/changed.txt"
+    cp "$BENCH_DIR/extra/added-50M.bin" "$src/$ADDED_NAME"
+}
+
+revert_change() {  # src run
+    local src=$1 run=$2 i=0 f
+    [[ -f "$run/changed.txt" ]] || return 0
+    while IFS= read -r f; do
+        [[ -f "$run/orig/$i" ]] && cp -p "$run/orig/$i" "$src/$f"
+        i=$((i + 1))
+    done < "$run/changed.txt"
+    rm -f "$src/$ADDED_NAME"
+    rm -f "$BENCH_DIR/work/.dirty"
+}
+
+revert_pending() {
+    local src run
+    if [[ -f "$BENCH_DIR/work/.dirty" ]]; then
+        read -r src run < "$BENCH_DIR/work/.dirty"
+        log "putting back the files changed by an interrupted run in $src"
+        revert_change "$src" "$run"
+    fi
+}
+
+# ---------------------------------------------------------------- one run
+
+one_run() {  # dataset run-number
+    local ds=$1 r=$2 src="$BENCH_DIR/$1" run="$BENCH_DIR/work/$1/run$2"
+    local order=() t i k failed=()
+    mkdir -p "$run"
+    export RESTIC_PASSWORD=bkfs-bench RESTIC_CACHE_DIR="$run/restic-cache"
+    export BORG_BASE_DIR="$run/borg-home" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+    # rotate the tool order from run to run
+    for ((i = 0; i < ${#TOOL_LIST[@]}; i++)); do
+        order+=("${TOOL_LIST[$(((i + r - 1) % ${#TOOL_LIST[@]}))]}")
+    done
+    log "== $ds run $r: ${order[*]} =="
+    for t in "${order[@]}"; do
+        tool_init "$t" "$run" > "$LOGS/$ds.$r.$t.init.log" 2>&1 ||
+            { log "FAILED: $t init, see $LOGS/$ds.$r.$t.init.log"; failed+=("$t"); }
+    done
+    is_failed() { local x; for x in "${failed[@]}"; do [[ "$x" == "$1" ]] && return 0; done; return 1; }
+
+    local steps=(first nochange changed) names=(b1 b2 b3)
+    for k in 0 1 2; do
+        if ((k == 2)); then
+            apply_change "$src" "$run"
+            trap 'revert_change "'"$src"'" "'"$run"'"' EXIT
+        fi
+        for t in "${order[@]}"; do
+            is_failed "$t" && continue
+            warm "$src"
+            timed "$ds" "$r" "$t" "${steps[$k]}" tool_backup "$t" "$run" "$src" "${names[$k]}" ||
+                failed+=("$t")
+        done
+    done
+
+    for t in "${order[@]}"; do
+        is_failed "$t" && continue
+        mkdir -p "$run/restore-$t"
+        warm "$run/$t.store"
+        if timed "$ds" "$r" "$t" restore tool_restore "$t" "$run" "$run/restore-$t" b3; then
+            check_restore "$t" "$src" "$run/restore-$t"
+        fi
+        record "$ds" "$r" "$t" repo_bytes "$(du -sb "$run/$t.store" | cut -f1)"
+    done
+    warm "$src"
+    timed "$ds" "$r" cp restore cp -a "$src" "$run/restore-cp" && check_restore cp "$src" "$run/restore-cp"
+
+    revert_change "$src" "$run"
+    trap - EXIT
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+    parse_args "$@"
+    check_tools
+    # timed() runs the tool functions in a child bash under /usr/bin/time
+    export -f tool_backup tool_restore
+    export BKFS RESTIC_COMPRESSION BORG_COMPRESSION
+    trap 'exit 130' INT TERM
+    local ds r stamp
+    for ds in "${DATASETS[@]}"; do
+        [[ -d "$BENCH_DIR/$ds" ]] || die "no $BENCH_DIR/$ds: run tools/prepare-data.sh first"
+    done
+    [[ -f "$BENCH_DIR/extra/added-50M.bin" ]] || die "no extra/added-50M.bin: run tools/prepare-data.sh first"
+
+    mkdir -p "$BENCH_DIR/work"
+    revert_pending
+    TRASH="$BENCH_DIR/trash.$$"
+    if [[ -n "$(ls -A "$BENCH_DIR/work")" ]]; then
+        log "renaming the previous invocation's work/ aside; it is deleted at the end"
+        mv "$BENCH_DIR/work" "$TRASH"
+        mkdir -p "$BENCH_DIR/work"
+    fi
+
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    OUT="$BENCH_DIR/results/$stamp"
+    LOGS="$OUT/logs"
+    RESULTS="$OUT/results.tsv"
+    mkdir -p "$LOGS"
+    {
+        echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, Linux $(uname -r), $(df -T "$BENCH_DIR" | awk 'NR == 2 { print $2 }') on $(df "$BENCH_DIR" | awk 'NR == 2 { print $1 }')"
+        echo "command: tools/bench-store.sh $*"
+        echo "runs: $RUNS (medians)"
+        versions
+        for ds in "${DATASETS[@]}"; do
+            echo "dataset $ds: $(tree_sig "$BENCH_DIR/$ds")"
+        done
+        echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    } > "$OUT/header.txt"
+    cat "$OUT/header.txt" >&2
+
+    for ds in "${DATASETS[@]}"; do
+        for ((r = 1; r <= RUNS; r++)); do
+            one_run "$ds" "$r"
+        done
+    done
+    echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/header.txt"
+
+    python3 "$HERE/bench-table.py" "$OUT" | tee "$OUT/table.txt"
+
+    if ((KEEP == 0)); then
+        log "deleting stores and restored trees (work/)"
+        mv "$BENCH_DIR/work" "$BENCH_DIR/trash.$$.work"
+        rm -rf "$BENCH_DIR/trash.$$.work"
+    fi
+    if compgen -G "$BENCH_DIR/trash.*" > /dev/null; then
+        log "deleting the leftovers of earlier invocations"
+        rm -rf "$BENCH_DIR"/trash.*
+    fi
+    log "results in $OUT (table.txt, table.md, results.tsv, logs/)"
+}
+
+main "$@"
