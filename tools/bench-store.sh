@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Whole-system store benchmark: bkfs against restic and borg, same data, same run.
 #
-# usage: tools/bench-store.sh [--runs N] [--tools LIST] [--keep] [--verify] [linux|small|all]
+# usage: tools/bench-store.sh [--runs N] [--tools LIST] [--wait-idle PCT] [--keep] [--verify]
+#                             [linux|small|all]
 #        tools/bench-store.sh --clean
 #
 #   linux|small|all  dataset(s) made by tools/prepare-data.sh (default: all)
 #   --runs N         repeat the whole sequence N times and report medians (default 3)
 #   --tools LIST     comma-separated subset of bkfs,restic,borg (default: all three;
 #                    bkfs is dropped with a warning when its binary is missing)
+#   --wait-idle PCT  before each timed step, wait (up to 3 min) until the machine is
+#                    at least PCT% idle (other engineers compile here); default 0: don't
 #   --keep           keep this invocation's stores and restored trees (default: delete
 #                    them at the end)
 #   --clean          only delete what earlier invocations left (work/, trash.*)
@@ -49,6 +52,10 @@ RUNS=3
 TOOLS=bkfs,restic,borg
 KEEP=0
 CLEAN_ONLY=0
+WAIT_IDLE=0
+WAIT_MAX=${BKFS_BENCH_WAIT_MAX:-180}
+HZ=$(getconf CLK_TCK)
+NCPU=$(nproc)
 VERIFY=0
 DATASETS=()
 
@@ -57,7 +64,7 @@ RESTIC_COMPRESSION="auto"          # restic 0.14 repository v2: auto = zstd (fas
 CHANGED_FILES=10
 ADDED_NAME="bkfs-bench-added-50M.bin"
 
-usage() { sed -n '4,5p' "$0" | sed 's/^# //'; }
+usage() { sed -n '4,6p' "$0" | sed 's/^# //'; }
 help() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -73,6 +80,8 @@ parse_args() {
             --keep) KEEP=1 ;;
             --verify) VERIFY=1 ;;
             --clean) CLEAN_ONLY=1 ;;
+            --wait-idle) WAIT_IDLE=${2:?--wait-idle needs a percentage}; shift ;;
+            --wait-idle=*) WAIT_IDLE=${1#*=} ;;
             -h|--help) help; exit 0 ;;
             linux|small) DATASETS+=("$1") ;;
             all) DATASETS+=(small linux) ;;
@@ -82,6 +91,7 @@ parse_args() {
     done
     ((${#DATASETS[@]})) || DATASETS=(small linux)
     [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive number"
+    [[ "$WAIT_IDLE" =~ ^[0-9]+$ ]] && ((WAIT_IDLE <= 100)) || die "--wait-idle wants a percentage"
 }
 
 # ---------------------------------------------------------------- tools
@@ -161,10 +171,13 @@ warm() { tar -C "$1" -cf - . | cat > /dev/null; }
 timed() {
     local ds=$1 run=$2 tool=$3 step=$4; shift 4
     local tf="$LOGS/$ds.$run.$tool.$step.time" out="$LOGS/$ds.$run.$tool.$step.log"
-    local l rc=0
+    local l rc=0 busy0 busy1
     sync
+    wait_idle
     l=$(load1)
+    busy0=$(busy_ticks)
     /usr/bin/time -f '%e %M %U %S' -o "$tf" bash -c '"$@"' _ "$@" > "$out" 2>&1 || rc=$?
+    busy1=$(busy_ticks)
     if ((rc != 0)); then
         log "FAILED: $tool $step on $ds (exit $rc), see $out"
         tail -n 5 "$out" | sed 's/^/    /' >&2
@@ -177,7 +190,35 @@ timed() {
     printf '%s\t%s\t%s\t%s\trss_kib\t%s\t%s\n' "$ds" "$run" "$tool" "$step" "$rss" "$l" >> "$RESULTS"
     printf '%s\t%s\t%s\t%s\tcpu\t%s\t%s\n' "$ds" "$run" "$tool" "$step" \
         "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" "$l" >> "$RESULTS"
-    log "$(printf '%-6s %-8s %-6s %7ss  %6d MiB  load %s' "$ds" "$step" "$tool" "$wall" $((rss / 1024)) "$l")"
+    # CPU that other processes took during the step, in % of the whole machine
+    local others
+    others=$(awk -v b="$((busy1 - busy0))" -v hz="$HZ" -v n="$NCPU" -v u="$user" -v s="$sys" -v w="$wall" \
+        'BEGIN { o = (b / hz - u - s) / (n * (w > 0.01 ? w : 0.01)) * 100; printf "%.0f", o < 0 ? 0 : o }')
+    printf '%s\t%s\t%s\t%s\tothers_pct\t%s\t%s\n' "$ds" "$run" "$tool" "$step" "$others" "$l" >> "$RESULTS"
+    log "$(printf '%-6s %-8s %-6s %7ss  %6d MiB  load %-5s others %3s%%' "$ds" "$step" "$tool" "$wall" $((rss / 1024)) "$l" "$others")"
+}
+
+# busy_ticks: CPU ticks spent busy (user, nice, system, irq, softirq, steal), all CPUs.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# wait_idle: with --wait-idle PCT, wait (at most WAIT_MAX s) until the machine
+# has been at least PCT% idle over 2 s, so that other work disturbs less.
+wait_idle() {
+    ((WAIT_IDLE > 0)) || return 0
+    local t0=$SECONDS b0 idle
+    while :; do
+        b0=$(busy_ticks); sleep 2
+        idle=$(( 100 - ($(busy_ticks) - b0) * 100 / (2 * HZ * NCPU) ))
+        ((idle < 0)) && idle=0
+        if ((idle >= WAIT_IDLE)); then
+            ((SECONDS - t0 > 3)) && log "waited $((SECONDS - t0)) s for the machine to be ${WAIT_IDLE}% idle"
+            return 0
+        fi
+        if ((SECONDS - t0 >= WAIT_MAX)); then
+            log "machine still only ${idle}% idle after ${WAIT_MAX} s; measuring anyway"
+            return 0
+        fi
+    done
 }
 
 record() {  # dataset run tool metric value

@@ -35,6 +35,7 @@ def load(path):
     # data[ds][tool][step][metric][run] = value
     data = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(dict))))
     loads = defaultdict(list)
+    others = defaultdict(list)
     with open(path) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
@@ -45,8 +46,22 @@ def load(path):
                 data[ds][tool][step]["fail"][run] = value
                 continue
             data[ds][tool][step][metric][run] = float(value)
-            loads[ds].append(float(l1))
-    return data, loads
+            if metric == "time":
+                loads[ds].append(float(l1))
+            if metric == "others_pct":
+                others[ds].append(float(value))
+    return data, loads, others
+
+
+def noise_text(loads, others):
+    """One sentence on how busy the machine was with other work."""
+    out = []
+    if loads:
+        out.append(f"load average (1 min) at the timed steps {min(loads):.2f}-{max(loads):.2f}")
+    if others:
+        out.append(f"CPU taken by other processes during the timed steps: median "
+                   f"{statistics.median(others):.0f}%, max {max(others):.0f}% of the machine")
+    return "; ".join(out)
 
 
 def per_run(d, tool, kind, steps):
@@ -142,7 +157,7 @@ def targets(rows, cp):
     return res
 
 
-def text_table(ds, rows, cp, loads):
+def text_table(ds, rows, cp, loads, others):
     head = ("step", "bkfs", "restic", "borg", "restic/bkfs", "borg/bkfs")
     body = []
     for label, kind, cells in rows:
@@ -155,14 +170,14 @@ def text_table(ds, rows, cp, loads):
                                for i in range(len(r))))
     if cp:
         lines.append(f"cp -a of the same tree (restore reference): {cell_text(cp, 'time', True)} s")
-    if loads:
-        lines.append(f"load average (1 min) at the timed steps: {min(loads):.2f}-{max(loads):.2f}")
+    if loads or others:
+        lines.append(noise_text(loads, others))
     for name, measured, met in targets(rows, cp):
         lines.append(f"target {name}: {measured}: {'met' if met else 'MISSED'}")
     return "\n".join(lines)
 
 
-def md_table(ds, rows, cp, loads, nruns):
+def md_table(ds, rows, cp, loads, others, nruns):
     lines = [f"**{ds}** (median of {nruns} runs)", "",
              "| step | bkfs | restic | borg | restic/bkfs | borg/bkfs |",
              "|---|---:|---:|---:|---:|---:|"]
@@ -173,8 +188,9 @@ def md_table(ds, rows, cp, loads, nruns):
     lines.append("")
     if cp:
         lines.append(f"`cp -a` of the same tree: {fmt(cp[0], 'time')} s. ")
-    if loads:
-        lines.append(f"Load average during the timed steps: {min(loads):.2f}-{max(loads):.2f}.")
+    if loads or others:
+        t = noise_text(loads, others)
+        lines.append(t[0].upper() + t[1:] + ".")
     t = targets(rows, cp)
     if t:
         lines += ["", "| target | measured | |", "|---|---|---|"]
@@ -186,7 +202,7 @@ def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__.split("\n")[2])
     out = sys.argv[1]
-    data, loads = load(os.path.join(out, "results.tsv"))
+    data, loads, others = load(os.path.join(out, "results.tsv"))
     with open(os.path.join(out, "header.txt")) as f:
         header = f.read().rstrip("\n")
     texts, mds = [header, ""], [f"```\n{header}\n```", ""]
@@ -194,8 +210,8 @@ def main():
         rows, cp = summarise(data[ds])
         nruns = len({r for t in data[ds].values() for s in t.values()
                      for m in s.values() for r in m})
-        texts += [text_table(ds, rows, cp, loads[ds]), ""]
-        mds += [md_table(ds, rows, cp, loads[ds], nruns), ""]
+        texts += [text_table(ds, rows, cp, loads[ds], others[ds]), ""]
+        mds += [md_table(ds, rows, cp, loads[ds], others[ds], nruns), ""]
     md = "\n".join(mds)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(md)
