@@ -166,14 +166,16 @@ tool_restore() {  # tool run dest last-snapshot-name
 # warm DIR: read every file of DIR so the page cache holds it.
 warm() { tar -C "$1" -cf - . | cat > /dev/null; }
 
-# timed DATASET RUN TOOL STEP CMD...: run CMD (in a subshell) under /usr/bin/time,
-# log its output, append wall/rss/cpu/load to the results.  Fails when CMD fails.
+# timed DATASET RUN TOOL STEP WARMDIR CMD...: sync, wait for an idle machine if
+# asked, re-read WARMDIR, then run CMD (in a child bash) under /usr/bin/time, log
+# its output, append wall/rss/cpu/load/others to the results.  Fails when CMD fails.
 timed() {
-    local ds=$1 run=$2 tool=$3 step=$4; shift 4
+    local ds=$1 run=$2 tool=$3 step=$4 warmdir=$5; shift 5
     local tf="$LOGS/$ds.$run.$tool.$step.time" out="$LOGS/$ds.$run.$tool.$step.log"
     local l rc=0 busy0 busy1
     sync
     wait_idle
+    warm "$warmdir"      # last, so that no wait lets the page cache go cold
     l=$(load1)
     busy0=$(busy_ticks)
     /usr/bin/time -f '%e %M %U %S' -o "$tf" bash -c '"$@"' _ "$@" > "$out" 2>&1 || rc=$?
@@ -333,8 +335,7 @@ one_run() {  # dataset run-number
         fi
         for t in "${order[@]}"; do
             is_failed "$t" && continue
-            warm "$src"
-            timed "$ds" "$r" "$t" "${steps[$k]}" tool_backup "$t" "$run" "$src" "${names[$k]}" ||
+            timed "$ds" "$r" "$t" "${steps[$k]}" "$src" tool_backup "$t" "$run" "$src" "${names[$k]}" ||
                 failed+=("$t")
         done
     done
@@ -342,14 +343,12 @@ one_run() {  # dataset run-number
     for t in "${order[@]}"; do
         is_failed "$t" && continue
         mkdir -p "$run/restore-$t"
-        warm "$run/$t.store"
-        if timed "$ds" "$r" "$t" restore tool_restore "$t" "$run" "$run/restore-$t" b3; then
+        if timed "$ds" "$r" "$t" restore "$run/$t.store" tool_restore "$t" "$run" "$run/restore-$t" b3; then
             check_restore "$t" "$src" "$run/restore-$t"
         fi
         record "$ds" "$r" "$t" repo_bytes "$(du -sb "$run/$t.store" | cut -f1)"
     done
-    warm "$src"
-    timed "$ds" "$r" cp restore cp -a "$src" "$run/restore-cp" && check_restore cp "$src" "$run/restore-cp"
+    timed "$ds" "$r" cp restore "$src" cp -a "$src" "$run/restore-cp" && check_restore cp "$src" "$run/restore-cp"
 
     revert_change "$src" "$run"
     trap - EXIT
