@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Whole-system store benchmark: bkfs against restic and borg, same data, same run.
 #
-# usage: tools/bench-store.sh [--runs N] [--tools LIST] [--wait-idle PCT] [--keep] [--verify]
-#                             [linux|small|all]
+# usage: tools/bench-store.sh [--runs N] [--tools LIST] [--wait-idle PCT] [--keep]
+#                             [--clean-between] [--verify] [linux|small|all]
 #        tools/bench-store.sh --clean
 #
 #   linux|small|all  dataset(s) made by tools/prepare-data.sh (default: all)
@@ -13,6 +13,9 @@
 #                    at least PCT% idle (other engineers compile here); default 0: don't
 #   --keep           keep this invocation's stores and restored trees (default: delete
 #                    them at the end)
+#   --clean-between  delete each run's stores and trees right after the run (when the
+#                    disk is short; the next run then starts after a big deletion, which
+#                    slows file creation here: a 30 s pause follows it)
 #   --clean          only delete what earlier invocations left (work/, trash.*)
 #   --verify         after each restore, compare the restored tree with the source
 #                    byte for byte (diff -r, untimed; slow on the kernel tree)
@@ -52,6 +55,7 @@ RUNS=3
 TOOLS=bkfs,restic,borg
 KEEP=0
 CLEAN_ONLY=0
+CLEAN_BETWEEN=0
 WAIT_IDLE=0
 WAIT_MAX=${BKFS_BENCH_WAIT_MAX:-180}
 HZ=$(getconf CLK_TCK)
@@ -80,6 +84,7 @@ parse_args() {
             --keep) KEEP=1 ;;
             --verify) VERIFY=1 ;;
             --clean) CLEAN_ONLY=1 ;;
+            --clean-between) CLEAN_BETWEEN=1 ;;
             --wait-idle) WAIT_IDLE=${2:?--wait-idle needs a percentage}; shift ;;
             --wait-idle=*) WAIT_IDLE=${1#*=} ;;
             -h|--help) help; exit 0 ;;
@@ -308,6 +313,18 @@ clean_leftovers() {
     done
 }
 
+# check_space DATASET: stop before a run that would fill the disk (other work
+# shares it): a run writes one restored tree per tool plus cp -a's, and the stores.
+check_space() {
+    local bytes need avail
+    bytes=$(du -sb "$BENCH_DIR/$1" | cut -f1)
+    need=$(( bytes * (${#TOOL_LIST[@]} + 1) * 12 / 10 + bytes + (1 << 30) ))
+    avail=$(( $(df -P -k "$BENCH_DIR" | awk 'NR == 2 { print $4 }') * 1024 ))
+    if ((avail < need)); then
+        die "a run of $1 needs about $((need >> 30)) GiB free and only $((avail >> 30)) GiB is: free space, or use --clean-between"
+    fi
+}
+
 # ---------------------------------------------------------------- one run
 
 one_run() {  # dataset run-number
@@ -352,6 +369,13 @@ one_run() {  # dataset run-number
 
     revert_change "$src" "$run"
     trap - EXIT
+    if ((CLEAN_BETWEEN)); then
+        log "--clean-between: deleting run $r's stores and trees, then 30 s for the disk to settle"
+        mv "$run" "$BENCH_DIR/trash.$$.$ds.$r"
+        remove_tree "$BENCH_DIR/trash.$$.$ds.$r"
+        sync
+        sleep 30
+    fi
 }
 
 # ---------------------------------------------------------------- main
@@ -411,6 +435,7 @@ main() {
 
     for ds in "${DATASETS[@]}"; do
         for ((r = 1; r <= RUNS; r++)); do
+            check_space "$ds"
             one_run "$ds" "$r"
         done
     done
