@@ -130,6 +130,63 @@ def ratio_text(r):
     return "-" if r is None else f"{r:.2f}x"
 
 
+QUIET_PCT = 20  # "quiet" = other processes took at most this % of the machine
+
+
+def quiet_rows(d):
+    """Timed rows again, from the runs in which other processes took at most
+    QUIET_PCT% of the machine during that very step: {label: {tool: (median, n)}}."""
+    out = {}
+    for label, kind, steps in ROWS:
+        if kind != "time":
+            continue
+        step = steps[0]
+        cells = {}
+        for tool in (*TOOLS, "cp"):
+            t = d.get(tool)
+            if t is None:
+                continue
+            vals = [v for r, v in t[step]["time"].items()
+                    if t[step]["others_pct"].get(r, 100) <= QUIET_PCT]
+            if vals:
+                cells[tool] = (statistics.median(vals), len(vals))
+        out[label] = cells
+    return out
+
+
+def quiet_text(d, markdown):
+    q = quiet_rows(d)
+    if not any(q.values()):
+        return ""
+    def cell(c):
+        return "-" if c is None else f"{fmt(c[0], 'time')} (n={c[1]})"
+    def rat(cells, tool):
+        a, b = cells.get(tool), cells.get("bkfs")
+        return "-" if not (a and b and b[0] > 0) else f"{a[0] / b[0]:.2f}x"
+    title = (f"Quiet steps only (other processes took <= {QUIET_PCT}% of the machine "
+             f"during the step; median over those runs, n = how many):")
+    head = ("step", "bkfs", "restic", "borg", "restic/bkfs", "borg/bkfs")
+    body = []
+    for label, cells in q.items():
+        row = [label, *(cell(cells.get(t)) for t in TOOLS), rat(cells, "restic"), rat(cells, "borg")]
+        body.append(row)
+    cp = q.get("full restore (s)", {}).get("cp")
+    if markdown:
+        lines = [title, "", "| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|---:|"]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        if cp:
+            lines += ["", f"`cp -a`, quiet: {cell(cp)} s."]
+    else:
+        w = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
+        lines = [title]
+        for r in (head, *body):
+            lines.append("  ".join(r[i].ljust(w[i]) if i == 0 else r[i].rjust(w[i])
+                                   for i in range(len(r))))
+        if cp:
+            lines.append(f"cp -a, quiet: {cell(cp)} s")
+    return "\n".join(lines)
+
+
 def targets(rows, cp):
     """(target, measured, met) for the issue's targets; needs bkfs figures."""
     by = {label: cells for label, _, cells in rows}
@@ -212,6 +269,10 @@ def main():
                      for m in s.values() for r in m})
         texts += [text_table(ds, rows, cp, loads[ds], others[ds]), ""]
         mds += [md_table(ds, rows, cp, loads[ds], others[ds], nruns), ""]
+        q = quiet_text(data[ds], False)
+        if q:
+            texts += [q, ""]
+            mds += [quiet_text(data[ds], True), ""]
     md = "\n".join(mds)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(md)
