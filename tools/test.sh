@@ -10,8 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# Packages the tests use, one per line, in .ci/packages*.txt.
-mapfile -t wanted < <(cat .ci/packages*.txt 2>/dev/null | sed 's/#.*//' | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
+# Packages the tests use, one per line, in .ci/packages.txt.
+mapfile -t wanted < <(cat .ci/packages.txt | sed 's/#.*//' | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
 missing=()
 for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -51,7 +51,7 @@ pub fn require(root: bool, tools: &[&str]) -> bool {
     }
     let msg = format!("this test needs {}", missing.join(", "));
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-        panic!("{msg} (CI=true, so this is a failure; see .ci/packages-storetests.txt)");
+        panic!("{msg} (CI=true, so this is a failure; see .ci/packages.txt)");
     }
     eprintln!("SKIPPED: {msg}");
     false
