@@ -102,11 +102,25 @@ pub struct Index {
 
 impl Index {
     pub fn load(dir: &Path) -> Result<Index> {
-        let mut files = Vec::new();
-        for path in index_files(dir)? {
-            files.push(IndexFile::open(&path)?);
+        // A writer merging index files may delete one between our listing and
+        // its opening; its content is then in the merged file, so list again.
+        let mut attempts = 0;
+        'listing: loop {
+            let mut files = Vec::new();
+            for path in index_files(dir)? {
+                match IndexFile::open(&path) {
+                    Ok(f) => files.push(f),
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound && attempts < 10 =>
+                    {
+                        attempts += 1;
+                        continue 'listing;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(Index { files });
         }
-        Ok(Index { files })
     }
 
     pub fn get(&self, id: &Id) -> Option<Location> {

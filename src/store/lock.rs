@@ -57,8 +57,16 @@ fn flock_file(file: File, path: &Path, mode: Mode) -> Result<Option<File>> {
 
 fn holder(path: &Path) -> String {
     let mut s = String::new();
-    if let Ok(mut f) = File::open(path) {
-        let _ = f.read_to_string(&mut s);
+    // The holder writes its name just after taking the lock: give it a moment.
+    for _ in 0..5 {
+        s.clear();
+        if let Ok(mut f) = File::open(path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        if !s.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let s = s.trim().to_string();
     if s.is_empty() {
