@@ -5,10 +5,17 @@
 //! time (a reader and the read-ahead, say): the first creates a slot and
 //! loads it, the others wait on the same slot. A failed load is not kept,
 //! so the next read tries again (and fails again, if the pack is damaged).
+//!
+//! Read-ahead runs on threads of its own, never on rayon's: loading a chunk
+//! hashes it with rayon, and a rayon worker blocked in that join may steal
+//! another job; were that job a load waiting on a slot (even its own slot,
+//! `OnceLock` is not re-entrant), the pool would deadlock. Rayon workers here
+//! only ever run pure computation.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use crossbeam_channel::{Sender, TrySendError};
 
 use crate::store::Id;
 
@@ -81,23 +88,38 @@ impl Lru {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 pub struct ChunkCache {
     capacity: u64,
     lru: Mutex<Lru>,
-    /// Read-ahead loads running now (bounded, so read-ahead never queues up
-    /// more work than the machine can do before the reader gets there).
-    prefetching: AtomicUsize,
+    /// Read-ahead jobs for the read-ahead threads. The queue is short, so
+    /// read-ahead never piles up more work than can be done before the
+    /// reader gets there; what does not fit is dropped.
+    read_ahead: Sender<Job>,
 }
 
-/// Read-ahead loads that may run at once.
-const MAX_PREFETCH: usize = 4;
+/// Read-ahead threads, and jobs that may wait for them.
+const READ_AHEAD_THREADS: usize = 2;
+const READ_AHEAD_QUEUE: usize = 4;
 
 impl ChunkCache {
     pub fn new(capacity: u64) -> ChunkCache {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(READ_AHEAD_QUEUE);
+        for i in 0..READ_AHEAD_THREADS {
+            let rx = rx.clone();
+            // The threads end when the cache (the only sender) is dropped.
+            let spawned = std::thread::Builder::new()
+                .name(format!("bkfs-readahead-{i}"))
+                .spawn(move || rx.iter().for_each(|job| job()));
+            if let Err(e) = spawned {
+                tracing::warn!("no read-ahead thread: {e}");
+            }
+        }
         ChunkCache {
             capacity,
             lru: Mutex::new(Lru::default()),
-            prefetching: AtomicUsize::new(0),
+            read_ahead: tx,
         }
     }
 
@@ -147,7 +169,7 @@ impl ChunkCache {
     }
 
     /// Starts loading `id` in the background unless it is cached, being
-    /// loaded, or enough read-ahead is running already.
+    /// loaded, or the read-ahead queue is full.
     pub fn prefetch(
         self: &Arc<Self>,
         id: Id,
@@ -156,23 +178,26 @@ impl ChunkCache {
         if self.contains(&id) {
             return;
         }
-        if self.prefetching.fetch_add(1, Ordering::AcqRel) >= MAX_PREFETCH {
-            self.prefetching.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let cache = self.clone();
-        rayon::spawn(move || {
-            // Errors are reported to the reader that needs the chunk.
-            let _ = cache.get(&id, load);
-            cache.prefetching.fetch_sub(1, Ordering::AcqRel);
+        // A weak reference: a queued job must not keep a dropped view's
+        // cache (and so the read-ahead threads) alive.
+        let cache = Arc::downgrade(self);
+        let job: Job = Box::new(move || {
+            if let Some(cache) = cache.upgrade() {
+                // Errors are reported to the reader that needs the chunk.
+                let _ = cache.get(&id, load);
+            }
         });
+        match self.read_ahead.try_send(job) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => tracing::warn!("read-ahead threads are gone"),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     fn id(n: u8) -> Id {
         Id::of(&[n])
