@@ -23,7 +23,7 @@ pub struct Snap {
 }
 
 impl Snap {
-    fn new(record: Snapshot) -> Snap {
+    pub(crate) fn new(record: Snapshot) -> Snap {
         let time = humantime::parse_rfc3339_weak(&record.time)
             .map(time_of)
             .unwrap_or_default();

@@ -19,8 +19,9 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::store::Id;
 
-/// A chunk's plaintext, or why it could not be read.
-pub type Loaded = Result<Arc<[u8]>, Arc<String>>;
+/// A chunk's plaintext (the decoder's own buffer: `Arc<[u8]>` would copy
+/// it), or why it could not be read.
+pub type Loaded = Result<Arc<Vec<u8>>, Arc<String>>;
 
 type Slot = Arc<OnceLock<Loaded>>;
 
@@ -101,7 +102,7 @@ pub struct ChunkCache {
 
 /// Read-ahead threads, and jobs that may wait for them.
 const READ_AHEAD_THREADS: usize = 2;
-const READ_AHEAD_QUEUE: usize = 4;
+const READ_AHEAD_QUEUE: usize = 32;
 
 impl ChunkCache {
     pub fn new(capacity: u64) -> ChunkCache {
@@ -146,7 +147,7 @@ impl ChunkCache {
             }
         };
         let loaded = slot
-            .get_or_init(|| load().map(Arc::from).map_err(Arc::new))
+            .get_or_init(|| load().map(Arc::new).map_err(Arc::new))
             .clone();
         let mut lru = self.lock();
         // Only the entry holding this very slot is settled: it may have been
@@ -175,9 +176,15 @@ impl ChunkCache {
         id: Id,
         load: impl FnOnce() -> Result<Vec<u8>, String> + Send + 'static,
     ) {
-        if self.contains(&id) {
-            return;
-        }
+        // The slot goes in at once, so a chunk is queued once however many
+        // readers ask for it before a read-ahead thread gets to it.
+        let slot = {
+            let mut lru = self.lock();
+            if lru.map.contains_key(&id) {
+                return;
+            }
+            lru.insert(id)
+        };
         // A weak reference: a queued job must not keep a dropped view's
         // cache (and so the read-ahead threads) alive.
         let cache = Arc::downgrade(self);
@@ -187,9 +194,20 @@ impl ChunkCache {
                 let _ = cache.get(&id, load);
             }
         });
-        match self.read_ahead.try_send(job) {
-            Ok(()) | Err(TrySendError::Full(_)) => {}
-            Err(TrySendError::Disconnected(_)) => tracing::warn!("read-ahead threads are gone"),
+        if let Err(e) = self.read_ahead.try_send(job) {
+            if let TrySendError::Disconnected(_) = e {
+                tracing::warn!("read-ahead threads are gone");
+            }
+            // Not queued: take the empty slot out again (unless a reader
+            // has started loading it meanwhile).
+            let mut lru = self.lock();
+            let ours = lru
+                .map
+                .get(&id)
+                .is_some_and(|e| Arc::ptr_eq(&e.slot, &slot));
+            if ours && slot.get().is_none() && Arc::strong_count(&slot) == 2 {
+                lru.remove(&id);
+            }
         }
     }
 }

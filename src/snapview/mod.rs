@@ -65,6 +65,12 @@ pub struct ViewConfig {
     pub chunk_cache_bytes: u64,
     /// Chunks loaded ahead of a sequential reader.
     pub read_ahead_chunks: usize,
+    /// When a file is read from its start, the first chunks of this many
+    /// files after it in its directory are loaded too: tar, cp, rsync and
+    /// friends read a directory's files in listing order.
+    pub read_ahead_files: usize,
+    /// ... as long as those chunks add up to no more than this.
+    pub read_ahead_file_bytes: u64,
 }
 
 impl Default for ViewConfig {
@@ -73,6 +79,8 @@ impl Default for ViewConfig {
             root_id: crate::live::ROOT_ID,
             chunk_cache_bytes: 256 << 20,
             read_ahead_chunks: 2,
+            read_ahead_files: 16,
+            read_ahead_file_bytes: 8 << 20,
         }
     }
 }
@@ -423,13 +431,41 @@ impl SnapView {
         let sequential = node.next_read.swap(end, Ordering::Relaxed) == offset;
         if let (true, Some(index)) = (sequential, last_piece) {
             for chunk in layout.next_chunks(index, self.cfg.read_ahead_chunks) {
-                let r = reader.clone();
-                self.chunks.prefetch(chunk, move || {
-                    r.read_blob(&chunk).map_err(|e| e.to_string())
-                });
+                self.prefetch(&reader, chunk);
             }
         }
+        if offset == 0 {
+            self.read_ahead_siblings(&reader, &node);
+        }
         Ok(done)
+    }
+
+    fn prefetch(&self, reader: &Arc<StoreReader>, chunk: Id) {
+        let r = reader.clone();
+        self.chunks.prefetch(chunk, move || {
+            r.read_blob(&chunk).map_err(|e| e.to_string())
+        });
+    }
+
+    /// Loads the first chunks of the files listed after `node` (see
+    /// [`ViewConfig::read_ahead_files`]).
+    fn read_ahead_siblings(&self, reader: &Arc<StoreReader>, node: &ViewNode) {
+        let What::Entry { listing, index } = &node.what else {
+            return;
+        };
+        let mut budget = self.cfg.read_ahead_file_bytes;
+        let firsts = listing.nodes[index + 1..]
+            .iter()
+            .filter(|n| n.kind == Kind::File)
+            .filter_map(|n| n.content.iter().find(|p| p.id.is_some()))
+            .take(self.cfg.read_ahead_files);
+        for piece in firsts {
+            if piece.len > budget {
+                break;
+            }
+            budget -= piece.len;
+            self.prefetch(reader, piece.id.expect("data pieces have ids"));
+        }
     }
 
     /// A chunk of `node` could not be read: logged with the file it

@@ -76,12 +76,24 @@ impl ViewNode {
         }
     }
 
-    /// The identity its hashed id is derived from.
+    /// Its identity as an object: what its hashed id is derived from, and
+    /// a fingerprint of what [`ViewNode::same_object`] compares, so that two
+    /// objects sharing a source inode number are told apart.
     fn key(&self) -> Key {
-        match self.node() {
-            Some(n) => (self.snap.name().to_string(), n.dev, n.ino),
-            None => (self.snap.name().to_string(), u64::MAX, u64::MAX),
-        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let (dev, ino) = match self.node() {
+            Some(n) => {
+                (n.kind as u8, n.size, n.mtime.sec, n.mtime.nsec).hash(&mut h);
+                (n.ctime.sec, n.ctime.nsec, &n.subtree, &n.target).hash(&mut h);
+                for p in &n.content {
+                    (p.id, p.len).hash(&mut h);
+                }
+                (n.dev, n.ino)
+            }
+            None => (u64::MAX, u64::MAX),
+        };
+        (self.snap.name().to_string(), dev, ino, h.finish())
     }
 
     fn hashed_id(&self) -> u64 {
@@ -115,7 +127,8 @@ impl ViewNode {
     }
 }
 
-type Key = (String, u64, u64);
+/// Snapshot name, source dev and ino, fingerprint.
+type Key = (String, u64, u64, u64);
 
 struct Known {
     node: Arc<ViewNode>,
@@ -158,7 +171,7 @@ impl NodeTable {
                     .get(&id)
                     .is_some_and(|k| !k.node.same_object(&node))
         };
-        if id & ids::TABLE_BIT == 0 && collides(&*inner, id) {
+        if id & ids::TABLE_BIT == 0 && collides(&inner, id) {
             inner.table_ids += 1;
             id = ids::table(inner.table_ids);
             tracing::debug!(
@@ -212,5 +225,84 @@ impl NodeTable {
             .get(&node.key())
             .copied()
             .unwrap_or_else(|| node.hashed_id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Id, Kind, Snapshot, Time};
+
+    fn snap(name: &str) -> Arc<Snap> {
+        Arc::new(Snap::new(Snapshot {
+            name: name.into(),
+            time: "2026-11-22T03:04:05Z".into(),
+            tree: Id::of(name.as_bytes()),
+            source: "/src".into(),
+            hostname: "h".into(),
+            stats: Default::default(),
+        }))
+    }
+
+    fn node(name: &[u8], ino: u64, mtime: i64) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: Time {
+                sec: mtime,
+                nsec: 0,
+            },
+            atime: Time::default(),
+            ctime: Time::default(),
+            ino,
+            dev: 1,
+            nlink: 2,
+            rdev: 0,
+            target: None,
+            xattrs: vec![],
+            content: vec![],
+            subtree: None,
+        }
+    }
+
+    fn entry(snap: &Arc<Snap>, tree: &Arc<Tree>, index: usize) -> ViewNode {
+        let listing = tree.clone();
+        ViewNode::new(snap.clone(), What::Entry { listing, index }, 1)
+    }
+
+    #[test]
+    fn links_share_a_node_and_a_reused_inode_number_gets_a_table_id() {
+        let s = snap("one");
+        // a and b: two names of one inode; c: another object that the
+        // source gave the same inode number (reused during the backup).
+        let tree = Arc::new(Tree {
+            nodes: vec![node(b"a", 7, 100), node(b"b", 7, 100), node(b"c", 7, 200)],
+        });
+        let table = NodeTable::default();
+        let a = table.enter(entry(&s, &tree, 0));
+        let b = table.enter(entry(&s, &tree, 1));
+        assert_eq!(a.id, ids::hashed("one", 1, 7));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = table.enter(entry(&s, &tree, 2));
+        assert_eq!(c.id, ids::table(1));
+        assert_eq!(c.node().unwrap().name, b"c");
+        // The links keep their id; c is known under its table id from now
+        // on, also after being forgotten.
+        assert!(Arc::ptr_eq(&table.enter(entry(&s, &tree, 1)), &a));
+        table.forget(a.id, 1);
+        table.forget(c.id, 1);
+        assert!(table.get(c.id).is_none());
+        assert_eq!(table.enter(entry(&s, &tree, 2)).id, ids::table(1));
+        assert_eq!(table.peek_id(&entry(&s, &tree, 2)), ids::table(1));
+        // Two lookups of a/b: gone after both are forgotten.
+        table.forget(a.id, 1);
+        assert!(table.get(a.id).is_some());
+        table.forget(a.id, 1);
+        assert!(table.get(a.id).is_none());
+        assert_eq!(table.len(), 1);
     }
 }
