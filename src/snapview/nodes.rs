@@ -159,11 +159,11 @@ impl NodeTable {
     /// one more lookup.
     pub fn enter(&self, mut node: ViewNode) -> Arc<ViewNode> {
         let mut inner = self.inner.write().expect("node table lock");
-        let key = node.key();
-        let mut id = match inner.moved.get(&key) {
-            Some(&id) => id,
-            None => node.hashed_id(),
-        };
+        // Collisions are rare: most mounts never compute a key.
+        let moved = (!inner.moved.is_empty())
+            .then(|| inner.moved.get(&node.key()).copied())
+            .flatten();
+        let mut id = moved.unwrap_or_else(|| node.hashed_id());
         let collides = |inner: &Inner, id: u64| {
             !ids::usable_hash(id)
                 || inner
@@ -178,7 +178,7 @@ impl NodeTable {
                 "inode id collision in snapshot {}: table id {id:#x}",
                 node.snap.name()
             );
-            inner.moved.insert(key, id);
+            inner.moved.insert(node.key(), id);
         }
         if let Some(k) = inner.known.get_mut(&id) {
             k.lookups += 1;
@@ -220,10 +220,9 @@ impl NodeTable {
     /// `readdir`, which passes no reference to the kernel).
     pub fn peek_id(&self, node: &ViewNode) -> u64 {
         let inner = self.inner.read().expect("node table lock");
-        inner
-            .moved
-            .get(&node.key())
-            .copied()
+        (!inner.moved.is_empty())
+            .then(|| inner.moved.get(&node.key()).copied())
+            .flatten()
             .unwrap_or_else(|| node.hashed_id())
     }
 }
