@@ -59,7 +59,7 @@ if ! "$BKFS" list --store "$STORE" 2>/dev/null | grep -q '^bench '; then
     echo "backing $TREE up into $STORE ..."
     "$BKFS" backup --no-progress --name bench --store "$STORE" "$TREE"
 fi
-if [ "$RESTIC_RUNS" != 0 ] && ! restic snapshots --repo "$REPO" --path "$TREE" -q 2>/dev/null | grep -q "$TREE"; then
+if [ "$RESTIC_RUNS" != 0 ] && ! restic snapshots --repo "$REPO" --path "$TREE" --json 2>/dev/null | grep -q '"paths"'; then
     echo "backing $TREE up into restic repository $REPO ..."
     [ -f "$REPO/config" ] || restic init --repo "$REPO" -q
     restic backup --repo "$REPO" -q "$TREE"

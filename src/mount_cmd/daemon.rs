@@ -239,8 +239,11 @@ fn start_view(
     let view = crate::store::Store::open(store)
         .and_then(|s| SnapView::new(s, ViewConfig::default()))
         .map_err(|e| failed(format!("store {}: {e}", store.display())))?;
-    let fs = SnapViewFs::new(Arc::new(view));
-    session(fs, mountpoint, mount_options(store, true, opts), opts)
+    let view = Arc::new(view);
+    let fs = SnapViewFs::new(view.clone());
+    let session = session(fs, mountpoint, mount_options(store, true, opts), opts)?;
+    view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));
+    Ok(session)
 }
 
 fn start_live(

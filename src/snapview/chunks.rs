@@ -137,6 +137,15 @@ impl ChunkCache {
         self.lock().map.contains_key(id)
     }
 
+    /// The chunk `id` if it is loaded (not loading, not failed).
+    pub fn peek(&self, id: &Id) -> Option<Arc<Vec<u8>>> {
+        let lru = self.lock();
+        match lru.map.get(id)?.slot.get()? {
+            Ok(data) => Some(data.clone()),
+            Err(_) => None,
+        }
+    }
+
     /// The chunk `id`, from the cache or from `load`.
     pub fn get(&self, id: &Id, load: impl FnOnce() -> Result<Vec<u8>, String>) -> Loaded {
         let slot = {
@@ -170,18 +179,20 @@ impl ChunkCache {
     }
 
     /// Starts loading `id` in the background unless it is cached, being
-    /// loaded, or the read-ahead queue is full.
+    /// loaded, or the read-ahead queue is full; `then` gets the chunk once
+    /// it is loaded by this call. Returns whether a load was queued.
     pub fn prefetch(
         self: &Arc<Self>,
         id: Id,
         load: impl FnOnce() -> Result<Vec<u8>, String> + Send + 'static,
-    ) {
+        then: impl FnOnce(&[u8]) + Send + 'static,
+    ) -> bool {
         // The slot goes in at once, so a chunk is queued once however many
         // readers ask for it before a read-ahead thread gets to it.
         let slot = {
             let mut lru = self.lock();
             if lru.map.contains_key(&id) {
-                return;
+                return false;
             }
             lru.insert(id)
         };
@@ -191,7 +202,9 @@ impl ChunkCache {
         let job: Job = Box::new(move || {
             if let Some(cache) = cache.upgrade() {
                 // Errors are reported to the reader that needs the chunk.
-                let _ = cache.get(&id, load);
+                if let Ok(data) = cache.get(&id, load) {
+                    then(&data);
+                }
             }
         });
         if let Err(e) = self.read_ahead.try_send(job) {
@@ -208,7 +221,9 @@ impl ChunkCache {
             if ours && slot.get().is_none() && Arc::strong_count(&slot) == 2 {
                 lru.remove(&id);
             }
+            return false;
         }
+        true
     }
 }
 
@@ -283,7 +298,14 @@ mod tests {
     #[test]
     fn prefetch_fills_the_cache() {
         let cache = Arc::new(ChunkCache::new(1 << 20));
-        cache.prefetch(id(4), || Ok(vec![4; 10]));
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(cache.prefetch(
+            id(4),
+            || Ok(vec![4; 10]),
+            move |d| tx.send(d.len()).unwrap()
+        ));
+        assert_eq!(rx.recv().unwrap(), 10);
+        assert!(!cache.prefetch(id(4), || panic!("cached"), |_| {}));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !cache.contains(&id(4)) || cache.bytes() == 0 {
             assert!(std::time::Instant::now() < deadline);

@@ -48,6 +48,17 @@ impl SnapViewFs {
     }
 }
 
+/// Read-ahead's way into the kernel's page cache: `FUSE_NOTIFY_STORE`.
+/// Sent from the read-ahead threads, never from a request handler. A node
+/// the kernel has dropped meanwhile answers ENOENT: nothing to do then.
+pub fn page_cache_push(notifier: fuser::Notifier) -> super::Push {
+    Box::new(move |ino, offset, data| {
+        if let Err(e) = notifier.store(INodeNo(ino), offset, data) {
+            tracing::debug!("page cache push of {ino:#x}: {e}");
+        }
+    })
+}
+
 fn errno(e: super::Errno) -> Errno {
     Errno::from_i32(e as i32)
 }

@@ -37,7 +37,7 @@ mod tests;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 pub use attr::Attr;
@@ -52,6 +52,13 @@ use layout::Layout;
 use nodes::{NodeTable, ViewNode, What};
 
 pub type Result<T> = std::result::Result<T, Errno>;
+
+/// Puts a file's bytes into the kernel's page cache before they are asked
+/// for (the adapter's `FUSE_NOTIFY_STORE`): node id, offset, bytes.
+pub type Push = Box<dyn Fn(u64, u64, &[u8]) + Send + Sync>;
+
+/// Largest file whose content read-ahead pushes into the page cache.
+const PUSH_MAX: u64 = 1 << 20;
 
 /// Name of the symlink to the newest snapshot.
 pub const LATEST: &str = "latest";
@@ -126,6 +133,7 @@ pub struct SnapView {
     /// Owner of the view's own nodes (root, `latest`): the daemon's.
     owner: (u32, u32),
     cfg: ViewConfig,
+    push: Arc<OnceLock<Push>>,
 }
 
 /// Logs a store error and turns it into the errno readers see.
@@ -157,7 +165,17 @@ impl SnapView {
                 nix::unistd::getegid().as_raw(),
             ),
             cfg,
+            push: Arc::default(),
         })
+    }
+
+    /// Lets read-ahead put whole small files into the kernel's page cache:
+    /// a reader going through a directory then finds most files there and
+    /// waits for no round trip at all.
+    pub fn set_push(&self, push: Push) {
+        if self.push.set(push).is_err() {
+            tracing::warn!("page cache push set twice; keeping the first");
+        }
     }
 
     pub fn root_id(&self) -> u64 {
@@ -442,9 +460,36 @@ impl SnapView {
 
     fn prefetch(&self, reader: &Arc<StoreReader>, chunk: Id) {
         let r = reader.clone();
-        self.chunks.prefetch(chunk, move || {
-            r.read_blob(&chunk).map_err(|e| e.to_string())
+        let load = move || r.read_blob(&chunk).map_err(|e| e.to_string());
+        self.chunks.prefetch(chunk, load, |_| {});
+    }
+
+    /// Offers file `node` (one chunk, `chunk`, is all of it) to the kernel's
+    /// page cache once: now if the chunk is loaded, else when read-ahead has
+    /// loaded it.
+    fn push_file(&self, reader: &Arc<StoreReader>, node: Arc<ViewNode>, chunk: Id) {
+        if self.push.get().is_none() || node.pushed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(data) = self.chunks.peek(&chunk) {
+            if let Some(push) = self.push.get() {
+                push(node.id, 0, &data);
+            }
+            return;
+        }
+        let r = reader.clone();
+        let load = move || r.read_blob(&chunk).map_err(|e| e.to_string());
+        let push = self.push.clone();
+        let id = node.id;
+        let queued = self.chunks.prefetch(chunk, load, move |data| {
+            if let Some(push) = push.get() {
+                push(id, 0, data);
+            }
         });
+        if !queued {
+            // Loading elsewhere or no room: the file is read the usual way.
+            node.pushed.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Loads the first chunks of the files listed after `node` (see
@@ -454,17 +499,30 @@ impl SnapView {
             return;
         };
         let mut budget = self.cfg.read_ahead_file_bytes;
-        let firsts = listing.nodes[index + 1..]
+        let firsts = listing
+            .nodes
             .iter()
-            .filter(|n| n.kind == Kind::File)
-            .filter_map(|n| n.content.iter().find(|p| p.id.is_some()))
+            .enumerate()
+            .skip(index + 1)
+            .filter(|(_, n)| n.kind == Kind::File)
+            .filter_map(|(i, n)| Some((i, n, n.content.iter().find(|p| p.id.is_some())?)))
             .take(self.cfg.read_ahead_files);
-        for piece in firsts {
+        for (i, file, piece) in firsts {
             if piece.len > budget {
                 break;
             }
             budget -= piece.len;
-            self.prefetch(reader, piece.id.expect("data pieces have ids"));
+            let chunk = piece.id.expect("data pieces have ids");
+            // A file that is one chunk, handed to the kernel already: the
+            // reader will find it in the page cache.
+            let whole = file.content.len() == 1 && file.size == piece.len && piece.len <= PUSH_MAX;
+            let known = whole
+                .then(|| self.nodes.known_entry(&node.snap, listing, i))
+                .flatten();
+            match known {
+                Some(sibling) => self.push_file(reader, sibling, chunk),
+                None => self.prefetch(reader, chunk),
+            }
         }
     }
 

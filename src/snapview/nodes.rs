@@ -10,7 +10,7 @@
 //! and the newcomer gets a table id, kept for the life of the mount.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use super::attr::Attr;
@@ -41,6 +41,8 @@ pub struct ViewNode {
     /// Where the last read of the file ended: a read starting there is
     /// sequential (and earns read-ahead).
     pub next_read: AtomicU64,
+    /// The file's content was offered to the kernel's page cache.
+    pub pushed: AtomicBool,
 }
 
 impl ViewNode {
@@ -53,6 +55,7 @@ impl ViewNode {
             children: OnceLock::new(),
             layout: OnceLock::new(),
             next_read: AtomicU64::new(0),
+            pushed: AtomicBool::new(false),
         }
     }
 
@@ -204,6 +207,25 @@ impl NodeTable {
             if k.lookups == 0 {
                 inner.known.remove(&id);
             }
+        }
+    }
+
+    /// The known node that is entry `index` of `listing` in `snap`, if the
+    /// kernel holds it under its hashed id.
+    pub fn known_entry(
+        &self,
+        snap: &Snap,
+        listing: &Arc<Tree>,
+        index: usize,
+    ) -> Option<Arc<ViewNode>> {
+        let n = &listing.nodes[index];
+        let node = self.get(ids::hashed(snap.name(), n.dev, n.ino))?;
+        match &node.what {
+            What::Entry {
+                listing: l,
+                index: i,
+            } if Arc::ptr_eq(l, listing) && *i == index => Some(node),
+            _ => None,
         }
     }
 

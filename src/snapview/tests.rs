@@ -4,6 +4,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::ingest::{self, Progress};
@@ -325,4 +326,50 @@ fn a_snapshot_made_while_mounted_appears() {
     std::thread::sleep(catalog::REFRESH);
     let id = walk(&v, "later/new").unwrap().attr.ino;
     assert_eq!(read_all(&v, id).unwrap(), b"new file");
+}
+
+#[test]
+fn read_ahead_pushes_the_next_small_files_into_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 1..=4 {
+        fs::write(src.join(format!("f{i}")), format!("content of file {i}")).unwrap();
+    }
+    let store = Store::init(&dir.path().join("store")).unwrap();
+    backup(&store, &src, "s");
+    let v = view(&store);
+    let pushed = Arc::new(Mutex::new(Vec::new()));
+    let sink = pushed.clone();
+    v.set_push(Box::new(move |id, offset, data: &[u8]| {
+        sink.lock().unwrap().push((id, offset, data.to_vec()))
+    }));
+    // Only files the kernel knows (listed with attributes) are pushed.
+    let root = walk(&v, "s").unwrap().attr.ino;
+    let fh = v.opendir(root).unwrap();
+    v.readdir(fh, 0, true, |_| true).unwrap();
+    v.releasedir(fh);
+    let f1 = walk(&v, "s/f1").unwrap().attr.ino;
+    let mut buf = [0u8; 100];
+    assert_eq!(v.read(f1, 0, &mut buf).unwrap(), 17);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pushed.lock().unwrap().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "pushes: {pushed:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut got = pushed.lock().unwrap().clone();
+    got.sort();
+    let mut want: Vec<_> = (2..=4)
+        .map(|i| {
+            let id = walk(&v, &format!("s/f{i}")).unwrap().attr.ino;
+            (id, 0, format!("content of file {i}").into_bytes())
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    // Each file once: reading f2 offers f3 and f4 no more.
+    let f2 = want.iter().find(|w| w.2.ends_with(b"2")).unwrap().0;
+    v.read(f2, 0, &mut buf).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(pushed.lock().unwrap().len(), 3);
 }
