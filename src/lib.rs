@@ -7,6 +7,8 @@
 //! - [`restore`]: reading a snapshot back out to a directory;
 //! - [`live`]: the passthrough core over the source directory, `Result<_, Errno>`;
 //! - [`fs`]: the thin fuser adapter over [`live`];
+//! - [`snapview`]: sealed snapshots read from the store, read-only, `Result<_, Errno>`,
+//!   with its own fuser adapter (`bkfs mount --store`);
 //! - [`mount_cmd`]: `bkfs mount`, the daemon and its options;
 //! - [`cli`]: argument parsing and presentation only.
 
@@ -16,5 +18,6 @@ pub mod ingest;
 pub mod live;
 pub mod mount_cmd;
 pub mod restore;
+pub mod snapview;
 pub mod store;
 pub mod sys;

@@ -12,7 +12,8 @@
 //!
 //! - **namespace** (top 8 bits): 0 is the live tree; the other values are
 //!   reserved for the virtual trees a mount adds later (control files, quiesce
-//!   directories, one per snapshot view), so their ids never collide with live
+//!   directories, and [`NAMESPACE_SNAPVIEW`] for every snapshot shown, see
+//!   `crate::snapview::ids`), so their ids never collide with live
 //!   ones and a request can be routed by its id alone.
 //! - The FUSE root is always id 1 (`FUSE_ROOT_ID`), whatever the source
 //!   directory's own `st_ino` is.
@@ -36,6 +37,11 @@ pub const NAMESPACE_SHIFT: u32 = 56;
 
 /// Namespace of the live tree.
 pub const NAMESPACE_LIVE: u8 = 0;
+
+/// Namespace of snapshot views ([`crate::snapview`]): every node of every
+/// snapshot a mount shows, standalone (`bkfs mount --store`) or under
+/// `.snapshots/`. Value 1 is left for the control and quiesce trees.
+pub const NAMESPACE_SNAPVIEW: u8 = 2;
 
 /// Marks an id handed out from the table rather than taken from `st_ino`.
 const TABLE_BIT: u64 = 1 << 55;

@@ -15,12 +15,14 @@ use nix::unistd::{fork, ForkResult};
 
 use super::logging::{self, Target};
 use super::options::MountOptions;
-use super::{failed, MountError};
+use super::{failed, MountError, Served};
 use crate::fs::{BkfsFs, FsConfig};
 use crate::live::{Live, LiveOptions};
+use crate::snapview::fuse::SnapViewFs;
+use crate::snapview::{SnapView, ViewConfig};
 
 /// Forks the daemon and waits until it reports the mount live or failed.
-pub fn spawn(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
+pub fn spawn(served: &Served, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
     let (rx, tx) = nix::unistd::pipe().map_err(|e| failed(format!("pipe: {e}")))?;
     // SAFETY: no thread has been started yet (argument parsing and checks
     // only), so the child may run any code after fork.
@@ -43,7 +45,7 @@ pub fn spawn(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<()
             let _ = nix::unistd::setsid();
             let _ = std::env::set_current_dir("/");
             detach_stdio();
-            let code = match serve(source, mountpoint, opts, Some(tx), false) {
+            let code = match serve(served, mountpoint, opts, Some(tx), false) {
                 Ok(()) => 0,
                 Err(e) => e.exit_code(),
             };
@@ -84,15 +86,16 @@ fn hidden_names(source: &Path, opts: &MountOptions) -> Vec<OsString> {
     names
 }
 
-fn mount_options(source: &Path, opts: &MountOptions) -> Vec<MountOption> {
+/// The kernel mount options; `fsname` shows as the device in /proc/mounts.
+fn mount_options(fsname: &Path, read_only: bool, opts: &MountOptions) -> Vec<MountOption> {
     let flag = |on: bool, yes: MountOption, no: MountOption| if on { yes } else { no };
     let mut v = vec![
-        MountOption::FSName(source.display().to_string()),
+        MountOption::FSName(fsname.display().to_string()),
         MountOption::Subtype("bkfs".to_string()),
         MountOption::DefaultPermissions,
         flag(opts.dev, MountOption::Dev, MountOption::NoDev),
         flag(opts.suid, MountOption::Suid, MountOption::NoSuid),
-        flag(opts.read_only, MountOption::RO, MountOption::RW),
+        flag(read_only, MountOption::RO, MountOption::RW),
         flag(opts.exec, MountOption::Exec, MountOption::NoExec),
     ];
     if opts.noatime {
@@ -119,7 +122,7 @@ fn stop_signals() -> SigSet {
 /// Mounts and serves until unmounted. `notify` receives "ok" once the mount
 /// is live, or the error that prevented it.
 pub fn serve(
-    source: &Path,
+    served: &Served,
     mountpoint: &Path,
     opts: &MountOptions,
     notify: Option<OwnedFd>,
@@ -146,21 +149,16 @@ pub fn serve(
     let signals = stop_signals();
     let _ = signals.thread_block();
 
-    let session = match start(source, mountpoint, opts) {
+    let session = match start(served, mountpoint, opts) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(
-                "mount of {} on {} failed: {e}",
-                source.display(),
-                mountpoint.display()
-            );
+            tracing::error!("mount of {served} on {} failed: {e}", mountpoint.display());
             report(&e.to_string());
             return Err(e);
         }
     };
     tracing::info!(
-        "mounted {} on {} ({} threads)",
-        source.display(),
+        "mounted {served} on {} ({} threads)",
         mountpoint.display(),
         opts.threads
     );
@@ -209,7 +207,46 @@ fn raise_fd_limit() {
     }
 }
 
-fn start(
+/// A mounted session, of either kind.
+enum Session {
+    Live(fuser::Session<BkfsFs>),
+    View(fuser::Session<SnapViewFs>),
+}
+
+impl Session {
+    fn run(self) -> std::io::Result<()> {
+        match self {
+            Session::Live(s) => s.run(),
+            Session::View(s) => s.run(),
+        }
+    }
+}
+
+fn start(served: &Served, mountpoint: &Path, opts: &MountOptions) -> Result<Session, MountError> {
+    match served {
+        Served::Live(source) => start_live(source, mountpoint, opts).map(Session::Live),
+        Served::Store(store) => start_view(store, mountpoint, opts).map(Session::View),
+    }
+}
+
+/// A read-only view of a store's snapshots. The view holds the store's
+/// read lock for as long as it is mounted, so gc refuses to run under it.
+fn start_view(
+    store: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<fuser::Session<SnapViewFs>, MountError> {
+    let view = crate::store::Store::open(store)
+        .and_then(|s| SnapView::new(s, ViewConfig::default()))
+        .map_err(|e| failed(format!("store {}: {e}", store.display())))?;
+    let view = Arc::new(view);
+    let fs = SnapViewFs::new(view.clone());
+    let session = session(fs, mountpoint, mount_options(store, true, opts), opts)?;
+    view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));
+    Ok(session)
+}
+
+fn start_live(
     source: &Path,
     mountpoint: &Path,
     opts: &MountOptions,
@@ -233,8 +270,23 @@ fn start(
             writeback: opts.writeback,
         },
     );
+    session(
+        fs,
+        mountpoint,
+        mount_options(source, opts.read_only, opts),
+        opts,
+    )
+}
+
+/// Mounts `fs` with the session settings both kinds share.
+fn session<FS: fuser::Filesystem>(
+    fs: FS,
+    mountpoint: &Path,
+    mount_options: Vec<MountOption>,
+    opts: &MountOptions,
+) -> Result<fuser::Session<FS>, MountError> {
     let mut config = fuser::Config::default();
-    config.mount_options = mount_options(source, opts);
+    config.mount_options = mount_options;
     let allow_other = opts.allow_other.unwrap_or(nix::unistd::geteuid().is_root());
     config.acl = if allow_other {
         SessionACL::All

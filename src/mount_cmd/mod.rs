@@ -1,4 +1,6 @@
-//! `bkfs mount SOURCE MOUNTPOINT [-o OPTIONS] [--foreground]`.
+//! `bkfs mount SOURCE MOUNTPOINT [-o OPTIONS] [--foreground]`, and
+//! `bkfs mount --store S MOUNTPOINT`, a read-only view of a store's
+//! snapshots without a source ([`crate::snapview`]).
 //!
 //! The entry point is [`run`]; `main.rs` only parses [`MountArgs`] and calls it.
 //! Without `--foreground` the command forks a daemon and returns once the
@@ -14,17 +16,58 @@ pub use options::MountOptions;
 
 /// Arguments of `bkfs mount` (and of the `mount.bkfs` helper).
 #[derive(clap::Args, Debug, Clone)]
+#[command(override_usage = "bkfs mount SOURCE MOUNTPOINT [OPTIONS]\n       \
+                            bkfs mount --store S MOUNTPOINT [OPTIONS]")]
 pub struct MountArgs {
-    /// The directory whose live tree the mount shows.
-    pub source: PathBuf,
+    /// The directory whose live tree the mount shows (omitted with --store).
+    #[arg(value_name = "SOURCE")]
+    pub source: Option<PathBuf>,
     /// Where to mount it (an empty directory).
-    pub mountpoint: PathBuf,
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: Option<PathBuf>,
+    /// Show the snapshots of store S read-only, without a source (see docs/SNAPVIEW.md).
+    #[arg(long, short = 's', value_name = "S")]
+    pub store: Option<PathBuf>,
     /// Mount options, comma-separated (may repeat); see docs/MOUNT.md.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// Stay in the foreground and log to stderr (unless log= is given).
     #[arg(short = 'f', long)]
     pub foreground: bool,
+}
+
+/// What a mount serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// The live tree of a source directory.
+    Live(PathBuf),
+    /// The sealed snapshots of a store, read-only.
+    Store(PathBuf),
+}
+
+impl std::fmt::Display for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Served::Live(p) => write!(f, "{}", p.display()),
+            Served::Store(p) => write!(f, "the snapshots of store {}", p.display()),
+        }
+    }
+}
+
+impl MountArgs {
+    /// What to serve and where, from the positional arguments and --store.
+    fn target(&self) -> Result<(Served, &Path), MountError> {
+        let usage = |m: &str| Err(MountError::Usage(m.to_string()));
+        match (&self.store, &self.source, &self.mountpoint) {
+            (Some(_), _, Some(_)) => {
+                usage("with --store, give only MOUNTPOINT (a store's snapshots need no source)")
+            }
+            (Some(store), Some(mp), None) => Ok((Served::Store(store.clone()), mp.as_path())),
+            (None, Some(src), Some(mp)) => Ok((Served::Live(src.clone()), mp.as_path())),
+            (_, None, _) => usage("missing MOUNTPOINT"),
+            (None, Some(_), None) => usage("missing MOUNTPOINT (or use --store S MOUNTPOINT)"),
+        }
+    }
 }
 
 /// Why a mount failed. `Usage` errors (bad options) deserve exit status 2.
@@ -54,13 +97,33 @@ fn failed(msg: impl Into<String>) -> MountError {
 /// or when it is unmounted again (foreground).
 pub fn run(args: &MountArgs) -> Result<(), MountError> {
     let opts = MountOptions::parse(&args.options).map_err(MountError::Usage)?;
-    let source = check_source(&args.source)?;
-    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let (served, mountpoint) = args.target()?;
+    let served = match served {
+        Served::Live(source) => Served::Live(check_source(&source)?),
+        Served::Store(store) => {
+            if opts.store.is_some() {
+                return Err(MountError::Usage(
+                    "give the store once: --store S, not also -o store=".into(),
+                ));
+            }
+            Served::Store(check_store(&store)?)
+        }
+    };
+    let mountpoint = check_mountpoint(mountpoint)?;
     if args.foreground {
-        daemon::serve(&source, &mountpoint, &opts, None, true)
+        daemon::serve(&served, &mountpoint, &opts, None, true)
     } else {
-        daemon::spawn(&source, &mountpoint, &opts)
+        daemon::spawn(&served, &mountpoint, &opts)
     }
+}
+
+/// The store must open (the daemon opens it again and takes its read lock).
+fn check_store(store: &Path) -> Result<PathBuf, MountError> {
+    let canon = store
+        .canonicalize()
+        .map_err(|e| failed(format!("store {}: {e}", store.display())))?;
+    crate::store::Store::open(&canon).map_err(|e| failed(e.to_string()))?;
+    Ok(canon)
 }
 
 fn check_source(source: &Path) -> Result<PathBuf, MountError> {
