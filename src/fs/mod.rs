@@ -58,7 +58,8 @@ pub struct BkfsFs {
     io: IoModes,
 }
 
-fn errno(e: live::Errno) -> Errno {
+/// The errno to reply with; shared with the snapshot view's adapter.
+pub(crate) fn errno(e: live::Errno) -> Errno {
     Errno::from_i32(e as i32)
 }
 
@@ -113,6 +114,25 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
 thread_local! {
     /// Per-thread read buffer, reused across requests.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Answer a read of `size` bytes with what `read` puts into a per-thread
+/// buffer (no allocation per request); shared with the snapshot view's adapter.
+pub(crate) fn reply_read(
+    reply: ReplyData,
+    size: u32,
+    read: impl FnOnce(&mut [u8]) -> Result<usize, live::Errno>,
+) {
+    READ_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < size as usize {
+            buf.resize(size as usize, 0);
+        }
+        match read(&mut buf[..size as usize]) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(errno(e)),
+        }
+    });
 }
 
 impl BkfsFs {
@@ -493,16 +513,7 @@ impl Filesystem for BkfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        READ_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            if buf.len() < size as usize {
-                buf.resize(size as usize, 0);
-            }
-            match self.live.read(fh.0, offset, &mut buf[..size as usize]) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(errno(e)),
-            }
-        });
+        reply_read(reply, size, |buf| self.live.read(fh.0, offset, buf));
     }
 
     fn write(

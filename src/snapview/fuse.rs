@@ -2,7 +2,6 @@
 //! requests to [`SnapView`] calls, results to replies, and the cache
 //! lifetimes an immutable tree deserves.
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
@@ -18,6 +17,7 @@ use fuser::{
 
 use super::attr::{Attr, BLKSIZE};
 use super::SnapView;
+use crate::fs::errno;
 use crate::live::{encode_dev, Xattr};
 use crate::store::Time;
 
@@ -57,10 +57,6 @@ pub fn page_cache_push(notifier: fuser::Notifier) -> super::Push {
             tracing::debug!("page cache push of {ino:#x}: {e}");
         }
     })
-}
-
-fn errno(e: super::Errno) -> Errno {
-    Errno::from_i32(e as i32)
 }
 
 fn time(t: Time) -> SystemTime {
@@ -109,11 +105,6 @@ fn reply_xattr(reply: ReplyXattr, r: super::Result<Xattr>) {
         Ok(Xattr::Data(d)) => reply.data(&d),
         Err(e) => reply.error(errno(e)),
     }
-}
-
-thread_local! {
-    /// Per-thread read buffer, reused across requests.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl SnapViewFs {
@@ -297,16 +288,7 @@ impl Filesystem for SnapViewFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        READ_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            if buf.len() < size as usize {
-                buf.resize(size as usize, 0);
-            }
-            match self.view.read(ino.0, offset, &mut buf[..size as usize]) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(errno(e)),
-            }
-        });
+        crate::fs::reply_read(reply, size, |buf| self.view.read(ino.0, offset, buf));
     }
 
     fn write(
