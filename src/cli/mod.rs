@@ -190,6 +190,18 @@ fn with_threads<T: Send>(n: Option<usize>, f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// Open the store for reading and find the snapshot of a `SNAP[:PATH]` argument.
+fn open_target(
+    s: &StoreArg,
+    target: &std::ffi::OsStr,
+) -> Result<(store::StoreReader, store::Snapshot, Vec<u8>), Error> {
+    let store = Store::open(&s.store)?;
+    let reader = store.reader()?;
+    let (name, path) = split_target(target)?;
+    let snap = store.snapshot(&name)?;
+    Ok((reader, snap, path))
+}
+
 /// Split `SNAP:PATH` (snapshot names never contain ':'); the path is bytes,
 /// since file names need not be UTF-8.
 fn split_target(t: &std::ffi::OsStr) -> Result<(String, Vec<u8>), Error> {
@@ -275,11 +287,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             long,
             recursive,
         } => {
-            let store = Store::open(&s.store)?;
-            let reader = store.reader()?;
-            let (name, path) = split_target(&target)?;
-            let name = name.as_str();
-            let snap = store.snapshot(name)?;
+            let (reader, snap, path) = open_target(&s, &target)?;
             let node = restore::resolve(&reader, &snap, &path)?;
             show::ls(&reader, &node, &show::escape(&path), long, recursive)?;
             Ok(0)
@@ -292,11 +300,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             threads,
             no_progress,
         } => {
-            let store = Store::open(&s.store)?;
-            let reader = store.reader()?;
-            let (name, path) = split_target(&target)?;
-            let name = name.as_str();
-            let snap = store.snapshot(name)?;
+            let (reader, snap, path) = open_target(&s, &target)?;
             let progress = Arc::new(Progress::default());
             progress
                 .total_bytes
