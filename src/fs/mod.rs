@@ -116,6 +116,24 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Answer a statfs with a `statvfs` of the filesystem below; shared with
+/// the snapshot view's adapter.
+pub(crate) fn reply_statfs(reply: ReplyStatfs, r: Result<libc::statvfs, live::Errno>) {
+    match r {
+        Ok(s) => reply.statfs(
+            s.f_blocks,
+            s.f_bfree,
+            s.f_bavail,
+            s.f_files,
+            s.f_ffree,
+            s.f_bsize as u32,
+            s.f_namemax as u32,
+            s.f_frsize as u32,
+        ),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 /// Answer a read of `size` bytes with what `read` puts into a per-thread
 /// buffer (no allocation per request); shared with the snapshot view's adapter.
 pub(crate) fn reply_read(
@@ -652,19 +670,7 @@ impl Filesystem for BkfsFs {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        match self.live.statfs(ino.0) {
-            Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                s.f_namemax as u32,
-                s.f_frsize as u32,
-            ),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_statfs(reply, self.live.statfs(ino.0));
     }
 
     fn setxattr(

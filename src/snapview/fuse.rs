@@ -379,19 +379,7 @@ impl Filesystem for SnapViewFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.view.statfs() {
-            Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                s.f_namemax as u32,
-                s.f_frsize as u32,
-            ),
-            Err(e) => reply.error(errno(e)),
-        }
+        crate::fs::reply_statfs(reply, self.view.statfs());
     }
 
     fn setxattr(
