@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod live;
 pub mod mount_cmd;
 pub mod restore;
+pub mod snapshot;
 pub mod snapview;
 pub mod store;
 pub mod sys;

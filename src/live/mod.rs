@@ -21,6 +21,7 @@
 
 pub mod attr;
 pub mod caller;
+pub mod changes;
 pub mod dir;
 pub mod handles;
 pub mod ids;
