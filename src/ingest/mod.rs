@@ -156,6 +156,7 @@ pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) ->
             seconds: 0.0,
             errors: errors.len() as u64,
         },
+        capture: None,
     };
     let mut snap = snap;
     snap.stats.seconds = started.elapsed().as_secs_f64();

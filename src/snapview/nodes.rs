@@ -262,6 +262,7 @@ mod tests {
             source: "/src".into(),
             hostname: "h".into(),
             stats: Default::default(),
+            capture: None,
         }))
     }
 

@@ -20,6 +20,30 @@ pub struct Snapshot {
     pub hostname: String,
     #[serde(default)]
     pub stats: Stats,
+    /// How the point in time was taken, for snapshots taken through a mount
+    /// (absent for `bkfs backup`, whose snapshot is "as read").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Capture>,
+}
+
+/// How a mount fixed a snapshot's point in time (docs/FORMAT.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Capture {
+    /// When the snapshot was asked for, RFC 3339 UTC.
+    pub requested: String,
+    /// `app_consistent`, `fs_consistent` or `crash_consistent`.
+    pub consistency: String,
+    /// Why that consistency (which applications were quiesced, or why not).
+    #[serde(default)]
+    pub why: String,
+    /// How long write-class operations were held, milliseconds.
+    pub barrier_ms: f64,
+    /// From the first application frozen to the last thawed, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_ms: Option<f64>,
+    /// Each quiesced application's result, timings and positions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

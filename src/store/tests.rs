@@ -220,6 +220,7 @@ fn gc_keeps_what_snapshots_use_and_frees_the_rest() {
         source: "/x".into(),
         hostname: "h".into(),
         stats: Default::default(),
+        capture: None,
     };
     w.commit(Some(&snap)).unwrap();
     drop(w);
