@@ -41,6 +41,9 @@ impl Live {
             return Err(Errno::ENXIO);
         }
         let flags = self.backing_open_flags(flags);
+        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            self.before_truncate(&node, 0)?;
+        }
         let file = self.reopen(&node, flags)?;
         Ok(self.files.insert(FileHandle::new(node, flags, file)))
     }
@@ -100,10 +103,17 @@ impl Live {
             kill |= libc::S_ISGID;
         }
         let name = sys::FdName::new(fd.as_raw_fd());
+        let path = sys::proc_fd_path(fd.as_raw_fd());
+        let has_caps = sys::getxattr(&path, c"security.capability", &mut []).is_ok();
+        if mode & kill != 0 || has_caps {
+            self.before_attrs(&node)?;
+        }
         if mode & kill != 0 {
             sys::fchmodat(self.proc_fd(), name.as_cstr(), mode & !kill)?;
         }
-        let path = sys::proc_fd_path(fd.as_raw_fd());
+        if !has_caps {
+            return Ok(());
+        }
         match sys::removexattr(&path, c"security.capability") {
             Ok(()) | Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => Ok(()),
             Err(e) => Err(e),
@@ -132,6 +142,14 @@ impl Live {
     /// returns the bytes written, fewer only if an error cut the write short.
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
         let file = self.files.get(fh)?;
+        if self.changes().active() {
+            let at = if file.flags & libc::O_APPEND != 0 {
+                sys::fstat(file.fd())?.st_size as u64
+            } else {
+                off
+            };
+            self.before_data(&file.node, at, data.len() as u64)?;
+        }
         let mut done = 0;
         while done < data.len() {
             match sys::pwrite(file.fd(), &data[done..], off + done as u64) {
@@ -149,7 +167,12 @@ impl Live {
     }
 
     pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> Result<()> {
-        sys::fallocate(self.files.get(fh)?.fd(), mode, off, len)
+        let file = self.files.get(fh)?;
+        // Collapsing or inserting a range moves everything after it.
+        let shifts = mode & (libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE) != 0;
+        let len_changed = if shifts { u64::MAX - off } else { len };
+        self.before_data(&file.node, off, len_changed)?;
+        sys::fallocate(file.fd(), mode, off, len)
     }
 
     /// lseek(2) for `SEEK_DATA`/`SEEK_HOLE` (and the plain whences).
@@ -169,6 +192,7 @@ impl Live {
     ) -> Result<usize> {
         let src = self.files.get(fh_in)?;
         let dst = self.files.get(fh_out)?;
+        self.before_data(&dst.node, off_out, len)?;
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         sys::copy_file_range(src.fd(), off_in, dst.fd(), off_out, len, flags)
     }
@@ -177,6 +201,14 @@ impl Live {
     /// the resulting attributes. `fh` is the open file for ftruncate.
     pub fn setattr(&self, id: u64, fh: Option<u64>, set: &SetAttr) -> Result<Attr> {
         let node = self.node(id)?;
+        if set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some()
+        {
+            self.before_attrs(&node)?;
+        }
         if let Some(mode) = set.mode {
             if node.kind == libc::S_IFLNK {
                 return Err(Errno::EOPNOTSUPP);
@@ -193,7 +225,11 @@ impl Live {
             )?;
         }
         if let Some(size) = set.size {
+            if node.is_reg() {
+                self.before_truncate(&node, size)?;
+            }
             let file = fh.and_then(|fh| self.files.get(fh).ok());
+
             match file {
                 Some(file) if file.writable() => sys::ftruncate(file.fd(), size)?,
                 _ => {

@@ -31,6 +31,7 @@ pub mod sys;
 
 mod file_ops;
 mod name_ops;
+mod notify;
 mod xattr_ops;
 
 #[cfg(test)]
@@ -88,6 +89,8 @@ pub struct Live {
     /// `/proc/self/fd`, opened `O_PATH`: the directory to reopen nodes from.
     proc_fd: OwnedFd,
     opts: LiveOptions,
+    /// Told before every change (the snapshot machinery, when there is one).
+    changes: Arc<dyn changes::Changes>,
 }
 
 impl Live {
@@ -117,7 +120,13 @@ impl Live {
             dirs: Handles::new(),
             proc_fd,
             opts,
+            changes: Arc::new(changes::NoChanges),
         })
+    }
+
+    /// Tell `changes` before every change from now on.
+    pub fn set_changes(&mut self, changes: Arc<dyn changes::Changes>) {
+        self.changes = changes;
     }
 
     pub fn options(&self) -> &LiveOptions {

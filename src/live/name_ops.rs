@@ -42,6 +42,7 @@ impl Live {
         let st = sys::fstatat(dir.fd()?.as_fd(), name, libc::AT_SYMLINK_NOFOLLOW)?;
         // A known inode is pinned by its node, so the key names the same inode.
         if let Some(node) = self.nodes.acquire_existing((st.st_dev, st.st_ino)) {
+            node.set_parent(dir.id);
             return Ok(Entry {
                 attr: Attr::new(st, node.id),
             });
@@ -49,6 +50,7 @@ impl Live {
         let fd = sys::openat(dir.fd()?.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let st = sys::fstat(fd.as_fd())?;
         let node = self.nodes.acquire(fd, &st);
+        node.set_parent(dir.id);
         Ok(Entry {
             attr: Attr::new(st, node.id),
         })
@@ -70,9 +72,11 @@ impl Live {
         let dir = self.dir_node(parent)?;
         with_name(name, |c| {
             set_thread_umask(umask);
+            self.before_entries(&dir)?;
             make(&dir, c)?;
             let mut entry = self.lookup_at(&dir, c)?;
             let node = self.nodes.get(entry.id())?;
+            self.after_create(&dir, &node);
             if self.give_to_caller(caller, &dir, &node)? {
                 entry.attr = Attr::new(sys::fstat(node.fd()?.as_fd())?, node.id);
             }
@@ -184,7 +188,18 @@ impl Live {
             return Err(Errno::ENOENT);
         }
         let dir = self.dir_node(parent)?;
-        with_name(name, |c| sys::unlinkat(dir.fd()?.as_fd(), c, flags))
+        with_name(name, |c| {
+            self.before_entries(&dir)?;
+            let victim = self.find(&dir, c)?;
+            if let Some(v) = &victim {
+                self.before_unlinking(&dir, c, v)?;
+            }
+            sys::unlinkat(dir.fd()?.as_fd(), c, flags)?;
+            if let Some(v) = victim {
+                self.name_removed(&v);
+            }
+            Ok(())
+        })
     }
 
     /// rename(2) with renameat2 flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
@@ -206,13 +221,41 @@ impl Live {
         let new_dir = self.dir_node(new_parent)?;
         with_name(name, |old| {
             with_name(new_name, |new| {
+                self.before_entries(&old_dir)?;
+                if new_dir.id != old_dir.id {
+                    self.before_entries(&new_dir)?;
+                }
+                let moved = self.find(&old_dir, old)?;
+                let victim = self.find(&new_dir, new)?;
+                let victim = victim.filter(|v| moved.as_ref().map(|m| m.key()) != Some(v.key()));
+                if let Some(m) = &moved {
+                    self.before_attrs_found(&old_dir, m)?;
+                }
+                if let Some(v) = &victim {
+                    if flags & libc::RENAME_EXCHANGE != 0 {
+                        self.before_attrs_found(&new_dir, v)?;
+                    } else if flags & libc::RENAME_NOREPLACE == 0 {
+                        self.before_unlinking(&new_dir, new, v)?;
+                    }
+                }
                 sys::renameat2(
                     old_dir.fd()?.as_fd(),
                     old,
                     new_dir.fd()?.as_fd(),
                     new,
                     flags,
-                )
+                )?;
+                if let Some(m) = &moved {
+                    self.moved(m, new_dir.id);
+                }
+                if let Some(v) = &victim {
+                    if flags & libc::RENAME_EXCHANGE != 0 {
+                        self.moved(v, old_dir.id);
+                    } else {
+                        self.name_removed(v);
+                    }
+                }
+                Ok(())
             })
         })
     }
@@ -224,8 +267,13 @@ impl Live {
         let node = self.node(id)?;
         let dir = self.dir_node(new_parent)?;
         with_name(new_name, |c| {
+            self.before_entries(&dir)?;
+            self.before_attrs(&node)?;
             sys::link_fd(node.fd()?.as_fd(), dir.fd()?.as_fd(), c)
         })?;
+        // With two names, which directory holds it is no longer one answer.
+        node.set_parent(0);
+
         let node = self.nodes.acquire_id(node.id).ok_or(Errno::ESTALE)?;
         Ok(Entry {
             attr: Attr::new(sys::fstat(node.fd()?.as_fd())?, node.id),

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::ids::{IdMap, InodeKey, ROOT_ID};
@@ -26,6 +26,10 @@ pub struct Node {
     /// `st_mode & S_IFMT`; the type of an inode never changes.
     pub kind: u32,
     pin: Pin,
+    /// Id of the directory the kernel last found it in (0: unknown). Exact
+    /// for directories (one parent, renames update it); for a file with
+    /// several names, only one of them (see [`super::changes::Obj::lineage`]).
+    parent: AtomicU64,
 }
 
 impl std::fmt::Debug for Node {
@@ -50,6 +54,14 @@ impl Node {
 
     pub fn is_reg(&self) -> bool {
         self.kind == libc::S_IFREG
+    }
+
+    pub fn parent(&self) -> u64 {
+        self.parent.load(Ordering::Relaxed)
+    }
+
+    pub fn set_parent(&self, id: u64) {
+        self.parent.store(id, Ordering::Relaxed);
     }
 }
 
@@ -96,6 +108,7 @@ impl NodeTable {
             key,
             kind: st.st_mode & libc::S_IFMT,
             pin: Pin::Fd(root_fd),
+            parent: AtomicU64::new(0),
         });
         let mut slots = HashMap::new();
         slots.insert(
@@ -179,13 +192,26 @@ impl NodeTable {
         if let Some(slot) = slots.get_mut(&id) {
             if !slot.node.pin.is_fd() {
                 let pin = self.pin_for(fd, st);
-                slot.node = Arc::new(Node { id, key, kind, pin });
+                let parent = AtomicU64::new(slot.node.parent());
+                slot.node = Arc::new(Node {
+                    id,
+                    key,
+                    kind,
+                    pin,
+                    parent,
+                });
             }
             slot.lookups += 1;
             return slot.node.clone();
         }
         let pin = self.pin_for(fd, st);
-        let node = Arc::new(Node { id, key, kind, pin });
+        let node = Arc::new(Node {
+            id,
+            key,
+            kind,
+            pin,
+            parent: AtomicU64::new(0),
+        });
         slots.insert(
             id,
             Slot {

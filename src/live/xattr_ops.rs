@@ -63,11 +63,14 @@ impl Live {
 
     pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let name = xattr_name(name)?;
+        self.before_attrs(&*self.node(id)?)?;
         self.with_node_path(id, |path| sys::setxattr(path, &name, value, flags))
     }
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> Result<()> {
         let name = xattr_name(name)?;
+        self.before_attrs(&*self.node(id)?)?;
+
         self.with_node_path(id, |path| sys::removexattr(path, &name))
     }
 }

@@ -5,6 +5,7 @@
 //! - [`changeset`]: what changed since the last sealed snapshot.
 
 pub mod asof;
+pub mod barrier;
 pub mod changeset;
 
 pub use asof::{AsOf, AsOfFile, Key};

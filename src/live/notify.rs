@@ -1,0 +1,196 @@
+//! Telling the [`Changes`] listener before each change (see
+//! [`super::changes`]): the objects a change touches, as [`Obj`]s.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::changes::{Changes, Obj};
+use super::ids::{InodeKey, ROOT_ID};
+use super::nodes::Node;
+use super::sys::{self, Errno, Result};
+use super::Live;
+
+/// Longest chain of directories followed to the root before giving up.
+const MAX_DEPTH: usize = 4096;
+
+/// An object found by name, not known to the node table: the victim of an
+/// unlink or of a rename that replaces it.
+pub(super) struct Found {
+    fd: OwnedFd,
+    st: libc::stat,
+}
+
+impl Found {
+    pub(super) fn key(&self) -> InodeKey {
+        (self.st.st_dev, self.st.st_ino)
+    }
+
+    fn is_dir(&self) -> bool {
+        self.st.st_mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+impl Live {
+    pub(super) fn changes(&self) -> &dyn Changes {
+        &*self.changes
+    }
+
+    /// The keys of the directories above `node`, nearest first, root last;
+    /// `None` if a link is unknown, or `node` is a file with several names.
+    fn lineage(&self, node: &Node) -> Option<Vec<InodeKey>> {
+        if node.id == ROOT_ID {
+            return Some(Vec::new());
+        }
+        if !node.is_dir() {
+            let st = sys::fstat(node.fd().ok()?.as_fd()).ok()?;
+            if st.st_nlink > 1 {
+                return None;
+            }
+        }
+        let mut out = Vec::new();
+        let mut id = node.parent();
+        while out.len() < MAX_DEPTH {
+            if id == 0 {
+                return None;
+            }
+            let dir = self.nodes.get(id).ok()?;
+            out.push(dir.key);
+            if id == ROOT_ID {
+                return Some(out);
+            }
+            id = dir.parent();
+        }
+        None
+    }
+
+    /// Calls `f` with `node` as an [`Obj`].
+    pub(super) fn with_obj<T>(&self, node: &Node, f: impl FnOnce(&Obj) -> Result<T>) -> Result<T> {
+        let fd = node.fd()?;
+        let lineage = || self.lineage(node);
+        f(&Obj {
+            key: node.key,
+            kind: node.kind,
+            fd: fd.as_fd(),
+            lineage: &lineage,
+        })
+    }
+
+    /// Before a change to `node`'s attributes or xattrs.
+    pub(super) fn before_attrs(&self, node: &Node) -> Result<()> {
+        if !self.changes.active() {
+            return Ok(());
+        }
+        self.with_obj(node, |o| self.changes.attrs(o))
+    }
+
+    /// Before a write of `[off, off + len)` to regular file `node`.
+    pub(super) fn before_data(&self, node: &Node, off: u64, len: u64) -> Result<()> {
+        if !self.changes.active() {
+            return Ok(());
+        }
+        self.with_obj(node, |o| self.changes.data(o, off, len))
+    }
+
+    /// Before regular file `node` is truncated or extended to `size`.
+    pub(super) fn before_truncate(&self, node: &Node, size: u64) -> Result<()> {
+        if !self.changes.active() {
+            return Ok(());
+        }
+        self.with_obj(node, |o| self.changes.truncate(o, size))
+    }
+
+    /// Before the entries of directory `dir` change.
+    pub(super) fn before_entries(&self, dir: &Node) -> Result<()> {
+        if !self.changes.active() {
+            return Ok(());
+        }
+        self.with_obj(dir, |o| self.changes.entries(o))
+    }
+
+    /// The object named `name` in `dir`, if there is one and anyone wants
+    /// to know (the victim of an unlink or a replacing rename).
+    pub(super) fn find(&self, dir: &Node, name: &CStr) -> Result<Option<Found>> {
+        if !self.changes.active() {
+            return Ok(None);
+        }
+        let fd = match sys::openat(dir.fd()?.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = sys::fstat(fd.as_fd())?;
+        Ok(Some(Found { fd, st }))
+    }
+
+    /// The node the kernel knows for `found`, if any.
+    fn known(&self, found: &Found) -> Option<std::sync::Arc<Node>> {
+        let key = found.key();
+        let node = self.nodes.get(self.nodes.id_of(key)).ok()?;
+        (node.key == key).then_some(node)
+    }
+
+    /// `found` (named in `dir`) as an [`Obj`] for `f`. A node the kernel
+    /// knows follows its parent; one it never looked up has just this one.
+    fn with_found<T>(
+        &self,
+        dir: &Node,
+        found: &Found,
+        f: impl FnOnce(&Obj) -> Result<T>,
+    ) -> Result<T> {
+        let lineage = || match self.known(found) {
+            Some(node) => self.lineage(&node),
+            None if found.is_dir() || found.st.st_nlink == 1 => {
+                let mut l = vec![dir.key];
+                l.extend(self.lineage(dir)?);
+                Some(l)
+            }
+            None => None,
+        };
+        f(&Obj {
+            key: found.key(),
+            kind: found.st.st_mode & libc::S_IFMT,
+            fd: found.fd.as_fd(),
+            lineage: &lineage,
+        })
+    }
+
+    /// Before `victim`, named `name` in `dir`, loses that name.
+    pub(super) fn before_unlinking(&self, dir: &Node, name: &CStr, victim: &Found) -> Result<()> {
+        self.with_found(dir, victim, |v| {
+            self.with_obj(dir, |d| self.changes.unlinking(d, name, v))
+        })
+    }
+
+    /// Before the attributes of `found` (named in `dir`) change: it is moved.
+    pub(super) fn before_attrs_found(&self, dir: &Node, found: &Found) -> Result<()> {
+        self.with_found(dir, found, |o| self.changes.attrs(o))
+    }
+
+    /// `found` now lives in directory `dir`.
+    pub(super) fn moved(&self, found: &Found, dir: u64) {
+        if let Some(node) = self.known(found) {
+            node.set_parent(dir);
+        }
+    }
+
+    /// `found` lost a name: if others remain, which directory holds it is
+    /// not known any more.
+    pub(super) fn name_removed(&self, found: &Found) {
+        if let Some(node) = self.known(found) {
+            if !found.is_dir() {
+                node.set_parent(0);
+            }
+        }
+    }
+
+    /// After `node` was created in `dir`.
+    pub(super) fn after_create(&self, dir: &Node, node: &Node) {
+        node.set_parent(dir.id);
+        if self.changes.active() {
+            let _ = self.with_obj(node, |o| {
+                self.changes.created(o);
+                Ok(())
+            });
+        }
+    }
+}
