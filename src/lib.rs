@@ -13,6 +13,7 @@
 //! - [`cli`]: argument parsing and presentation only.
 
 pub mod cli;
+pub mod control;
 pub mod fs;
 pub mod ingest;
 pub mod live;

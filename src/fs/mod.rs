@@ -3,6 +3,7 @@
 //! beyond choosing each open's I/O mode ([`iomode`]) and cache lifetimes.
 
 pub mod iomode;
+pub mod router;
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -21,6 +22,7 @@ use fuser::{
 };
 
 use crate::live::{self, encode_dev, Attr, Caller, Live, SetAttr, SetTime, Xattr};
+use crate::snapshot::barrier::Barrier;
 use iomode::{Backing, IoModes, Mode, Refusal};
 
 /// Settings of the adapter.
@@ -47,8 +49,23 @@ impl Default for FsConfig {
     }
 }
 
+/// The live tree's adapter. Its state is shared (`Arc`) so an operation
+/// deferred by the write barrier can run after its request handler returned.
 pub struct BkfsFs {
+    s: Arc<Shared>,
+}
+
+impl std::ops::Deref for BkfsFs {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.s
+    }
+}
+
+pub struct Shared {
     live: Arc<Live>,
+    /// Write-class operations pass it (see [`crate::snapshot::barrier`]).
+    barrier: Arc<Barrier>,
     cfg: FsConfig,
     /// Passthrough was negotiated and still works.
     passthrough: AtomicBool,
@@ -154,19 +171,17 @@ pub(crate) fn reply_read(
 }
 
 impl BkfsFs {
-    pub fn new(live: Arc<Live>, cfg: FsConfig) -> BkfsFs {
+    pub fn new(live: Arc<Live>, barrier: Arc<Barrier>, cfg: FsConfig) -> BkfsFs {
         BkfsFs {
-            live,
-            cfg,
-            passthrough: AtomicBool::new(false),
-            killpriv: AtomicBool::new(false),
-            io: IoModes::default(),
+            s: Arc::new(Shared {
+                live,
+                barrier,
+                cfg,
+                passthrough: AtomicBool::new(false),
+                killpriv: AtomicBool::new(false),
+                io: IoModes::default(),
+            }),
         }
-    }
-
-    /// Whether kernel passthrough is in use (known after the INIT handshake).
-    pub fn passthrough_active(&self) -> bool {
-        self.passthrough.load(Ordering::Relaxed)
     }
 
     fn caller(req: &Request, umask: u32) -> Caller {
@@ -175,6 +190,33 @@ impl BkfsFs {
             gid: req.gid(),
             umask,
         }
+    }
+
+    fn reply_empty(reply: ReplyEmpty, r: live::sys::Result<()>) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// Runs write-class operation `op` when the barrier admits it (at once,
+    /// unless a snapshot is fixing its point in time).
+    fn gated(&self, op: impl FnOnce(&Shared) + Send + 'static) {
+        let s = self.s.clone();
+        self.s.barrier.defer(move || op(&s));
+    }
+}
+
+impl Shared {
+    /// How long the kernel may trust live entries and attributes.
+    pub fn ttl(&self) -> Duration {
+        self.cfg.ttl
+    }
+
+    /// Whether kernel passthrough is in use (known after the INIT handshake).
+
+    pub fn passthrough_active(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
     }
 
     fn reply_entry(&self, reply: ReplyEntry, r: live::sys::Result<live::Entry>) {
@@ -200,13 +242,6 @@ impl BkfsFs {
                 reply.entry(&self.cfg.ttl, &attr, Generation(0))
             }
             r => self.reply_entry(reply, r),
-        }
-    }
-
-    fn reply_empty(reply: ReplyEmpty, r: live::sys::Result<()>) {
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -262,6 +297,115 @@ impl BkfsFs {
                 Some(mode)
             }
             Err(Refusal::ReadOnlyBacking) => None,
+        }
+    }
+}
+
+impl Shared {
+    fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr, root: bool, reply: ReplyAttr) {
+        let mut r = self.live.setattr(ino, fh, &set);
+
+        // With FUSE_HANDLE_KILLPRIV_V2 (see init) the kernel asks the daemon
+        // to remove privileges with a flag fuser does not pass on: on a
+        // truncation, and as a setattr that changes nothing, sent before a
+        // write (also a passthrough one) by a process without CAP_FSETID.
+        // The caller's uid stands for that capability. The reply carries the
+        // new mode, so the kernel's cached attributes stay right.
+        let nothing = set.mode.is_none()
+            && set.uid.is_none()
+            && set.gid.is_none()
+            && set.atime.is_none()
+            && set.mtime.is_none();
+        if r.is_ok()
+            && (set.size.is_some() || nothing)
+            && !root
+            && self.killpriv.load(Ordering::Relaxed)
+        {
+            r = self
+                .live
+                .kill_privs(ino)
+                .and_then(|()| self.live.getattr(ino));
+        }
+        match r {
+            Ok(a) => reply.attr(&self.cfg.ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn open(&self, ino: u64, flags: i32, root: bool, reply: ReplyOpen) {
+        // Truncation by an unprivileged caller removes privileges (see init).
+        if flags & libc::O_TRUNC != 0
+            && !root
+            && self.killpriv.load(Ordering::Relaxed)
+            && self.live.has_privs(ino).unwrap_or(false)
+        {
+            let _ = self.live.kill_privs(ino);
+        }
+        let fh = match self.live.open(ino, flags) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let mode = self.open_mode(fh, ino, flags, |fd| reply.open_backing(fd));
+        match mode {
+            Some(Mode::Passthrough(b)) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
+            }
+            Some(Mode::Cached) => reply.opened(FileHandle(fh), self.cached_open_flags()),
+            None => {
+                self.live.release(fh);
+                reply.error(Errno::ETXTBSY)
+            }
+        }
+    }
+
+    fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8], kill: bool, reply: ReplyWrite) {
+        if kill {
+            if let Err(e) = self.live.kill_privs(ino) {
+                return reply.error(errno(e));
+            }
+        }
+        match self.live.write(fh, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (entry, fh) = match self.live.create(&caller, parent, name, mode, umask, flags) {
+            Ok(r) => r,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let attr = file_attr(&entry.attr);
+        match self.open_mode(fh, entry.id(), flags, |fd| reply.open_backing(fd)) {
+            Some(Mode::Passthrough(b)) => reply.created_passthrough(
+                &self.cfg.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+                &b,
+            ),
+            Some(Mode::Cached) => reply.created(
+                &self.cfg.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            None => {
+                self.live.release(fh);
+                reply.error(Errno::ETXTBSY)
+            }
         }
     }
 }
@@ -379,32 +523,8 @@ impl Filesystem for BkfsFs {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        let mut r = self.live.setattr(ino.0, fh.map(|f| f.0), &set);
-        // With FUSE_HANDLE_KILLPRIV_V2 (see init) the kernel asks the daemon
-        // to remove privileges with a flag fuser does not pass on: on a
-        // truncation, and as a setattr that changes nothing, sent before a
-        // write (also a passthrough one) by a process without CAP_FSETID.
-        // The caller's uid stands for that capability. The reply carries the
-        // new mode, so the kernel's cached attributes stay right.
-        let nothing = set.mode.is_none()
-            && set.uid.is_none()
-            && set.gid.is_none()
-            && set.atime.is_none()
-            && set.mtime.is_none();
-        if r.is_ok()
-            && (size.is_some() || nothing)
-            && req.uid() != 0
-            && self.killpriv.load(Ordering::Relaxed)
-        {
-            r = self
-                .live
-                .kill_privs(ino.0)
-                .and_then(|()| self.live.getattr(ino.0));
-        }
-        match r {
-            Ok(a) => reply.attr(&self.cfg.ttl, &file_attr(&a)),
-            Err(e) => reply.error(errno(e)),
-        }
+        let root = req.uid() == 0;
+        self.gated(move |s| s.setattr(ino.0, fh.map(|f| f.0), set, root, reply));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -425,10 +545,13 @@ impl Filesystem for BkfsFs {
         reply: ReplyEntry,
     ) {
         let caller = Self::caller(req, umask);
-        self.reply_entry(
-            reply,
-            self.live.mknod(&caller, parent.0, name, mode, umask, rdev),
-        );
+        let name = name.to_owned();
+        self.gated(move |s| {
+            s.reply_entry(
+                reply,
+                s.live.mknod(&caller, parent.0, &name, mode, umask, rdev),
+            )
+        });
     }
 
     fn mkdir(
@@ -441,15 +564,20 @@ impl Filesystem for BkfsFs {
         reply: ReplyEntry,
     ) {
         let caller = Self::caller(req, umask);
-        self.reply_entry(reply, self.live.mkdir(&caller, parent.0, name, mode, umask));
+        let name = name.to_owned();
+        self.gated(move |s| {
+            s.reply_entry(reply, s.live.mkdir(&caller, parent.0, &name, mode, umask))
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(reply, self.live.unlink(parent.0, name));
+        let name = name.to_owned();
+        self.gated(move |s| Self::reply_empty(reply, s.live.unlink(parent.0, &name)));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(reply, self.live.rmdir(parent.0, name));
+        let name = name.to_owned();
+        self.gated(move |s| Self::reply_empty(reply, s.live.rmdir(parent.0, &name)));
     }
 
     fn symlink(
@@ -461,10 +589,11 @@ impl Filesystem for BkfsFs {
         reply: ReplyEntry,
     ) {
         let caller = Self::caller(req, 0);
-        let r = self
-            .live
-            .symlink(&caller, parent.0, link_name, target.as_os_str());
-        self.reply_entry(reply, r);
+        let (name, target) = (link_name.to_owned(), target.as_os_str().to_owned());
+        self.gated(move |s| {
+            let r = s.live.symlink(&caller, parent.0, &name, &target);
+            s.reply_entry(reply, r);
+        });
     }
 
     fn rename(
@@ -477,10 +606,13 @@ impl Filesystem for BkfsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let r = self
-            .live
-            .rename(parent.0, name, newparent.0, newname, flags.bits());
-        Self::reply_empty(reply, r);
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.gated(move |s| {
+            let r = s
+                .live
+                .rename(parent.0, &name, newparent.0, &newname, flags.bits());
+            Self::reply_empty(reply, r);
+        });
     }
 
     fn link(
@@ -491,35 +623,20 @@ impl Filesystem for BkfsFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.reply_entry(reply, self.live.link(ino.0, newparent.0, newname));
+        let newname = newname.to_owned();
+        self.gated(move |s| s.reply_entry(reply, s.live.link(ino.0, newparent.0, &newname)));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // Truncation by an unprivileged caller removes privileges (see init).
-        if flags.0 & libc::O_TRUNC != 0
-            && req.uid() != 0
-            && self.killpriv.load(Ordering::Relaxed)
-            && self.live.has_privs(ino.0).unwrap_or(false)
-        {
-            let _ = self.live.kill_privs(ino.0);
-        }
-        let fh = match self.live.open(ino.0, flags.0) {
-            Ok(fh) => fh,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let mode = self.open_mode(fh, ino.0, flags.0, |fd| reply.open_backing(fd));
-        match mode {
-            Some(Mode::Passthrough(b)) => {
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
-            }
-            Some(Mode::Cached) => reply.opened(FileHandle(fh), self.cached_open_flags()),
-            None => {
-                self.live.release(fh);
-                reply.error(Errno::ETXTBSY)
-            }
+        let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        if flags.0 & libc::O_TRUNC != 0 && writes {
+            // Truncates: a change, and so behind the barrier.
+            let root = req.uid() == 0;
+            self.gated(move |s| s.open(ino.0, flags.0, root, reply));
+        } else {
+            self.s.open(ino.0, flags.0, req.uid() == 0, reply);
         }
     }
-
     fn read(
         &self,
         _req: &Request,
@@ -546,14 +663,13 @@ impl Filesystem for BkfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = self.live.kill_privs(ino.0) {
-                return reply.error(errno(e));
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.barrier.enter() {
+            Some(_pass) => self.s.write(ino.0, fh.0, offset, data, kill, reply),
+            None => {
+                let data = data.to_vec();
+                self.gated(move |s| s.write(ino.0, fh.0, offset, &data, kill, reply));
             }
-        }
-        match self.live.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -683,7 +799,8 @@ impl Filesystem for BkfsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(reply, self.live.setxattr(ino.0, name, value, flags));
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.gated(move |s| Self::reply_empty(reply, s.live.setxattr(ino.0, &name, &value, flags)));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -703,7 +820,8 @@ impl Filesystem for BkfsFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::reply_empty(reply, self.live.removexattr(ino.0, name));
+        let name = name.to_owned();
+        self.gated(move |s| Self::reply_empty(reply, s.live.removexattr(ino.0, &name)));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -722,35 +840,8 @@ impl Filesystem for BkfsFs {
         reply: ReplyCreate,
     ) {
         let caller = Self::caller(req, umask);
-        let (entry, fh) = match self
-            .live
-            .create(&caller, parent.0, name, mode, umask, flags)
-        {
-            Ok(r) => r,
-            Err(e) => return reply.error(errno(e)),
-        };
-        let attr = file_attr(&entry.attr);
-        match self.open_mode(fh, entry.id(), flags, |fd| reply.open_backing(fd)) {
-            Some(Mode::Passthrough(b)) => reply.created_passthrough(
-                &self.cfg.ttl,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-                &b,
-            ),
-            Some(Mode::Cached) => reply.created(
-                &self.cfg.ttl,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
-            None => {
-                self.live.release(fh);
-                reply.error(Errno::ETXTBSY)
-            }
-        }
+        let name = name.to_owned();
+        self.gated(move |s| s.create(caller, parent.0, &name, mode, umask, flags, reply));
     }
 
     fn fallocate(
@@ -763,7 +854,7 @@ impl Filesystem for BkfsFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        Self::reply_empty(reply, self.live.fallocate(fh.0, mode, offset, length));
+        self.gated(move |s| Self::reply_empty(reply, s.live.fallocate(fh.0, mode, offset, length)));
     }
 
     fn lseek(
@@ -795,17 +886,19 @@ impl Filesystem for BkfsFs {
         reply: ReplyWrite,
     ) {
         let len = len.min(u64::from(u32::MAX) & !0xfff);
-        let r = self.live.copy_file_range(
-            fh_in.0,
-            offset_in,
-            fh_out.0,
-            offset_out,
-            len,
-            flags.bits() as u32,
-        );
-        match r {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.gated(move |s| {
+            let r = s.live.copy_file_range(
+                fh_in.0,
+                offset_in,
+                fh_out.0,
+                offset_out,
+                len,
+                flags.bits() as u32,
+            );
+            match r {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
     }
 }

@@ -16,7 +16,12 @@ use nix::unistd::{fork, ForkResult};
 use super::logging::{self, Target};
 use super::options::MountOptions;
 use super::{failed, MountError, Served};
+use crate::fs::router::{MountFs, VirtualNames};
 use crate::fs::{BkfsFs, FsConfig};
+use crate::snapshot::barrier::Barrier;
+use crate::snapshot::diff::Snapshots;
+use crate::snapshot::requester::Snapshotter;
+use crate::snapview::ids::SNAPSHOTS_DIR_ID;
 use crate::live::{Live, LiveOptions};
 use crate::snapview::fuse::SnapViewFs;
 use crate::snapview::{SnapView, ViewConfig};
@@ -209,6 +214,9 @@ fn raise_fd_limit() {
 
 /// A mounted session, of either kind.
 enum Session {
+    /// A live tree with snapshots.
+    Mount(fuser::Session<MountFs>, Arc<Snapshotter>),
+    /// A live tree only (`snapshots=off`).
     Live(fuser::Session<BkfsFs>),
     View(fuser::Session<SnapViewFs>),
 }
@@ -216,6 +224,13 @@ enum Session {
 impl Session {
     fn run(self) -> std::io::Result<()> {
         match self {
+            Session::Mount(s, snapshotter) => {
+                snapshotter.resume();
+                let r = s.run();
+                // A copy still running resumes at the next mount.
+                snapshotter.shutdown();
+                r
+            }
             Session::Live(s) => s.run(),
             Session::View(s) => s.run(),
         }
@@ -224,6 +239,7 @@ impl Session {
 
 fn start(served: &Served, mountpoint: &Path, opts: &MountOptions) -> Result<Session, MountError> {
     match served {
+        Served::Live(source) if opts.snapshots => start_mount(source, mountpoint, opts),
         Served::Live(source) => start_live(source, mountpoint, opts).map(Session::Live),
         Served::Store(store) => start_view(store, mountpoint, opts).map(Session::View),
     }
@@ -263,6 +279,7 @@ fn start_live(
         .map_err(|e| failed(format!("source {}: {e}", source.display())))?;
     let fs = BkfsFs::new(
         Arc::new(live),
+        Barrier::new(),
         FsConfig {
             ttl: opts.cache_timeout,
             passthrough: opts.passthrough,
@@ -276,6 +293,82 @@ fn start_live(
         mount_options(source, opts.read_only, opts),
         opts,
     )
+}
+
+/// A live tree with snapshots: the store (`store=`, default
+/// `SOURCE/.bkfs`), the diff area (`SOURCE/.bkfs/pit`), the barrier, the
+/// requester and the virtual directories.
+fn start_mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Session, MountError> {
+    let store_path = opts
+        .store
+        .clone()
+        .unwrap_or_else(|| source.join(crate::live::DEFAULT_STORE_NAME));
+    let store = crate::store::Store::open_or_init(&store_path)
+        .map_err(|e| failed(format!("store {}: {e}", store_path.display())))?;
+    let hidden = hidden_names(source, opts);
+    let diff_root = source.join(crate::live::DEFAULT_STORE_NAME).join("pit");
+    let snaps = Snapshots::open(source, &diff_root, hidden.clone())
+        .map_err(|e| failed(format!("diff area {}: {e}", diff_root.display())))?;
+    let snaps = Arc::new(snaps);
+    let live_opts = LiveOptions {
+        hidden_names: hidden,
+        allow_devices: opts.dev,
+        writeback: opts.writeback,
+        fd_budget: opts.fd_budget,
+    };
+    raise_fd_limit();
+    let mut live = Live::new(source, live_opts)
+        .map_err(|e| failed(format!("source {}: {e}", source.display())))?;
+    live.set_changes(snaps.clone());
+    let live = Arc::new(live);
+    let names = VirtualNames {
+        visible: opts.snapdir == super::options::SnapDir::Visible,
+        ..VirtualNames::default()
+    };
+    for name in [&names.control, &names.snapshots] {
+        if source.join(name).symlink_metadata().is_ok() {
+            tracing::warn!(
+                "{} has its own {name}: the mount shows bkfs's in its place",
+                source.display()
+            );
+        }
+    }
+    let barrier = Barrier::new();
+    let view = SnapView::new(
+        store.clone(),
+        ViewConfig {
+            root_id: SNAPSHOTS_DIR_ID,
+            ..ViewConfig::default()
+        },
+    )
+    .map_err(|e| failed(format!("store {}: {e}", store_path.display())))?;
+    let view = Arc::new(view);
+    let snapshotter = Snapshotter::new(barrier.clone(), snaps, store, source.to_path_buf());
+    {
+        let view = view.clone();
+        snapshotter.set_on_change(move |_| view.refresh());
+    }
+    // Writes must reach the daemon for their pre-images to be kept: kernel
+    // passthrough serves reads only.
+    let live_fs = BkfsFs::new(
+        live.clone(),
+        barrier,
+        FsConfig {
+            ttl: opts.cache_timeout,
+            passthrough: opts.passthrough,
+            passthrough_writes: false,
+            writeback: opts.writeback,
+        },
+    );
+    let fs = MountFs::new(live_fs, live, view.clone(), snapshotter.clone(), names);
+    let session = session(
+        fs,
+        mountpoint,
+        mount_options(source, opts.read_only, opts),
+        opts,
+    )?;
+    view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));
+    Ok(Session::Mount(session, snapshotter))
 }
 
 /// Mounts `fs` with the session settings both kinds share.

@@ -43,6 +43,9 @@ pub struct MountOptions {
     pub cache_timeout: Duration,
     /// Nodes held by descriptors before file handles are used (`fd_budget=N`).
     pub fd_budget: Option<usize>,
+    /// Snapshots through the mount (`snapshots=off`: a plain passthrough
+    /// mount, with kernel passthrough for writes too).
+    pub snapshots: bool,
 }
 
 /// Default entry/attribute lifetime. Every change to the source is expected
@@ -71,6 +74,7 @@ impl Default for MountOptions {
             log: None,
             cache_timeout: DEFAULT_CACHE_TIMEOUT,
             fd_budget: None,
+            snapshots: true,
         }
     }
 }
@@ -175,6 +179,13 @@ impl MountOptions {
                     Some("ro") => false,
                     None | Some("rw") => true,
                     _ => return Err("passthrough= takes 'ro' or 'rw'".to_string()),
+                }
+            }
+            "snapshots" => {
+                self.snapshots = match value {
+                    Some("on") => true,
+                    Some("off") => false,
+                    _ => return Err("snapshots= takes 'on' or 'off'".to_string()),
                 }
             }
             "snapdir" => {

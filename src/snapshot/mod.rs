@@ -6,6 +6,8 @@
 
 pub mod asof;
 pub mod barrier;
+pub mod pitview;
+pub mod requester;
 pub mod changeset;
 
 pub use asof::{AsOf, AsOfFile, Key};

@@ -79,7 +79,17 @@ impl Catalog {
         })
     }
 
+    /// Re-read the store's snapshots at the next [`Catalog::listing`] (one
+    /// was added or removed).
+    pub fn refresh(&self) {
+        let mut cur = self.current.write().expect("catalog lock");
+        if let Some(past) = Instant::now().checked_sub(REFRESH) {
+            cur.0 = past;
+        }
+    }
+
     /// The current listing, re-read if stale. A failed re-reading is logged
+
     /// and the previous listing kept.
     pub fn listing(&self) -> Arc<Listing> {
         {

@@ -79,7 +79,7 @@ fn file_type(kind: u32) -> FileType {
     }
 }
 
-fn file_attr(a: &Attr) -> FileAttr {
+pub(crate) fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,

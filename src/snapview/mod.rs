@@ -178,7 +178,13 @@ impl SnapView {
         }
     }
 
+    /// Re-read the store's snapshot list (one was sealed or forgotten).
+    pub fn refresh(&self) {
+        self.catalog.refresh();
+    }
+
     pub fn root_id(&self) -> u64 {
+
         self.cfg.root_id
     }
 

@@ -76,7 +76,10 @@ impl Store {
                     if name == "config" {
                         return Ok(None);
                     }
-                    if !SUBDIRS.iter().any(|d| name == *d) {
+                    // `pit`: a mount's diff area (`SOURCE/.bkfs/pit`) may be
+                    // there before the default store is.
+                    if !SUBDIRS.iter().any(|d| name == *d) && name != "pit" {
+
                         return Err(Error::NotAStore(
                             path.into(),
                             "directory is not empty and holds no store".into(),

@@ -1,0 +1,984 @@
+//! The filesystem a live mount serves: the live tree, and beside it the
+//! virtual directories, each request routed by its node id's namespace.
+//!
+//! | namespace | what | core |
+//! |---|---|---|
+//! | 0 | the live tree | [`crate::live`] through [`BkfsFs`] |
+//! | 1 | `.control/` | [`crate::control`] |
+//! | 2 | `.snapshots/` and sealed snapshots | [`crate::snapview`] through [`SnapViewFs`] |
+//! | 3 | a snapshot not sealed yet | [`crate::snapshot::pitview`] |
+//!
+//! The virtual directories hang under the root by name and are not listed
+//! there unless `snapdir=visible`. Everything but the live tree is
+//! read-only except for the control files and `mkdir`/`rmdir` in
+//! `.snapshots` (take and forget a snapshot).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::{errno, reply_read, BkfsFs};
+use crate::control::{Control, CONTROL_DIR_ID};
+use crate::live::ids::{namespace, ROOT_ID};
+use crate::live::Live;
+use crate::snapshot::diff::PointInTime;
+use crate::snapshot::pitview::{PitView, NAMESPACE_PIT};
+use crate::snapshot::requester::Snapshotter;
+use crate::snapview::fuse::{file_attr, SnapViewFs};
+use crate::snapview::ids::SNAPSHOTS_DIR_ID;
+use crate::snapview::{Attr, SnapView};
+
+/// Names of the virtual directories in the root.
+#[derive(Debug, Clone)]
+pub struct VirtualNames {
+    pub control: String,
+    pub snapshots: String,
+    /// Listed by readdir of the root (`snapdir=visible`).
+    pub visible: bool,
+}
+
+impl Default for VirtualNames {
+    fn default() -> Self {
+        VirtualNames {
+            control: ".control".into(),
+            snapshots: ".snapshots".into(),
+            visible: false,
+        }
+    }
+}
+
+/// Root listing offsets at and above this are the virtual entries'.
+const VIRT_BASE: u64 = (i64::MAX as u64) - 16;
+/// Offset after the pending snapshot's entry in `.snapshots`.
+const PENDING_OFF: u64 = 1 << 40;
+/// Lifetime of what the kernel learns of the virtual trees (they change
+/// with every snapshot).
+const VIRT_TTL: Duration = Duration::from_secs(1);
+
+pub struct MountFs {
+    live: BkfsFs,
+    live_core: Arc<Live>,
+    view: Arc<SnapView>,
+    snapfs: SnapViewFs,
+    control: Control,
+    snapshotter: Arc<Snapshotter>,
+    names: VirtualNames,
+    /// Views of unsealed snapshots the kernel may still hold, by name.
+    pits: RwLock<HashMap<String, Arc<PitView<PointInTime>>>>,
+    /// Contents of open control files, made at open.
+    control_files: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    next_fh: Mutex<u64>,
+}
+
+enum Route {
+    Live,
+    Control,
+    View,
+    Pit,
+}
+
+fn route(ino: u64) -> Route {
+    match namespace(ino) {
+        0 => Route::Live,
+        1 => Route::Control,
+        2 => Route::View,
+        NAMESPACE_PIT => Route::Pit,
+        _ => Route::Live,
+    }
+}
+
+fn virt_type(kind: u32) -> FileType {
+    match kind {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFREG => FileType::RegularFile,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::Socket,
+    }
+}
+
+impl MountFs {
+    pub fn new(
+        live: BkfsFs,
+        live_core: Arc<Live>,
+        view: Arc<SnapView>,
+        snapshotter: Arc<Snapshotter>,
+        names: VirtualNames,
+    ) -> MountFs {
+        MountFs {
+            live,
+            live_core,
+            snapfs: SnapViewFs::new(view.clone()),
+            view,
+            control: Control::new(snapshotter.clone(), ROOT_ID),
+            snapshotter,
+            names,
+            pits: RwLock::new(HashMap::new()),
+            control_files: Mutex::new(HashMap::new()),
+            next_fh: Mutex::new(1 << 48),
+        }
+    }
+
+    fn fh(&self) -> u64 {
+        let mut n = self.next_fh.lock().unwrap();
+        *n += 1;
+        *n
+    }
+
+    /// The view of the pending snapshot `name`, made on first use; views
+    /// of snapshots sealed since are dropped once the kernel holds nothing
+    /// of them.
+    fn pit_named(&self, name: &[u8]) -> Option<Arc<PitView<PointInTime>>> {
+        let (pending, pit) = self.snapshotter.pending()?;
+        if pending.as_bytes() != name {
+            return None;
+        }
+        if let Some(v) = self.pits.read().unwrap().get(&pending) {
+            return Some(v.clone());
+        }
+        let mut pits = self.pits.write().unwrap();
+        pits.retain(|n, v| *n == pending || v.in_use());
+        let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                tracing::error!("view of snapshot {pending}: {e}");
+                return None;
+            }
+        };
+        pits.insert(pending, v.clone());
+        Some(v)
+    }
+
+    /// The unsealed view that knows id `ino`.
+    fn pit_of(&self, ino: u64) -> Option<Arc<PitView<PointInTime>>> {
+        let pits = self.pits.read().unwrap();
+        pits.values()
+            .find(|v| v.knows(ino))
+            .cloned()
+    }
+
+    fn virt_entry(&self, reply: ReplyEntry, r: Result<Attr, nix::errno::Errno>) {
+        match r {
+            Ok(a) => reply.entry(&VIRT_TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn virt_attr(&self, reply: ReplyAttr, r: Result<Attr, nix::errno::Errno>) {
+        match r {
+            Ok(a) => reply.attr(&VIRT_TTL, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// The virtual entries of the root: (name, id, attributes).
+    fn root_virtuals(&self) -> Vec<(&str, Attr)> {
+        let mut v = Vec::new();
+        if let Ok(a) = self.control.getattr(CONTROL_DIR_ID) {
+            v.push((self.names.control.as_str(), a));
+        }
+        if let Ok(a) = self.view.getattr(SNAPSHOTS_DIR_ID) {
+            v.push((self.names.snapshots.as_str(), a));
+        }
+        v
+    }
+
+    /// Lookup of `name` in the root when it is a virtual directory.
+    fn root_virtual(&self, name: &OsStr) -> Option<Result<Attr, nix::errno::Errno>> {
+        let name = name.as_bytes();
+        if name == self.names.control.as_bytes() {
+            return Some(self.control.getattr(CONTROL_DIR_ID));
+        }
+        if name == self.names.snapshots.as_bytes() {
+            return Some(self.view.getattr(SNAPSHOTS_DIR_ID));
+        }
+        None
+    }
+
+    /// Lists the root with the virtual entries after the live ones.
+    fn root_listing(
+        &self,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(&OsStr, u64, u32, Option<Attr>, Option<crate::live::Attr>, u64) -> bool,
+    ) -> Result<(), nix::errno::Errno> {
+        let mut full = false;
+        if offset < VIRT_BASE {
+            self.live_core.readdir(fh, offset as i64, plus, |e| {
+                let next = e.next_offset as u64;
+                // A live cookie that would land in our range ends the live part.
+                let taken = add(e.name, e.ino, e.kind, None, e.attr, next.min(VIRT_BASE));
+                full = !taken;
+                taken
+            })?;
+        }
+        if full {
+            return Ok(());
+        }
+        let first = offset.saturating_sub(VIRT_BASE) as usize;
+        for (i, (name, attr)) in self.root_virtuals().into_iter().enumerate().skip(first) {
+            if !add(
+                OsStr::new(name),
+                attr.ino,
+                attr.kind,
+                Some(attr),
+                None,
+                VIRT_BASE + i as u64 + 1,
+            ) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Filesystem for MountFs {
+    fn init(&mut self, req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        self.live.init(req, config)
+    }
+
+    fn destroy(&mut self) {
+        self.snapshotter.shutdown();
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent.0 == ROOT_ID {
+            if let Some(r) = self.root_virtual(name) {
+                return self.virt_entry(reply, r);
+            }
+        }
+        match route(parent.0) {
+            Route::Live => self.live.lookup(req, parent, name, reply),
+            Route::Control => self.virt_entry(reply, self.control.lookup(parent.0, name)),
+            Route::View if parent.0 == SNAPSHOTS_DIR_ID => {
+                if let Some(pit) = self.pit_named(name.as_bytes()) {
+                    return self.virt_entry(reply, pit.lookup_root());
+                }
+                match self.view.lookup(parent.0, name) {
+                    // The root of `.snapshots` changes with every snapshot:
+                    // no long-lived negative entries there.
+                    Ok(e) => reply.entry(&VIRT_TTL, &file_attr(&e.attr), Generation(0)),
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
+            Route::View => self.snapfs.lookup(req, parent, name, reply),
+            Route::Pit => match self.pit_of(parent.0) {
+                Some(p) => self.virt_entry(reply, p.lookup(parent.0, name)),
+                None => reply.error(Errno::ESTALE),
+            },
+        }
+    }
+
+    fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
+        match route(ino.0) {
+            Route::Live => self.live.forget(req, ino, nlookup),
+            Route::Control => {}
+            Route::View => self.snapfs.forget(req, ino, nlookup),
+            Route::Pit => {
+                if let Some(p) = self.pit_of(ino.0) {
+                    p.forget(ino.0, nlookup);
+                }
+            }
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match route(ino.0) {
+            Route::Live => self.live.getattr(req, ino, fh, reply),
+            Route::Control => self.virt_attr(reply, self.control.getattr(ino.0)),
+            Route::View if ino.0 == SNAPSHOTS_DIR_ID => {
+                self.virt_attr(reply, self.view.getattr(ino.0))
+            }
+            Route::View => self.snapfs.getattr(req, ino, fh, reply),
+            Route::Pit => match self.pit_of(ino.0) {
+                Some(p) => self.virt_attr(reply, p.getattr(ino.0)),
+                None => reply.error(Errno::ESTALE),
+            },
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        crtime: Option<SystemTime>,
+        chgtime: Option<SystemTime>,
+        bkuptime: Option<SystemTime>,
+        flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.setattr(
+                req, ino, mode, uid, gid, size, atime, mtime, ctime, fh, crtime, chgtime,
+                bkuptime, flags, reply,
+            ),
+            // `echo x > .control/snapshot` truncates first: nothing to truncate.
+            Route::Control if mode.is_none() && uid.is_none() && gid.is_none() => {
+                self.virt_attr(reply, self.control.getattr(ino.0))
+            }
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match route(ino.0) {
+            Route::Live => self.live.readlink(req, ino, reply),
+            Route::View => self.snapfs.readlink(req, ino, reply),
+            Route::Pit => match self.pit_of(ino.0).map(|p| p.readlink(ino.0)) {
+                Some(Ok(t)) => reply.data(&t),
+                Some(Err(e)) => reply.error(errno(e)),
+                None => reply.error(Errno::ESTALE),
+            },
+            Route::Control => reply.error(Errno::EINVAL),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match route(parent.0) {
+            Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EEXIST),
+            Route::Live => self.live.mknod(req, parent, name, mode, umask, rdev, reply),
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match route(parent.0) {
+            Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EEXIST),
+            Route::Live => self.live.mkdir(req, parent, name, mode, umask, reply),
+            Route::View if parent.0 == SNAPSHOTS_DIR_ID => {
+                // `mkdir .snapshots/NAME` takes snapshot NAME.
+                let Some(name) = name.to_str() else {
+                    return reply.error(Errno::EINVAL);
+                };
+                match self.snapshotter.take(Some(name)) {
+                    Ok(name) => match self.pit_named(name.as_bytes()) {
+                        Some(pit) => self.virt_entry(reply, pit.lookup_root()),
+                        None => {
+                            // Sealed already (an empty tree copies fast).
+                            self.view.refresh();
+                            match self.view.lookup(parent.0, OsStr::new(&name)) {
+                                Ok(e) => {
+                                    reply.entry(&VIRT_TTL, &file_attr(&e.attr), Generation(0))
+                                }
+                                Err(e) => reply.error(errno(e)),
+                            }
+                        }
+                    },
+                    Err(r) => reply.error(errno(r.errno)),
+                }
+            }
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match route(parent.0) {
+            Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EPERM),
+            Route::Live => self.live.unlink(req, parent, name, reply),
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match route(parent.0) {
+            Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EPERM),
+            Route::Live => self.live.rmdir(req, parent, name, reply),
+            Route::View if parent.0 == SNAPSHOTS_DIR_ID => {
+                // `rmdir .snapshots/NAME` forgets snapshot NAME.
+                let Some(name) = name.to_str() else {
+                    return reply.error(Errno::ENOENT);
+                };
+                if name == crate::snapview::LATEST {
+                    return reply.error(Errno::ENOTDIR);
+                }
+                match self.snapshotter.forget(name) {
+                    Ok(()) => reply.ok(),
+                    Err(r) => reply.error(errno(r.errno)),
+                }
+            }
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        match route(parent.0) {
+            Route::Live if self.reserved(parent.0, link_name) => reply.error(Errno::EEXIST),
+            Route::Live => self.live.symlink(req, parent, link_name, target, reply),
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match (route(parent.0), route(newparent.0)) {
+            (Route::Live, Route::Live)
+                if self.reserved(parent.0, name) || self.reserved(newparent.0, newname) =>
+            {
+                reply.error(Errno::EPERM)
+            }
+            (Route::Live, Route::Live) => {
+                self.live
+                    .rename(req, parent, name, newparent, newname, flags, reply)
+            }
+            (Route::Live, _) | (_, Route::Live) => reply.error(Errno::EXDEV),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match (route(ino.0), route(newparent.0)) {
+            (Route::Live, Route::Live) if self.reserved(newparent.0, newname) => {
+                reply.error(Errno::EEXIST)
+            }
+            (Route::Live, Route::Live) => self.live.link(req, ino, newparent, newname, reply),
+            (Route::Live, _) | (_, Route::Live) => reply.error(Errno::EXDEV),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match route(ino.0) {
+            Route::Live => self.live.open(req, ino, flags, reply),
+            Route::Control => {
+                let contents = if flags.0 & libc::O_ACCMODE == libc::O_WRONLY {
+                    Ok(Vec::new())
+                } else {
+                    self.control.contents(ino.0)
+                };
+                match contents {
+                    Ok(c) => {
+                        let fh = self.fh();
+                        self.control_files
+                            .lock()
+                            .unwrap()
+                            .insert(fh, Arc::new(c));
+                        // Direct I/O: every open reads what is true now, and
+                        // each write reaches the daemon as written.
+                        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                    }
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
+            Route::View => self.snapfs.open(req, ino, flags, reply),
+            Route::Pit => match self.pit_of(ino.0).map(|p| p.open(ino.0, flags.0)) {
+                Some(Ok(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Some(Err(e)) => reply.error(errno(e)),
+                None => reply.error(Errno::ESTALE),
+            },
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        flags: OpenFlags,
+        lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.read(req, ino, fh, offset, size, flags, lock_owner, reply),
+            Route::Control => {
+                let c = self.control_files.lock().unwrap().get(&fh.0).cloned();
+                match c {
+                    Some(c) => {
+                        let start = (offset as usize).min(c.len());
+                        let end = (start + size as usize).min(c.len());
+                        reply.data(&c[start..end])
+                    }
+                    None => reply.error(Errno::EBADF),
+                }
+            }
+            Route::View => self
+                .snapfs
+                .read(req, ino, fh, offset, size, flags, lock_owner, reply),
+            Route::Pit => match self.pit_of(ino.0) {
+                Some(p) => reply_read(reply, size, |buf| p.read(fh.0, offset, buf)),
+                None => reply.error(Errno::ESTALE),
+            },
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        flags: OpenFlags,
+        lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.write(
+                req,
+                ino,
+                fh,
+                offset,
+                data,
+                write_flags,
+                flags,
+                lock_owner,
+                reply,
+            ),
+            Route::Control => match self.control.write(ino.0, data) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(e)),
+            },
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        flags: OpenFlags,
+        lock_owner: Option<LockOwner>,
+        flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.release(req, ino, fh, flags, lock_owner, flush, reply),
+            Route::Control => {
+                self.control_files.lock().unwrap().remove(&fh.0);
+                reply.ok()
+            }
+            Route::View => self
+                .snapfs
+                .release(req, ino, fh, flags, lock_owner, flush, reply),
+            Route::Pit => {
+                if let Some(p) = self.pit_of(ino.0) {
+                    p.release(fh.0);
+                }
+                reply.ok()
+            }
+        }
+    }
+
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        match route(ino.0) {
+            Route::Live => self.live.fsync(req, ino, fh, datasync, reply),
+            _ => reply.ok(),
+        }
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match route(ino.0) {
+            Route::Live => self.live.opendir(req, ino, flags, reply),
+            Route::Control => match self.control.list(ino.0) {
+                Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            },
+            Route::View => self.snapfs.opendir(req, ino, flags, reply),
+            Route::Pit => match self.pit_of(ino.0).map(|p| p.opendir(ino.0)) {
+                Some(Ok(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Some(Err(e)) => reply.error(errno(e)),
+                None => reply.error(Errno::ESTALE),
+            },
+        }
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let r = match route(ino.0) {
+            Route::Live if ino.0 == ROOT_ID && self.names.visible => {
+                self.root_listing(fh.0, offset, false, |name, id, kind, _, _, next| {
+                    !reply.add(INodeNo(id), next, virt_type(kind), name)
+                })
+            }
+            Route::Live => return self.live.readdir(req, ino, fh, offset, reply),
+            Route::Control => self.control.list(ino.0).map(|entries| {
+                for (i, (id, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(id), i as u64 + 1, virt_type(kind), name) {
+                        break;
+                    }
+                }
+            }),
+            Route::View if ino.0 == SNAPSHOTS_DIR_ID => {
+                self.snapshots_listing(fh.0, offset, false, |name, id, kind, _, next| {
+                    !reply.add(INodeNo(id), next, virt_type(kind), name)
+                })
+            }
+            Route::View => return self.snapfs.readdir(req, ino, fh, offset, reply),
+            Route::Pit => match self.pit_of(ino.0) {
+                Some(p) => p.readdir(ino.0, fh.0, offset, false, |e, next| {
+                    !reply.add(INodeNo(e.id), next, virt_type(e.kind), OsStr::from_bytes(&e.name))
+                }),
+                None => Err(nix::errno::Errno::ESTALE),
+            },
+        };
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let dot = |id: u64, kind: u32| Attr::synthetic(id, kind, 0o555, (0, 0), Default::default());
+        let r = match route(ino.0) {
+            Route::Live if ino.0 == ROOT_ID && self.names.visible => {
+                let ttl = self.live.ttl();
+                self.root_listing(fh.0, offset, true, |name, id, kind, vattr, lattr, next| {
+                    let attr = match (vattr, lattr) {
+                        (Some(v), _) => file_attr(&v),
+                        (None, Some(l)) => {
+                            let mut a = super::file_attr(&l);
+                            a.ino = INodeNo(id);
+                            a
+                        }
+                        (None, None) => file_attr(&dot(id, kind)),
+                    };
+                    !reply.add(INodeNo(id), next, name, &ttl, &attr, Generation(0))
+                })
+            }
+            Route::Live => return self.live.readdirplus(req, ino, fh, offset, reply),
+            Route::Control => self.control.list(ino.0).map(|entries| {
+                for (i, (id, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+                    let attr = if name.starts_with('.') {
+                        dot(id, kind)
+                    } else {
+                        match self.control.getattr(id) {
+                            Ok(a) => a,
+                            Err(_) => continue,
+                        }
+                    };
+                    if reply.add(INodeNo(id), i as u64 + 1, name, &VIRT_TTL, &file_attr(&attr), Generation(0)) {
+                        break;
+                    }
+                }
+            }),
+            Route::View if ino.0 == SNAPSHOTS_DIR_ID => {
+                self.snapshots_listing(fh.0, offset, true, |name, id, kind, attr, next| {
+                    let attr = attr.unwrap_or_else(|| dot(id, kind));
+                    !reply.add(INodeNo(id), next, name, &VIRT_TTL, &file_attr(&attr), Generation(0))
+                })
+            }
+            Route::View => return self.snapfs.readdirplus(req, ino, fh, offset, reply),
+            Route::Pit => match self.pit_of(ino.0) {
+                Some(p) => p.readdir(ino.0, fh.0, offset, true, |e, next| {
+                    let attr = e.attr.unwrap_or_else(|| dot(e.id, e.kind));
+                    !reply.add(
+                        INodeNo(e.id),
+                        next,
+                        OsStr::from_bytes(&e.name),
+                        &VIRT_TTL,
+                        &file_attr(&attr),
+                        Generation(0),
+                    )
+                }),
+                None => Err(nix::errno::Errno::ESTALE),
+            },
+        };
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.releasedir(req, ino, fh, flags, reply),
+            Route::View => self.snapfs.releasedir(req, ino, fh, flags, reply),
+            Route::Pit => {
+                if let Some(p) = self.pit_of(ino.0) {
+                    p.releasedir(fh.0);
+                }
+                reply.ok()
+            }
+            Route::Control => reply.ok(),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.fsyncdir(req, ino, fh, datasync, reply),
+            _ => reply.ok(),
+        }
+    }
+
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.live.statfs(req, INodeNo(ROOT_ID), reply)
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.setxattr(req, ino, name, value, flags, position, reply),
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match route(ino.0) {
+            Route::Live => self.live.getxattr(req, ino, name, size, reply),
+            Route::View => self.snapfs.getxattr(req, ino, name, size, reply),
+            Route::Pit => match self.pit_of(ino.0).map(|p| p.getxattr(ino.0, name, size)) {
+                Some(r) => reply_xattr(reply, r),
+                None => reply.error(Errno::ESTALE),
+            },
+            Route::Control => reply.error(Errno::NO_XATTR),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match route(ino.0) {
+            Route::Live => self.live.listxattr(req, ino, size, reply),
+            Route::View => self.snapfs.listxattr(req, ino, size, reply),
+            Route::Pit => match self.pit_of(ino.0).map(|p| p.listxattr(ino.0, size)) {
+                Some(r) => reply_xattr(reply, r),
+                None => reply.error(Errno::ESTALE),
+            },
+            Route::Control => reply_xattr(reply, Ok(crate::live::Xattr::Size(0))),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match route(ino.0) {
+            Route::Live => self.live.removexattr(req, ino, name, reply),
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match route(parent.0) {
+            Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EEXIST),
+            Route::Live => self.live.create(req, parent, name, mode, umask, flags, reply),
+            Route::Control => reply.error(Errno::EPERM),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.fallocate(req, ino, fh, offset, length, mode, reply),
+            _ => reply.error(Errno::EROFS),
+        }
+    }
+
+    fn lseek(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match route(ino.0) {
+            Route::Live => self.live.lseek(req, ino, fh, offset, whence, reply),
+            _ => reply.error(Errno::ENOSYS),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match (route(ino_in.0), route(ino_out.0)) {
+            (Route::Live, Route::Live) => self.live.copy_file_range(
+                req, ino_in, fh_in, offset_in, ino_out, fh_out, offset_out, len, flags, reply,
+            ),
+            // The kernel falls back to reading and writing.
+            _ => reply.error(Errno::EXDEV),
+        }
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, r: Result<crate::live::Xattr, nix::errno::Errno>) {
+    match r {
+        Ok(crate::live::Xattr::Size(n)) => reply.size(n as u32),
+        Ok(crate::live::Xattr::Data(d)) => reply.data(&d),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+impl MountFs {
+    /// A virtual directory's name in the root: the live tree may not make
+    /// one there (the source may have one: it is then shadowed, and the
+    /// mount warned at start).
+    fn reserved(&self, parent: u64, name: &OsStr) -> bool {
+        parent == ROOT_ID
+            && (name.as_bytes() == self.names.control.as_bytes()
+                || name.as_bytes() == self.names.snapshots.as_bytes())
+    }
+
+    /// Lists `.snapshots`: the store's snapshots and `latest`, then the
+    /// pending snapshot (not sealed yet) if there is one.
+    fn snapshots_listing(
+        &self,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(&OsStr, u64, u32, Option<Attr>, u64) -> bool,
+    ) -> Result<(), nix::errno::Errno> {
+        let mut full = false;
+        if offset < PENDING_OFF {
+            self.view.readdir(fh, offset, plus, |e| {
+                let taken = add(e.name, e.ino, e.kind, e.attr, e.next_offset);
+                full = !taken;
+                taken
+            })?;
+        }
+        if full || offset >= PENDING_OFF {
+            return Ok(());
+        }
+        let Some((name, _)) = self.snapshotter.pending() else {
+            return Ok(());
+        };
+        if let Some(pit) = self.pit_named(name.as_bytes()) {
+            let attr = if plus {
+                pit.lookup_root().ok()
+            } else {
+                pit.getattr(pit.root_id()).ok()
+            };
+            if let Some(a) = attr {
+                if !add(OsStr::new(&name), a.ino, a.kind, plus.then_some(a), PENDING_OFF) && plus {
+                    pit.forget(pit.root_id(), 1);
+                }
+            }
+        }
+        Ok(())
+    }
+}

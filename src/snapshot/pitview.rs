@@ -1,0 +1,400 @@
+//! The view of a snapshot whose copy is not sealed yet: `.snapshots/NAME/`
+//! served from its point in time (live objects and preserved pre-images,
+//! through [`AsOf`]), read-only.
+//!
+//! Ids are in namespace [`NAMESPACE_PIT`], hashed from (snapshot name, dev,
+//! ino) as the sealed view's are, so hard links share a number and numbers
+//! are stable across remounts. Once the snapshot is sealed, new lookups go
+//! to the store's view; this one serves what the kernel still holds until
+//! it forgets it (reads of an object whose pre-images were released then
+//! fail with `ESTALE`).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex, RwLock};
+
+use nix::errno::Errno;
+
+use super::asof::{AsOf, AsOfFile};
+use crate::live::ids::NAMESPACE_SHIFT;
+use crate::live::Xattr;
+use crate::snapview::Attr;
+use crate::store::Time;
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+/// Namespace of unsealed snapshot views.
+pub const NAMESPACE_PIT: u8 = 3;
+const NS: u64 = (NAMESPACE_PIT as u64) << NAMESPACE_SHIFT;
+const LOCAL_MASK: u64 = (1 << 55) - 1;
+
+fn errno(e: io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// The id of `(dev, ino)` in snapshot `name`.
+pub fn id_of(name: &str, key: (u64, u64)) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"bkfs pit inode");
+    h.update(name.as_bytes());
+    h.update(&[0]);
+    h.update(&key.0.to_le_bytes());
+    h.update(&key.1.to_le_bytes());
+    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    NS | (u64::from_le_bytes(bytes) & LOCAL_MASK).max(1)
+}
+
+fn time(sec: i64, nsec: i64) -> Time {
+    Time {
+        sec,
+        nsec: nsec as u32,
+    }
+}
+
+pub fn attr_of(id: u64, st: &libc::stat) -> Attr {
+    Attr {
+        ino: id,
+        kind: st.st_mode & libc::S_IFMT,
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev,
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+    }
+}
+
+struct PitNode<O> {
+    obj: O,
+    kind: u32,
+    parent: u64,
+    lookups: u64,
+}
+
+/// One entry of a listing as handed to the adapter.
+pub struct Listed {
+    pub name: Vec<u8>,
+    pub id: u64,
+    pub kind: u32,
+    /// With `plus`, the attributes (and the id then carries one lookup).
+    pub attr: Option<Attr>,
+}
+
+pub struct PitView<A: AsOf> {
+    name: String,
+    src: Arc<A>,
+    root_id: u64,
+    /// The id of the directory the view hangs under (`.snapshots`).
+    parent_id: u64,
+    nodes: RwLock<HashMap<u64, PitNode<A::Obj>>>,
+    files: Mutex<HashMap<u64, Arc<A::File>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<Vec<u8>>>>>,
+    next_fh: Mutex<u64>,
+}
+
+impl<A: AsOf> PitView<A> {
+    pub fn new(name: String, src: Arc<A>, parent_id: u64) -> io::Result<PitView<A>> {
+        let root = src.root()?;
+        let root_id = id_of(&name, src.key(&root));
+        let kind = libc::S_IFDIR;
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            root_id,
+            PitNode {
+                obj: root,
+                kind,
+                parent: parent_id,
+                // The adapter's lookup of the root takes lookups as they come.
+                lookups: 0,
+            },
+        );
+        Ok(PitView {
+            name,
+            src,
+            root_id,
+            parent_id,
+            nodes: RwLock::new(nodes),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: Mutex::new(1),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn root_id(&self) -> u64 {
+        self.root_id
+    }
+
+    pub fn owns(id: u64) -> bool {
+        crate::live::ids::namespace(id) == NAMESPACE_PIT
+    }
+
+    fn obj(&self, id: u64) -> Result<(A::Obj, u32, u64)> {
+        let nodes = self.nodes.read().expect("pit nodes");
+        let n = nodes.get(&id).ok_or(Errno::ESTALE)?;
+        Ok((n.obj.clone(), n.kind, n.parent))
+    }
+
+    fn fh(&self) -> u64 {
+        let mut n = self.next_fh.lock().expect("pit fh");
+        *n += 1;
+        *n
+    }
+
+    /// The root as an entry (`lookup` of the snapshot's name in `.snapshots`).
+    pub fn lookup_root(&self) -> Result<Attr> {
+        let (obj, _, _) = self.obj(self.root_id)?;
+        let st = self.src.stat(&obj).map_err(errno)?;
+        self.nodes
+            .write()
+            .expect("pit nodes")
+            .get_mut(&self.root_id)
+            .expect("the root stays")
+            .lookups += 1;
+        Ok(attr_of(self.root_id, &st))
+    }
+
+    /// Enters `obj` (found in `parent`) and takes one lookup on it.
+    fn enter(&self, parent: u64, obj: A::Obj) -> Result<Attr> {
+        let st = self.src.stat(&obj).map_err(errno)?;
+        let id = id_of(&self.name, self.src.key(&obj));
+        let mut nodes = self.nodes.write().expect("pit nodes");
+        let n = nodes.entry(id).or_insert(PitNode {
+            obj,
+            kind: st.st_mode & libc::S_IFMT,
+            parent,
+            lookups: 0,
+        });
+        n.lookups += 1;
+        Ok(attr_of(id, &st))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        let (dir, kind, _) = self.obj(parent)?;
+        if kind != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        let child = self.src.child(&dir, name.as_bytes()).map_err(errno)?;
+        self.enter(parent, child)
+    }
+
+    pub fn forget(&self, id: u64, n: u64) {
+        let mut nodes = self.nodes.write().expect("pit nodes");
+        if let Some(node) = nodes.get_mut(&id) {
+            node.lookups = node.lookups.saturating_sub(n);
+            if node.lookups == 0 && id != self.root_id {
+                nodes.remove(&id);
+            }
+        }
+    }
+
+    /// Whether node `id` belongs to this view.
+    pub fn knows(&self, id: u64) -> bool {
+        self.nodes.read().expect("pit nodes").contains_key(&id)
+    }
+
+    /// Whether the kernel still holds anything of this view.
+
+    pub fn in_use(&self) -> bool {
+        let nodes = self.nodes.read().expect("pit nodes");
+        nodes.len() > 1 || nodes.get(&self.root_id).is_some_and(|n| n.lookups > 0)
+    }
+
+    pub fn getattr(&self, id: u64) -> Result<Attr> {
+        let (obj, _, _) = self.obj(id)?;
+        let st = self.src.stat(&obj).map_err(errno)?;
+        Ok(attr_of(id, &st))
+    }
+
+    pub fn readlink(&self, id: u64) -> Result<Vec<u8>> {
+        let (obj, kind, _) = self.obj(id)?;
+        if kind != libc::S_IFLNK {
+            return Err(Errno::EINVAL);
+        }
+        self.src.readlink(&obj).map_err(errno)
+    }
+
+    pub fn open(&self, id: u64, flags: i32) -> Result<u64> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(Errno::EROFS);
+        }
+        let (obj, kind, _) = self.obj(id)?;
+        match kind {
+            libc::S_IFREG => {}
+            libc::S_IFDIR => return Err(Errno::EISDIR),
+            _ => return Err(Errno::ENXIO),
+        }
+        let file = self.src.open(&obj).map_err(errno)?;
+        let fh = self.fh();
+        self.files
+            .lock()
+            .expect("pit files")
+            .insert(fh, Arc::new(file));
+        Ok(fh)
+    }
+
+    pub fn read(&self, fh: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let file = self
+            .files
+            .lock()
+            .expect("pit files")
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = file
+                .read_at(&mut buf[done..], off + done as u64)
+                .map_err(errno)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files.lock().expect("pit files").remove(&fh);
+    }
+
+    pub fn opendir(&self, id: u64) -> Result<u64> {
+        let (obj, kind, _) = self.obj(id)?;
+        if kind != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        let mut names = self.src.list(&obj).map_err(errno)?;
+        names.sort();
+        let fh = self.fh();
+        self.dirs
+            .lock()
+            .expect("pit dirs")
+            .insert(fh, Arc::new(names));
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().expect("pit dirs").remove(&fh);
+    }
+
+    /// Lists directory `id` (open as `fh`) from `offset` (0: the start;
+    /// offset k resumes after entry k), calling `add` until it returns
+    /// false. Offsets 1 and 2 are `.` and `..`.
+    pub fn readdir(
+        &self,
+        id: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(&Listed, u64) -> bool,
+    ) -> Result<()> {
+        let names = self
+            .dirs
+            .lock()
+            .expect("pit dirs")
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)?;
+        let (dir, _, parent) = self.obj(id)?;
+        let mut next = offset;
+        while next < names.len() as u64 + 2 {
+            let listed = match next {
+                0 => Listed {
+                    name: b".".to_vec(),
+                    id,
+                    kind: libc::S_IFDIR,
+                    attr: if plus { Some(self.getattr(id)?) } else { None },
+                },
+                1 => Listed {
+                    name: b"..".to_vec(),
+                    id: parent,
+                    kind: libc::S_IFDIR,
+                    attr: None,
+                },
+                k => {
+                    let name = &names[(k - 2) as usize];
+                    let child = match self.src.child(&dir, name) {
+                        Ok(c) => c,
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                            next += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(errno(e)),
+                    };
+                    if plus {
+                        let attr = self.enter(id, child)?;
+                        Listed {
+                            name: name.clone(),
+                            id: attr.ino,
+                            kind: attr.kind,
+                            attr: Some(attr),
+                        }
+                    } else {
+                        let st = self.src.stat(&child).map_err(errno)?;
+                        Listed {
+                            name: name.clone(),
+                            id: id_of(&self.name, self.src.key(&child)),
+                            kind: st.st_mode & libc::S_IFMT,
+                            attr: None,
+                        }
+                    }
+                }
+            };
+            next += 1;
+            if !add(&listed, next) {
+                if plus && listed.attr.is_some() && next > 2 {
+                    self.forget(listed.id, 1);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn xattrs(&self, id: u64) -> Result<Vec<crate::store::Xattr>> {
+        let (obj, _, _) = self.obj(id)?;
+        self.src.xattrs(&obj).map_err(errno)
+    }
+
+    pub fn listxattr(&self, id: u64, size: u32) -> Result<Xattr> {
+        let mut all = Vec::new();
+        for x in self.xattrs(id)? {
+            all.extend_from_slice(&x.name);
+            all.push(0);
+        }
+        sized(all, size)
+    }
+
+    pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> Result<Xattr> {
+        let x = self
+            .xattrs(id)?
+            .into_iter()
+            .find(|x| x.name == name.as_bytes())
+            .ok_or(Errno::ENODATA)?;
+        sized(x.value, size)
+    }
+
+    /// The parent of the view's root.
+    pub fn parent_id(&self) -> u64 {
+        self.parent_id
+    }
+}
+
+fn sized(data: Vec<u8>, size: u32) -> Result<Xattr> {
+    if size == 0 {
+        Ok(Xattr::Size(data.len()))
+    } else if data.len() > size as usize {
+        Err(Errno::ERANGE)
+    } else {
+        Ok(Xattr::Data(data))
+    }
+}

@@ -1,0 +1,622 @@
+//! The requester: takes a snapshot through a mount, from the request to the
+//! sealed record, and keeps what `.control/snapshot` and `.control/status`
+//! show (docs/CONTROL.md).
+//!
+//! Taking one: validate the name → (quiesce applications) → hold the
+//! barrier → commit the epoch ([`Snapshots::commit`], O(1)) → release →
+//! (thaw) → return to the requester; then a provider thread copies the
+//! point in time into the store ([`crate::ingest::copy`]) and seals it. One
+//! snapshot is pending at a time: a request while a copy runs is refused
+//! with `EBUSY` and the name of the running one.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+
+use super::barrier::{Barrier, Hold};
+use super::diff::{PointInTime, Snapshots};
+use crate::ingest::{self, CopyOptions, Progress};
+use crate::store::{self, Capture, Store};
+
+/// How long a commit waits for write-class operations in flight.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a hand-held barrier (`.control/freeze`) stays closed.
+pub const FREEZE_CAP: Duration = Duration::from_secs(10);
+
+/// A request refused: the errno the writer gets, and the reason shown in
+/// `.control/snapshot`.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub errno: Errno,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(errno: Errno, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            errno,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.errno.desc())
+    }
+}
+
+/// Where the latest snapshot operation stands.
+#[derive(Debug, Clone, Default)]
+pub struct OpStatus {
+    pub name: String,
+    /// `quiescing`, `committing`, `committed`, `copying`, `sealed`, `failed`,
+    /// `interrupted` (the mount went away during the copy; resumed at the
+    /// next mount).
+    pub state: &'static str,
+    pub consistency: String,
+    pub why: String,
+    pub requested: Option<SystemTime>,
+    pub committed: Option<SystemTime>,
+    pub sealed: Option<SystemTime>,
+    pub barrier_ms: Option<f64>,
+    pub frozen_ms: Option<f64>,
+    /// Whether the copy compared with a change record, and against what.
+    pub incremental: String,
+    pub error: String,
+}
+
+pub struct Snapshotter {
+    barrier: Arc<Barrier>,
+    snaps: Arc<Snapshots>,
+    store: Store,
+    source: PathBuf,
+    last: Mutex<Option<OpStatus>>,
+    progress: Mutex<Arc<Progress>>,
+    copy_started: Mutex<Option<Instant>>,
+    copier: Mutex<Option<JoinHandle<()>>>,
+    cancel: Arc<AtomicBool>,
+    /// Serializes requests: one commits at a time.
+    requesting: Mutex<()>,
+    /// A hold taken by hand (`.control/freeze`) and when.
+    manual: Mutex<Option<(Hold, Instant)>>,
+    /// Notes for `.control/status` (a forced thaw, a failed resume).
+    notes: Mutex<Vec<String>>,
+    /// Called after a snapshot is sealed or forgotten (refresh views).
+    on_change: Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
+    mounted_at: SystemTime,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Snapshotter {
+    pub fn new(
+        barrier: Arc<Barrier>,
+        snaps: Arc<Snapshots>,
+        store: Store,
+        source: PathBuf,
+    ) -> Arc<Snapshotter> {
+        let me = Arc::new(Snapshotter {
+            barrier,
+            snaps,
+            store,
+            source,
+            last: Mutex::new(None),
+            progress: Mutex::new(Arc::new(Progress::default())),
+            copy_started: Mutex::new(None),
+            copier: Mutex::new(None),
+            cancel: Arc::new(AtomicBool::new(false)),
+            requesting: Mutex::new(()),
+            manual: Mutex::new(None),
+            notes: Mutex::new(Vec::new()),
+            on_change: Mutex::new(None),
+            mounted_at: SystemTime::now(),
+        });
+        Self::start_watchdog(&me);
+        me
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn barrier(&self) -> &Arc<Barrier> {
+        &self.barrier
+    }
+
+    /// `f(name)` runs after a snapshot is sealed or forgotten.
+    pub fn set_on_change(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        *self.on_change.lock().unwrap() = Some(Box::new(f));
+    }
+
+    fn changed(&self, name: &str) {
+        if let Some(f) = &*self.on_change.lock().unwrap() {
+            f(name);
+        }
+    }
+
+    fn note(&self, msg: String) {
+        tracing::warn!("{msg}");
+        let mut notes = self.notes.lock().unwrap();
+        notes.push(format!("{} {msg}", rfc3339(SystemTime::now())));
+        let n = notes.len();
+        if n > 20 {
+            notes.drain(..n - 20);
+        }
+    }
+
+    /// The pending snapshot and its point-in-time view, if a copy is not
+    /// sealed yet.
+    pub fn pending(&self) -> Option<(String, Arc<PointInTime>)> {
+        let (name, _) = self.snaps.pending()?;
+        Some((name, self.snaps.point_in_time()?))
+    }
+
+    /// Takes snapshot `name` (`None`: an automatic name); returns once its
+    /// point in time is fixed, with the name.
+    pub fn take(self: &Arc<Self>, name: Option<&str>) -> Result<String, Refusal> {
+        let Ok(_one) = self.requesting.try_lock() else {
+            return Err(Refusal::new(
+                Errno::EBUSY,
+                "another snapshot request is being committed",
+            ));
+        };
+        let requested = SystemTime::now();
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => store::snapshot::auto_name(requested),
+        };
+        let mut op = OpStatus {
+            name: name.clone(),
+            state: "committing",
+            requested: Some(requested),
+            ..OpStatus::default()
+        };
+        let r = self.commit(&name, &mut op);
+        if let Err(e) = &r {
+            // A refused request does not replace the status of a copy that
+            // runs: the running one is what `cat` must keep showing... but the
+            // refusal must be readable too.
+            op.state = "failed";
+            op.error = e.reason.clone();
+            let mut last = self.last.lock().unwrap();
+            let running = last
+                .as_ref()
+                .is_some_and(|l| matches!(l.state, "copying" | "committed"));
+            if running {
+                drop(last);
+                self.note(format!("snapshot {name} refused: {e}"));
+            } else {
+                *last = Some(op);
+            }
+            return Err(e.clone());
+        }
+        let cs = r.unwrap();
+        self.start_copy(name.clone(), op, cs);
+        Ok(name)
+    }
+
+    /// Validate, hold the barrier, commit, release.
+    fn commit(
+        &self,
+        name: &str,
+        op: &mut OpStatus,
+    ) -> Result<Option<super::ChangeSet>, Refusal> {
+        if let Err(e) = store::snapshot::validate_name(name) {
+            return Err(Refusal::new(Errno::EINVAL, e.to_string()));
+        }
+        if name == crate::snapview::LATEST {
+            return Err(Refusal::new(Errno::EINVAL, "'latest' is reserved"));
+        }
+        if let Some((p, _)) = self.snaps.pending() {
+            let why = if p == name {
+                format!("snapshot {p} is being copied")
+            } else {
+                format!("the copy of snapshot {p} is still running; try again when it is sealed")
+            };
+            return Err(Refusal::new(Errno::EBUSY, why));
+        }
+        if store::snapshot::path(&self.store.snapshots_dir(), name).exists() {
+            return Err(Refusal::new(
+                Errno::EEXIST,
+                format!("a snapshot named {name} exists"),
+            ));
+        }
+        *self.last.lock().unwrap() = Some(op.clone());
+        let hold = self.barrier.hold(DRAIN_TIMEOUT).map_err(|b| {
+            Refusal::new(
+                Errno::EBUSY,
+                format!(
+                    "{} write operations did not finish within {} s",
+                    b.in_flight,
+                    DRAIN_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+        let time = SystemTime::now();
+        let r = self.snaps.commit(name, time);
+        let held = hold.held_for();
+        hold.release();
+        let cs = r.map_err(|e| {
+            let errno = match e.raw_os_error() {
+                Some(libc::EBUSY) => Errno::EBUSY,
+                Some(libc::ENOSPC) => Errno::ENOSPC,
+                Some(libc::EEXIST) => Errno::EEXIST,
+                _ => Errno::EIO,
+            };
+            Refusal::new(errno, format!("commit: {e}"))
+        })?;
+        op.committed = Some(time);
+        op.barrier_ms = Some(ms(held));
+        op.consistency = "fs_consistent".into();
+        op.why = "write barrier; no applications to quiesce".into();
+        op.state = "committed";
+        *self.last.lock().unwrap() = Some(op.clone());
+        Ok(cs)
+    }
+
+    /// At mount: a snapshot left pending by an earlier daemon is copied again.
+    pub fn resume(self: &Arc<Self>) {
+        let Some((name, committed)) = self.snaps.pending() else {
+            return;
+        };
+        tracing::info!("resuming the copy of snapshot {name}");
+        let op = OpStatus {
+            name: name.clone(),
+            state: "committed",
+            committed: Some(committed),
+            consistency: "fs_consistent".into(),
+            why: "resumed after a restart of the daemon".into(),
+            ..OpStatus::default()
+        };
+        *self.last.lock().unwrap() = Some(op.clone());
+        self.start_copy(name, op, None);
+    }
+
+    fn start_copy(
+        self: &Arc<Self>,
+        name: String,
+        mut op: OpStatus,
+        changes: Option<super::ChangeSet>,
+    ) {
+        let Some(pit) = self.snaps.point_in_time() else {
+            return;
+        };
+        let progress = Arc::new(Progress::default());
+        *self.progress.lock().unwrap() = progress.clone();
+        *self.copy_started.lock().unwrap() = Some(Instant::now());
+        op.state = "copying";
+        op.incremental = match &changes {
+            Some(cs) => format!("changes since {}", cs.since),
+            None => "metadata compared with the parent".into(),
+        };
+        *self.last.lock().unwrap() = Some(op.clone());
+        self.cancel.store(false, Ordering::Relaxed);
+        let me = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("bkfs-provider".into())
+            .spawn(move || me.copy(name, op, pit, changes, progress))
+            .expect("spawn the provider");
+        let old = self.copier.lock().unwrap().replace(handle);
+        if let Some(old) = old {
+            let _ = old.join();
+        }
+    }
+
+    fn copy(
+        &self,
+        name: String,
+        mut op: OpStatus,
+        pit: Arc<PointInTime>,
+        changes: Option<super::ChangeSet>,
+        progress: Arc<Progress>,
+    ) {
+        let capture = Capture {
+            requested: op.requested.map(rfc3339).unwrap_or_default(),
+            consistency: op.consistency.clone(),
+            why: op.why.clone(),
+            barrier_ms: op.barrier_ms.unwrap_or(0.0),
+            frozen_ms: op.frozen_ms,
+            apps: Vec::new(),
+        };
+        let opts = CopyOptions {
+            name: name.clone(),
+            time: op.committed.unwrap_or_else(SystemTime::now),
+            source: self.source.to_string_lossy().into_owned(),
+            parent: None,
+            changes: changes.as_ref(),
+            capture: Some(capture),
+            cancel: Some(&self.cancel),
+        };
+        // Providers yield to the applications writing live: their threads
+        // run at a lower priority.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("bkfs-copy-{i}"))
+            .start_handler(|_| {
+                // SAFETY: setpriority on the calling thread (who = 0) has no memory effects.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            })
+            .build();
+        let r = match pool {
+            Ok(pool) => pool.install(|| ingest::copy(&self.store, &*pit, &opts, &progress)),
+            Err(_) => ingest::copy(&self.store, &*pit, &opts, &progress),
+        };
+        drop(pit);
+        match r {
+            Ok(report) => {
+                self.snaps.sealed(&name);
+                op.state = "sealed";
+                op.sealed = Some(SystemTime::now());
+                if !report.errors.is_empty() {
+                    op.error = format!(
+                        "{} entries could not be read: {}",
+                        report.errors.len(),
+                        report.errors.first().cloned().unwrap_or_default()
+                    );
+                }
+                tracing::info!("snapshot {name} sealed");
+                *self.last.lock().unwrap() = Some(op);
+                self.changed(&name);
+            }
+            Err(store::Error::Cancelled) => {
+                op.state = "interrupted";
+                op.error = "the mount is going away; the copy resumes at the next mount".into();
+                *self.last.lock().unwrap() = Some(op);
+            }
+            Err(e) => {
+                tracing::error!("snapshot {name} failed: {e}");
+                self.snaps.failed(&name);
+                op.state = "failed";
+                op.error = e.to_string();
+                *self.last.lock().unwrap() = Some(op);
+                self.changed(&name);
+            }
+        }
+    }
+
+    /// Forgets sealed snapshot `name` (`rmdir .snapshots/NAME`).
+    pub fn forget(&self, name: &str) -> Result<(), Refusal> {
+        if self.snaps.pending().is_some_and(|(p, _)| p == name) {
+            return Err(Refusal::new(
+                Errno::EBUSY,
+                format!("snapshot {name} is being copied"),
+            ));
+        }
+        let w = self.store.writer("forget").map_err(|e| match e {
+            store::Error::Locked(..) => Refusal::new(Errno::EBUSY, e.to_string()),
+            e => Refusal::new(Errno::EIO, e.to_string()),
+        })?;
+        w.forget(name).map_err(|e| match e {
+            store::Error::NoSnapshot(..) => Refusal::new(Errno::ENOENT, e.to_string()),
+            e => Refusal::new(Errno::EIO, e.to_string()),
+        })?;
+        drop(w);
+        self.changed(name);
+        Ok(())
+    }
+
+    /// Holds the barrier by hand (`.control/freeze`) until [`Self::thaw`] or
+    /// [`FREEZE_CAP`].
+    pub fn freeze(&self) -> Result<(), Refusal> {
+        let mut manual = self.manual.lock().unwrap();
+        if manual.is_some() {
+            return Ok(());
+        }
+        let hold = self.barrier.hold(DRAIN_TIMEOUT).map_err(|b| {
+            Refusal::new(
+                Errno::EBUSY,
+                format!(
+                    "{} write operations did not finish within {} s",
+                    b.in_flight,
+                    DRAIN_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+        *manual = Some((hold, Instant::now()));
+        Ok(())
+    }
+
+    /// Releases a hand-held barrier; true if one was held.
+    pub fn thaw(&self) -> bool {
+        match self.manual.lock().unwrap().take() {
+            Some((hold, _)) => {
+                hold.release();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Releases a hand-held barrier past its cap, whatever holds it up.
+    fn start_watchdog(me: &Arc<Snapshotter>) {
+        let weak = Arc::downgrade(me);
+        let _ = std::thread::Builder::new()
+            .name("bkfs-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let Some(me) = weak.upgrade() else { return };
+                let expired = me
+                    .manual
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_some_and(|(_, t)| t.elapsed() >= FREEZE_CAP);
+                if expired && me.thaw() {
+                    me.note(format!(
+                        "barrier held by hand released by the watchdog after {} s",
+                        FREEZE_CAP.as_secs()
+                    ));
+                }
+            });
+    }
+
+    /// Stops a running copy (unmount): it resumes at the next mount.
+    pub fn shutdown(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.thaw();
+        if let Some(h) = self.copier.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Waits for the running copy, if any, to end (tests, `--wait`).
+    pub fn wait_copy(&self) {
+        if let Some(h) = self.copier.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// `cat .control/snapshot`: `key: value` lines (docs/CONTROL.md).
+    pub fn snapshot_text(&self) -> String {
+        let last = self.last.lock().unwrap().clone();
+        let Some(op) = last else {
+            return "name:\nstate: none\n".to_string();
+        };
+        let p = self.progress.lock().unwrap().clone();
+        let files = p.files.load(Ordering::Relaxed);
+        let bytes = p.bytes.load(Ordering::Relaxed);
+        let total_files = p.total_files.load(Ordering::Relaxed);
+        let total_bytes = p.total_bytes.load(Ordering::Relaxed);
+        let known = p.scan_done.load(Ordering::Relaxed);
+        let secs = self
+            .copy_started
+            .lock()
+            .unwrap()
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
+        let copying = matches!(op.state, "copying" | "sealed" | "interrupted" | "failed");
+        let total = |n: u64| if known { n.to_string() } else { "?".to_string() };
+        let opt_time = |t: Option<SystemTime>| t.map(rfc3339).unwrap_or_default();
+        let opt_ms = |m: Option<f64>| m.map(|m| format!("{m:.3}")).unwrap_or_default();
+        let mut s = String::new();
+        let mut kv = |k: &str, v: &str| {
+            s.push_str(k);
+            s.push_str(": ");
+            s.push_str(v);
+            s.push('\n');
+        };
+        kv("name", &op.name);
+        kv("state", op.state);
+        kv("consistency", &op.consistency);
+        kv("why", &op.why);
+        kv("requested", &opt_time(op.requested));
+        kv("committed", &opt_time(op.committed));
+        kv("sealed", &opt_time(op.sealed));
+        kv("barrier_ms", &opt_ms(op.barrier_ms));
+        kv("frozen_ms", &opt_ms(op.frozen_ms));
+        kv("copy", &op.incremental);
+        if copying {
+            kv("files", &format!("{files}/{}", total(total_files)));
+            kv("bytes", &format!("{bytes}/{}", total(total_bytes)));
+            let rate = if secs > 0.0 {
+                bytes as f64 / secs / 1e6
+            } else {
+                0.0
+            };
+            kv("rate_mb_s", &format!("{rate:.1}"));
+            kv("seconds", &format!("{secs:.3}"));
+        } else {
+            kv("files", "");
+            kv("bytes", "");
+            kv("rate_mb_s", "");
+            kv("seconds", "");
+        }
+        kv("error", &op.error.replace('\n', " "));
+        s
+    }
+
+    /// `cat .control/status`: mount, store and provider figures.
+    pub fn status_text(&self) -> String {
+        let mut s = String::new();
+        let mut kv = |k: &str, v: String| {
+            s.push_str(k);
+            s.push_str(": ");
+            s.push_str(&v);
+            s.push('\n');
+        };
+        kv("source", self.source.display().to_string());
+        kv("store", self.store.root().display().to_string());
+        kv("mounted", rfc3339(self.mounted_at));
+        let snaps = self.store.snapshots().unwrap_or_default();
+        kv("snapshots", snaps.len().to_string());
+        kv(
+            "latest",
+            snaps.last().map(|s| s.name.clone()).unwrap_or_default(),
+        );
+        let (content, stored): (u64, u64) = snaps.iter().fold((0, 0), |(c, st), s| {
+            (c + s.stats.bytes, st + s.stats.bytes_stored + s.stats.tree_bytes_stored)
+        });
+        let store_bytes = dir_bytes(&self.store.root().join("packs"));
+        kv("store_bytes", store_bytes.to_string());
+        kv("content_bytes", content.to_string());
+        kv(
+            "dedup_ratio",
+            if store_bytes > 0 {
+                format!("{:.2}", content as f64 / store_bytes as f64)
+            } else {
+                String::new()
+            },
+        );
+        kv("new_bytes_stored", stored.to_string());
+        let pending = self.snaps.pending().map(|(n, _)| n).unwrap_or_default();
+        kv("pending", pending);
+        let last = self.last.lock().unwrap().clone();
+        kv(
+            "operation",
+            last.as_ref()
+                .map(|o| format!("{} {}", o.name, o.state))
+                .unwrap_or_default(),
+        );
+        let closed = self.barrier.closed_since();
+        kv("barrier", if closed.is_some() { "held" } else { "open" }.into());
+        kv(
+            "barrier_held_ms",
+            closed.map(|t| format!("{:.1}", ms(t.elapsed()))).unwrap_or_default(),
+        );
+        kv("deferred_ops", self.barrier.waiting().to_string());
+        let notes = self.notes.lock().unwrap();
+        kv("notes", notes.len().to_string());
+        drop(kv);
+        for n in notes.iter() {
+            s.push_str("note: ");
+            s.push_str(n);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// `cat .control/freeze`.
+    pub fn freeze_text(&self) -> String {
+        match &*self.manual.lock().unwrap() {
+            Some((_, t)) => format!(
+                "frozen: yes\nheld_ms: {:.1}\ncap_s: {}\n",
+                ms(t.elapsed()),
+                FREEZE_CAP.as_secs()
+            ),
+            None => format!("frozen: no\nheld_ms:\ncap_s: {}\n", FREEZE_CAP.as_secs()),
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
