@@ -1,5 +1,6 @@
 //! The command line: argument parsing and presentation only.
 
+mod mount_ops;
 mod progress;
 mod show;
 
@@ -35,6 +36,34 @@ struct StoreArg {
 enum Cmd {
     /// Mount SOURCE on MOUNTPOINT with its live tree (see docs/MOUNT.md).
     Mount(crate::mount_cmd::MountArgs),
+    /// Take a snapshot through a mount (as `echo NAME > M/.control/snapshot`).
+    Snapshot {
+        /// Snapshot name (default: the UTC time, YYYY-MM-DDTHHMMSSZ).
+        name: Option<String>,
+        /// The mount (default: the one the current directory is in).
+        #[arg(long, short)]
+        mount: Option<PathBuf>,
+        /// Wait until the copy is sealed, with a progress bar on a terminal.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a mount's state: store figures and the latest snapshot operation.
+    Status {
+        #[arg(long, short)]
+        mount: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold a mount's write barrier (released by `bkfs thaw`, or after 10 s).
+    Freeze {
+        #[arg(long, short)]
+        mount: Option<PathBuf>,
+    },
+    /// Release a mount's write barrier.
+    Thaw {
+        #[arg(long, short)]
+        mount: Option<PathBuf>,
+    },
     /// Create an empty store.
     Init {
         #[command(flatten)]
@@ -219,6 +248,12 @@ fn split_target(t: &std::ffi::OsStr) -> Result<(String, Vec<u8>), Error> {
 fn run(cli: Cli) -> Result<i32, Error> {
     match cli.cmd {
         Cmd::Mount(_) => unreachable!("handled in main"),
+        Cmd::Snapshot { name, mount, wait } => {
+            mount_ops::snapshot(&mount_ops::find_mount(mount)?, name.as_deref(), wait)
+        }
+        Cmd::Status { mount, json } => mount_ops::status(&mount_ops::find_mount(mount)?, json),
+        Cmd::Freeze { mount } => mount_ops::barrier(&mount_ops::find_mount(mount)?, true),
+        Cmd::Thaw { mount } => mount_ops::barrier(&mount_ops::find_mount(mount)?, false),
 
         Cmd::Init { s } => {
             Store::init(&s.store)?;

@@ -147,6 +147,47 @@ impl Mount {
     pub fn daemon_pid(&self) -> u32 {
         self.daemon.as_ref().unwrap().id()
     }
+
+    /// Kills the daemon with SIGKILL (nothing of it runs after), detaches
+    /// the dead mount, and mounts the same source again with `options`.
+    pub fn kill_and_remount(&mut self, options: &str) {
+        let mut child = self.daemon.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        self.start(options);
+    }
+
+    /// Unmounts cleanly and mounts the same source again with `options`.
+    pub fn remount(&mut self, options: &str) {
+        let out = Command::new("umount").arg(&self.mnt).output().unwrap();
+        assert!(out.status.success(), "umount: {out:?}");
+        let mut child = self.daemon.take().unwrap();
+        wait_timeout(&mut child, Duration::from_secs(30)).expect("daemon did not exit after umount");
+        self.start(options);
+    }
+
+    fn start(&mut self, options: &str) {
+        let mut cmd = Command::new(BKFS);
+        cmd.arg("mount").arg(&self.src).arg(&self.mnt).arg("--foreground");
+        if !options.is_empty() {
+            cmd.arg("-o").arg(options);
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.daemon = Some(
+            cmd.env("BKFS_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start bkfs mount"),
+        );
+        self.wait_mounted();
+    }
+
 }
 
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {

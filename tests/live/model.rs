@@ -159,7 +159,12 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     while let Some(rel) = stack.pop() {
         for e in fs::read_dir(root.join(&rel)).unwrap() {
             let e = e.unwrap();
+            // The backing directory holds the store (hidden by the mount).
+            if rel.as_os_str().is_empty() && e.file_name() == ".bkfs" {
+                continue;
+            }
             let rel = rel.join(e.file_name());
+
             let p = root.join(&rel);
             let md = fs::symlink_metadata(&p).unwrap();
             let ft = md.file_type();

@@ -1,0 +1,11 @@
+//! Integration tests of snapshots through a live mount: the control files,
+//! `.snapshots/`, the point in time under concurrent change, crashes.
+//! Each test mounts a real bkfs (root, /dev/fuse) and unmounts it at the end.
+
+#[path = "../live/common.rs"]
+mod common;
+mod tree;
+
+mod control;
+mod model;
+mod crash;
