@@ -1038,3 +1038,17 @@ fn random_changes_with_concurrent_readers() {
         random_run(seed, true);
     }
 }
+
+#[test]
+fn xattrs_of_a_symlink_are_its_own() {
+    let h = H::new();
+    fs::write(h.p("t"), b"").unwrap();
+    std::os::unix::fs::symlink("t", h.p("s")).unwrap();
+    h.setxattr("s", "trusted.on-link", b"1");
+    h.setxattr("t", "trusted.on-target", b"2");
+    h.with_obj("s", true, |o| {
+        let x = area::xattrs_of(o.fd).unwrap();
+        assert_eq!(x.len(), 1, "{x:?}");
+        assert_eq!(x[0].name, b"trusted.on-link");
+    });
+}

@@ -478,10 +478,10 @@ impl Pit {
                     }
                     return Ok(());
                 }
-                let st = area::fstat(victim.fd)?;
-                if st.st_nlink > 1 {
-                    return Ok(());
-                }
+                // Linked whatever its link count: two names of one inode can
+                // be removed at once (in two directories), each hook seeing
+                // the other name still there. A link costs one call, once
+                // per object.
                 match area::link_into(
                     victim.fd,
                     p.dir.as_fd(),
