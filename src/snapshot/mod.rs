@@ -2,13 +2,20 @@
 //!
 //! - [`asof`]: a tree as of one point in time, the interface providers and
 //!   views read through;
-//! - [`changeset`]: what changed since the last sealed snapshot.
+//! - [`changeset`]: what changed since the last sealed snapshot;
+//! - [`diff`]: a mount's pending snapshot (pre-images in the diff area, the
+//!   tree as of its point in time) and change tracking.
 
 pub mod asof;
 pub mod barrier;
 pub mod pitview;
 pub mod requester;
 pub mod changeset;
+pub mod diff;
+
+#[cfg(test)]
+mod tests;
 
 pub use asof::{AsOf, AsOfFile, Key};
 pub use changeset::ChangeSet;
+pub use diff::{PointInTime, Snapshots};

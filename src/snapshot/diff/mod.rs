@@ -1,0 +1,414 @@
+//! A mount's point-in-time snapshots: pre-images preserved in the diff area
+//! before the first change to an object a pending snapshot needs, the tree
+//! as of the point in time read from them ([`PointInTime`]), and the
+//! tracking of what changed since the last sealed snapshot ([`ChangeSet`]).
+//!
+//! [`Snapshots`] is what the live core calls before every change (it
+//! implements [`Changes`]); the daemon commits a snapshot inside its write
+//! barrier, hands [`Snapshots::point_in_time`] to the provider and the view,
+//! then reports [`Snapshots::sealed`] or [`Snapshots::failed`].
+//! docs/SNAPSHOTS.md describes the diff area on disk.
+
+pub(crate) mod area;
+mod pit;
+
+use std::ffi::{CStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use crate::live::changes::{Changes, Obj};
+use crate::live::sys::{Errno, Result as LiveResult};
+use crate::snapshot::changeset::ChangeSet;
+
+pub use area::BLOCK;
+pub use pit::{PitFile, PitObj, PointInTime};
+
+use pit::{Pit, Source};
+
+/// Prefix of a released diff dir being deleted in the background.
+const TRASH_PREFIX: &str = ".trash-";
+
+/// The change set of a snapshot in copy, kept to give its changes back if
+/// the copy fails.
+struct InFlight {
+    name: String,
+    changes: Arc<ChangeSet>,
+    complete: bool,
+}
+
+#[derive(Default)]
+struct Tracking {
+    /// Changes since the barrier of the last snapshot committed (sealed or
+    /// in copy); with `in_flight`, since `baseline`'s barrier.
+    acc: ChangeSet,
+    /// `acc` holds every change since that barrier.
+    acc_complete: bool,
+    /// The last snapshot sealed by this daemon.
+    baseline: Option<String>,
+    in_flight: Option<InFlight>,
+}
+
+/// One per mount; see the module comment.
+pub struct Snapshots {
+    source: Arc<Source>,
+    diff_root: PathBuf,
+    diff_root_fd: OwnedFd,
+    pending: RwLock<Option<Arc<PointInTime>>>,
+    tracking: Mutex<Tracking>,
+}
+
+fn to_errno(e: io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(n) => Errno::from_raw(n),
+        None => {
+            tracing::error!("snapshot pre-image: {e}");
+            Errno::EIO
+        }
+    }
+}
+
+fn busy(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::ResourceBusy, msg)
+}
+
+impl Snapshots {
+    /// `source`: the backing directory; `diff_root`: where the diff area
+    /// lives (`<source>/.bkfs/pit`, created if missing); `hidden`: names in
+    /// the source root never shown. Loads a pending snapshot left by an
+    /// earlier daemon, so that its copy can be redone.
+    pub fn open(source: &Path, diff_root: &Path, hidden: Vec<OsString>) -> io::Result<Snapshots> {
+        std::fs::create_dir_all(diff_root)?;
+        let c = crate::sys::cstr(source.as_os_str().as_bytes())?;
+        let root = area::openat(
+            // SAFETY: AT_FDCWD is valid for *at() calls.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
+            &c,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )?;
+        let mount = crate::sys::open_dir(source)?;
+        let st = area::fstat(root.as_fd())?;
+        let root_key = (st.st_dev, st.st_ino);
+        let diff_root_fd = crate::sys::open_dir(diff_root)?;
+        let skip = Self::skip_entry(source, diff_root)?;
+        let source = Arc::new(Source {
+            root: Arc::new(root),
+            mount,
+            root_key,
+            hidden,
+            skip,
+        });
+        let snaps = Snapshots {
+            source,
+            diff_root: diff_root.to_owned(),
+            diff_root_fd,
+            pending: RwLock::new(None),
+            tracking: Mutex::new(Tracking::default()),
+        };
+        snaps.load_pending()?;
+        Ok(snaps)
+    }
+
+    /// The diff area's entry in the source, if it lies inside it.
+    fn skip_entry(
+        source: &Path,
+        diff_root: &Path,
+    ) -> io::Result<Option<(crate::snapshot::Key, Vec<u8>)>> {
+        let src = std::fs::canonicalize(source)?;
+        let diff = std::fs::canonicalize(diff_root)?;
+        if !diff.starts_with(&src) || diff == src {
+            return Ok(None);
+        }
+        let (Some(parent), Some(name)) = (diff.parent(), diff.file_name()) else {
+            return Ok(None);
+        };
+        let st = std::fs::symlink_metadata(parent)?;
+        use std::os::unix::fs::MetadataExt;
+        Ok(Some(((st.dev(), st.ino()), name.as_bytes().to_vec())))
+    }
+
+    /// Finds the pending snapshot of an earlier daemon; cleans what is left
+    /// of released or half-committed ones.
+    fn load_pending(&self) -> io::Result<()> {
+        let mut found: Vec<(pit::Pit, PathBuf)> = Vec::new();
+        for ent in std::fs::read_dir(&self.diff_root)? {
+            let ent = ent?;
+            let name = ent.file_name();
+            let path = ent.path();
+            if name.as_bytes().starts_with(TRASH_PREFIX.as_bytes()) {
+                remove_in_background(path);
+                continue;
+            }
+            if !ent.file_type()?.is_dir() {
+                continue;
+            }
+            if !path.join("state.json").exists() {
+                // Committing was cut short: the commit never returned.
+                self.trash(&path);
+                continue;
+            }
+            let dir = crate::sys::open_dir(&path)?;
+            match Pit::load(self.source.clone(), dir) {
+                Ok(p) => found.push((p, path)),
+                Err(e) => {
+                    tracing::warn!("dropping the diff area {}: {e}", path.display());
+                    self.trash(&path);
+                }
+            }
+        }
+        // One snapshot is pending at a time; should several be found, keep
+        // the latest.
+        found.sort_by_key(|(p, _)| p.time);
+        let Some((pit, _)) = found.pop() else {
+            return Ok(());
+        };
+        for (p, path) in found {
+            tracing::warn!("dropping stale pending snapshot {:?}", p.name);
+            self.trash(&path);
+        }
+        self.tracking.lock().expect("tracking lock").in_flight = Some(InFlight {
+            name: pit.name.clone(),
+            changes: Arc::new(ChangeSet::default()),
+            complete: false,
+        });
+        *self.pending.write().expect("pending lock") =
+            Some(Arc::new(PointInTime::new(Arc::new(pit))));
+        Ok(())
+    }
+
+    /// Renames a diff dir to a trash name (O(1)) and deletes it on a
+    /// background thread.
+    fn trash(&self, path: &Path) {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let to = self.diff_root.join(format!("{TRASH_PREFIX}{base}-{nanos}"));
+        match std::fs::rename(path, &to) {
+            Ok(()) => remove_in_background(to),
+            Err(e) => {
+                tracing::warn!("cannot move {} to the trash: {e}", path.display());
+                remove_in_background(path.to_owned());
+            }
+        }
+    }
+
+    /// Fixes the point in time of snapshot `name`. Call it while the write
+    /// barrier is held. O(1): a directory and a small state file. `EBUSY` if
+    /// a snapshot is pending. Returns the changes since the last snapshot
+    /// sealed by this daemon, if they are known completely.
+    pub fn commit(&self, name: &str, time: SystemTime) -> io::Result<Option<Arc<ChangeSet>>> {
+        if name.is_empty()
+            || name.starts_with('.')
+            || name.contains('/')
+            || name.contains('\0')
+            || name.len() > 200
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?} cannot name a pending snapshot"),
+            ));
+        }
+        let mut pending = self.pending.write().expect("pending lock");
+        if let Some(p) = pending.as_ref() {
+            return Err(busy(format!(
+                "snapshot {:?} is still pending: one at a time",
+                p.name()
+            )));
+        }
+        let pit = Pit::create(self.source.clone(), self.diff_root_fd.as_fd(), name, time)?;
+        *pending = Some(Arc::new(PointInTime::new(Arc::new(pit))));
+        let mut t = self.tracking.lock().expect("tracking lock");
+        let mut taken = std::mem::take(&mut t.acc);
+        let complete = std::mem::replace(&mut t.acc_complete, true);
+        let give = complete && t.baseline.is_some();
+        taken.since = t.baseline.clone().unwrap_or_default();
+        let taken = Arc::new(taken);
+        t.in_flight = Some(InFlight {
+            name: name.to_owned(),
+            changes: taken.clone(),
+            complete,
+        });
+        Ok(give.then_some(taken))
+    }
+
+    /// The pending snapshot (name, time given at commit), if any.
+    pub fn pending(&self) -> Option<(String, SystemTime)> {
+        let p = self.pending.read().expect("pending lock");
+        p.as_ref().map(|p| (p.name().to_owned(), p.time()))
+    }
+
+    /// A reader of the pending snapshot as of its point in time.
+    pub fn point_in_time(&self) -> Option<Arc<PointInTime>> {
+        self.pending.read().expect("pending lock").clone()
+    }
+
+    /// Snapshot `name` is copied and durable in the store: releases its
+    /// pre-images and makes it the change-tracking baseline.
+    pub fn sealed(&self, name: &str) {
+        if !self.release(name) {
+            return;
+        }
+        let mut t = self.tracking.lock().expect("tracking lock");
+        t.in_flight = None;
+        t.baseline = Some(name.to_owned());
+    }
+
+    /// The copy of snapshot `name` failed or was abandoned: releases its
+    /// pre-images; its changes count for the next snapshot.
+    pub fn failed(&self, name: &str) {
+        if !self.release(name) {
+            return;
+        }
+        let mut t = self.tracking.lock().expect("tracking lock");
+        if let Some(inf) = t.in_flight.take() {
+            let mut back = Arc::try_unwrap(inf.changes).unwrap_or_else(|a| (*a).clone());
+            let since = std::mem::take(&mut back.since);
+            back.merge(&t.acc);
+            back.since = since;
+            t.acc = back;
+            t.acc_complete &= inf.complete;
+        }
+    }
+
+    /// Drops pending snapshot `name` and deletes its diff dir; false if it
+    /// is not the pending one.
+    fn release(&self, name: &str) -> bool {
+        let pit = {
+            let mut p = self.pending.write().expect("pending lock");
+            match p.as_ref() {
+                Some(pit) if pit.name() == name => p.take().expect("checked"),
+                _ => {
+                    tracing::warn!("snapshot {name:?} is not pending: nothing to release");
+                    return false;
+                }
+            }
+        };
+        pit.pit().release();
+        self.trash(&self.diff_root.join(name));
+        let inflight_name = self
+            .tracking
+            .lock()
+            .expect("tracking lock")
+            .in_flight
+            .as_ref()
+            .map(|i| i.name.clone());
+        if inflight_name.as_deref().is_some_and(|n| n != name) {
+            tracing::warn!("snapshot {name:?} released while {inflight_name:?} is in flight");
+        }
+        true
+    }
+
+    fn current(&self) -> Option<Arc<PointInTime>> {
+        self.pending.read().expect("pending lock").clone()
+    }
+
+    /// Marks `obj` changed, with the directories above it.
+    fn track(&self, obj: &Obj) {
+        let is_dir = obj.kind == libc::S_IFDIR;
+        {
+            let mut t = self.tracking.lock().expect("tracking lock");
+            if t.acc.objects.contains(&obj.key) {
+                return;
+            }
+            if is_dir && t.acc.dirs.contains(&obj.key) {
+                // Its ancestors were marked with it.
+                t.acc.objects.insert(obj.key);
+                return;
+            }
+        }
+        let lineage = (obj.lineage)();
+        let mut t = self.tracking.lock().expect("tracking lock");
+        t.acc.objects.insert(obj.key);
+        if is_dir && !t.acc.dirs.insert(obj.key) {
+            return;
+        }
+        match lineage {
+            Some(up) => {
+                for k in up {
+                    if !t.acc.dirs.insert(k) {
+                        break;
+                    }
+                }
+            }
+            None => t.acc_complete = false,
+        }
+    }
+}
+
+fn remove_in_background(path: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("bkfs-pit-trash".into())
+        .spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("cannot delete {}: {e}", path.display());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a thread to delete a diff area: {e}");
+    }
+}
+
+impl Changes for Snapshots {
+    fn active(&self) -> bool {
+        true
+    }
+
+    fn attrs(&self, obj: &Obj) -> LiveResult<()> {
+        self.track(obj);
+        match self.current() {
+            Some(p) => p.pit().attrs(obj).map_err(to_errno),
+            None => Ok(()),
+        }
+    }
+
+    fn data(&self, obj: &Obj, off: u64, len: u64) -> LiveResult<()> {
+        self.track(obj);
+        match self.current() {
+            Some(p) => p.pit().data(obj, off, len).map_err(to_errno),
+            None => Ok(()),
+        }
+    }
+
+    fn truncate(&self, obj: &Obj, size: u64) -> LiveResult<()> {
+        self.track(obj);
+        match self.current() {
+            Some(p) => p.pit().truncate(obj, size).map_err(to_errno),
+            None => Ok(()),
+        }
+    }
+
+    fn entries(&self, dir: &Obj) -> LiveResult<()> {
+        self.track(dir);
+        match self.current() {
+            Some(p) => p.pit().entries(dir).map_err(to_errno),
+            None => Ok(()),
+        }
+    }
+
+    fn unlinking(&self, dir: &Obj, _name: &CStr, victim: &Obj) -> LiveResult<()> {
+        self.track(dir);
+        self.track(victim);
+        match self.current() {
+            Some(p) => p.pit().unlinking(dir, victim).map_err(to_errno),
+            None => Ok(()),
+        }
+    }
+
+    fn created(&self, obj: &Obj) {
+        self.track(obj);
+        if let Some(p) = self.current() {
+            p.pit().created(obj);
+        }
+    }
+}
