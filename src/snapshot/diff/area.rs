@@ -451,8 +451,6 @@ pub struct Loaded {
     pub blocks: BTreeSet<u64>,
     pub all: bool,
     pub linked: bool,
-    pub data: Option<Arc<File>>,
-    pub log: Option<Arc<File>>,
 }
 
 /// Reads every record of a diff dir (removing half-written `.tmp` files).
@@ -468,9 +466,6 @@ pub fn load(dir: BorrowedFd) -> io::Result<Vec<(Key, Loaded)>> {
             "attrs" => rec.attrs = Some(Arc::new(decode(&read_all(dir, &cname)?)?)),
             "entries" => rec.entries = Some(Arc::new(decode(&read_all(dir, &cname)?)?)),
             "link" => rec.linked = true,
-            "data" => {
-                rec.data = Some(Arc::new(File::from(openat(dir, &cname, libc::O_RDWR, 0)?)));
-            }
             "blocks" => {
                 let bytes = read_all(dir, &cname)?;
                 // A torn last record cannot be: each is one 8-byte append.
@@ -482,12 +477,6 @@ pub fn load(dir: BorrowedFd) -> io::Result<Vec<(Key, Loaded)>> {
                         rec.blocks.insert(b);
                     }
                 }
-                rec.log = Some(Arc::new(File::from(openat(
-                    dir,
-                    &cname,
-                    libc::O_WRONLY | libc::O_APPEND,
-                    0,
-                )?)));
             }
             _ if ext.ends_with("tmp") => {
                 // SAFETY: valid C string.
