@@ -717,6 +717,7 @@ fn one_pending_snapshot_at_a_time_and_release() {
     assert_eq!(h.snaps.pending().unwrap().0, "s1");
     let e = h.snaps.commit("s2", SystemTime::now()).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::ResourceBusy);
+    assert_eq!(e.raw_os_error(), Some(libc::EBUSY));
     h.write("f", 0, b"x");
     assert!(h.diff_dir("s1").join("state.json").exists());
     h.snaps.sealed("s1");
