@@ -995,35 +995,80 @@ fn random_op(h: &H, rng: &mut Rng, n: usize) {
     }
 }
 
+/// Every object that differs from the last sealed snapshot (by key) is in
+/// the change set, with the directories above it.
+fn check_tracking(old: &Model, new: &Model, cs: &super::ChangeSet) {
+    let old: std::collections::HashMap<Key, &Info> = old.values().map(|i| (i.key, i)).collect();
+    for (path, info) in new {
+        if old.get(&info.key) == Some(&info) {
+            continue;
+        }
+        assert!(cs.object_changed(info.key), "{path:?} changed, not tracked");
+        if info.mode & libc::S_IFMT == libc::S_IFDIR {
+            assert!(
+                cs.subtree_changed(info.key),
+                "{path:?} changed, not in dirs"
+            );
+        }
+        let mut up = Path::new(path).parent();
+        while let Some(d) = up {
+            let k = new[d.to_str().unwrap()].key;
+            assert!(cs.subtree_changed(k), "{d:?} above changed {path:?}");
+            up = d.parent();
+        }
+    }
+}
+
+/// Epochs of random changes: commit (with readers comparing the point in
+/// time with the tree captured at the commit while changes go on), then
+/// seal, fail, seal; the change sets are checked against the trees.
 fn random_run(seed: u64, readers: bool) {
     let h = Arc::new(H::new());
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     base(&h);
     sparse(&h);
-    for n in 0..30 {
-        random_op(&h, &mut rng, n);
-    }
-    let want = Arc::new(h.capture());
-    h.commit("s1");
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = (0..if readers { 2 } else { 0 })
-        .map(|_| {
-            let (h, stop, want) = (h.clone(), stop.clone(), want.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    assert_same(&want, &capture_pit(&h.pit()).unwrap());
-                }
+    let mut n = 0;
+    let mut sealed: Option<Model> = None;
+    for epoch in 0..3 {
+        for _ in 0..25 {
+            random_op(&h, &mut rng, n);
+            n += 1;
+        }
+        let name = format!("s{epoch}");
+        let want = Arc::new(h.capture());
+        let cs = h.commit(&name);
+        match (&sealed, cs) {
+            (None, cs) => assert!(cs.is_none()),
+            (Some(old), Some(cs)) => check_tracking(old, &want, &cs),
+            (Some(_), None) => panic!("tracking should be complete"),
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..if readers { 2 } else { 0 })
+            .map(|_| {
+                let (h, stop, want) = (h.clone(), stop.clone(), want.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        assert_same(&want, &capture_pit(&h.pit()).unwrap());
+                    }
+                })
             })
-        })
-        .collect();
-    for n in 30..90 {
-        random_op(&h, &mut rng, n);
+            .collect();
+        for _ in 0..40 {
+            random_op(&h, &mut rng, n);
+            n += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_same(&want, &capture_pit(&h.pit()).unwrap());
+        if epoch == 1 {
+            h.snaps.failed(&name);
+        } else {
+            h.snaps.sealed(&name);
+            sealed = Some(Arc::try_unwrap(want).unwrap());
+        }
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    assert_same(&want, &capture_pit(&h.pit()).unwrap());
 }
 
 #[test]

@@ -311,12 +311,15 @@ impl Snapshots {
         let is_dir = obj.kind == libc::S_IFDIR;
         {
             let mut t = self.tracking.lock().expect("tracking lock");
-            if t.acc.objects.contains(&obj.key) {
-                return;
-            }
-            if is_dir && t.acc.dirs.contains(&obj.key) {
-                // Its ancestors were marked with it.
-                t.acc.objects.insert(obj.key);
+            if is_dir {
+                // Its ancestors were marked with it. (A directory is looked
+                // up in `dirs`: its inode may have been a file's earlier in
+                // the epoch.)
+                if t.acc.dirs.contains(&obj.key) {
+                    t.acc.objects.insert(obj.key);
+                    return;
+                }
+            } else if t.acc.objects.contains(&obj.key) {
                 return;
             }
         }
