@@ -390,13 +390,36 @@ pub fn read_full(file: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
 }
 
 /// Copies the data segments of `src` within `[start, end)` to the same
-/// offsets of `dst`, so holes stay holes.
+/// offsets of `dst`, so holes stay holes. `copy_file_range` first (a
+/// filesystem that shares extents makes it a reflink), by hand if it fails.
 pub fn copy_range(src: &File, dst: &File, start: u64, end: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; BLOCK as usize];
+    let mut buf = Vec::new();
     for (off, len) in data_segments(src.as_fd(), start, end)? {
+        let stop = off + len;
         let mut pos = off;
-        while pos < off + len {
-            let n = (off + len - pos).min(BLOCK) as usize;
+        while pos < stop {
+            let mut at_in = pos as i64;
+            let mut at_out = pos as i64;
+            // SAFETY: both descriptors are open; the offsets are valid
+            // in/out pointers for the duration of the call.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut at_in,
+                    dst.as_raw_fd(),
+                    &mut at_out,
+                    (stop - pos) as usize,
+                    0,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            pos += n as u64;
+        }
+        while pos < stop {
+            buf.resize(BLOCK as usize, 0);
+            let n = (stop - pos).min(BLOCK) as usize;
             read_full(src, &mut buf[..n], pos)?;
             dst.write_all_at(&buf[..n], pos)?;
             pos += n as u64;
@@ -451,8 +474,6 @@ pub struct Loaded {
     pub blocks: BTreeSet<u64>,
     pub all: bool,
     pub linked: bool,
-    pub data: Option<Arc<File>>,
-    pub log: Option<Arc<File>>,
 }
 
 /// Reads every record of a diff dir (removing half-written `.tmp` files).
@@ -468,9 +489,6 @@ pub fn load(dir: BorrowedFd) -> io::Result<Vec<(Key, Loaded)>> {
             "attrs" => rec.attrs = Some(Arc::new(decode(&read_all(dir, &cname)?)?)),
             "entries" => rec.entries = Some(Arc::new(decode(&read_all(dir, &cname)?)?)),
             "link" => rec.linked = true,
-            "data" => {
-                rec.data = Some(Arc::new(File::from(openat(dir, &cname, libc::O_RDWR, 0)?)));
-            }
             "blocks" => {
                 let bytes = read_all(dir, &cname)?;
                 // A torn last record cannot be: each is one 8-byte append.
@@ -482,12 +500,6 @@ pub fn load(dir: BorrowedFd) -> io::Result<Vec<(Key, Loaded)>> {
                         rec.blocks.insert(b);
                     }
                 }
-                rec.log = Some(Arc::new(File::from(openat(
-                    dir,
-                    &cname,
-                    libc::O_WRONLY | libc::O_APPEND,
-                    0,
-                )?)));
             }
             _ if ext.ends_with("tmp") => {
                 // SAFETY: valid C string.

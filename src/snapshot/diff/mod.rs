@@ -71,10 +71,6 @@ fn to_errno(e: io::Error) -> Errno {
     }
 }
 
-fn busy(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::ResourceBusy, msg)
-}
-
 impl Snapshots {
     /// `source`: the backing directory; `diff_root`: where the diff area
     /// lives (`<source>/.bkfs/pit`, created if missing); `hidden`: names in
@@ -219,10 +215,9 @@ impl Snapshots {
         }
         let mut pending = self.pending.write().expect("pending lock");
         if let Some(p) = pending.as_ref() {
-            return Err(busy(format!(
-                "snapshot {:?} is still pending: one at a time",
-                p.name()
-            )));
+            // Raw EBUSY (kind ResourceBusy), so that it maps to an errno.
+            tracing::debug!("snapshot {:?} is still pending: one at a time", p.name());
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
         let pit = Pit::create(self.source.clone(), self.diff_root_fd.as_fd(), name, time)?;
         *pending = Some(Arc::new(PointInTime::new(Arc::new(pit))));
@@ -316,12 +311,15 @@ impl Snapshots {
         let is_dir = obj.kind == libc::S_IFDIR;
         {
             let mut t = self.tracking.lock().expect("tracking lock");
-            if t.acc.objects.contains(&obj.key) {
-                return;
-            }
-            if is_dir && t.acc.dirs.contains(&obj.key) {
-                // Its ancestors were marked with it.
-                t.acc.objects.insert(obj.key);
+            if is_dir {
+                // Its ancestors were marked with it. (A directory is looked
+                // up in `dirs`: its inode may have been a file's earlier in
+                // the epoch.)
+                if t.acc.dirs.contains(&obj.key) {
+                    t.acc.objects.insert(obj.key);
+                    return;
+                }
+            } else if t.acc.objects.contains(&obj.key) {
                 return;
             }
         }

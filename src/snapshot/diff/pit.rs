@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
 use serde_bytes::ByteBuf;
@@ -67,8 +67,6 @@ struct Rec {
     all: bool,
     /// Kept alive by a hard link in the diff dir.
     linked: bool,
-    data: Option<Arc<File>>,
-    log: Option<Arc<File>>,
 }
 
 type Stripe = RwLock<HashMap<Key, Rec>>;
@@ -206,8 +204,6 @@ impl Pit {
                 blocks: l.blocks,
                 all: l.all,
                 linked: l.linked,
-                data: l.data,
-                log: l.log,
             };
             pit.stripe(key)
                 .write()
@@ -380,39 +376,44 @@ impl Pit {
             return Ok(());
         }
         let live = File::from(area::reopen(obj.fd, libc::O_RDONLY)?);
-        let (data, log) = self.data_files(obj.key, rec)?;
+        let (data, log) = self.data_files(obj.key)?;
         for b in todo {
             let s = b * BLOCK;
             area::copy_range(&live, &data, s, (s + BLOCK).min(a.size))?;
-            (&*log).write_all(&b.to_le_bytes())?;
+            (&log).write_all(&b.to_le_bytes())?;
             rec.blocks.insert(b);
         }
         Ok(())
     }
 
-    fn data_files(&self, key: Key, rec: &mut Rec) -> io::Result<(Arc<File>, Arc<File>)> {
-        if rec.data.is_none() {
-            let fd = area::openat(
-                self.dir.as_fd(),
-                &area::rec_name(key, "data"),
-                libc::O_RDWR | libc::O_CREAT,
-                0o600,
-            )?;
-            rec.data = Some(Arc::new(File::from(fd)));
-        }
-        if rec.log.is_none() {
-            let fd = area::openat(
-                self.dir.as_fd(),
-                &area::rec_name(key, "blocks"),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
-                0o600,
-            )?;
-            rec.log = Some(Arc::new(File::from(fd)));
-        }
-        Ok((
-            rec.data.clone().expect("just set"),
-            rec.log.clone().expect("just set"),
-        ))
+    /// Opens `.data` and `.blocks` to add blocks. They are not kept open:
+    /// a pending snapshot may have preserved more objects than the process
+    /// may have descriptors.
+    fn data_files(&self, key: Key) -> io::Result<(File, File)> {
+        let data = area::openat(
+            self.dir.as_fd(),
+            &area::rec_name(key, "data"),
+            libc::O_RDWR | libc::O_CREAT,
+            0o600,
+        )?;
+        let log = area::openat(
+            self.dir.as_fd(),
+            &area::rec_name(key, "blocks"),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+            0o600,
+        )?;
+        Ok((File::from(data), File::from(log)))
+    }
+
+    /// Opens `.data` to read preserved blocks.
+    fn open_data(&self, key: Key) -> io::Result<File> {
+        area::openat(
+            self.dir.as_fd(),
+            &area::rec_name(key, "data"),
+            libc::O_RDONLY,
+            0,
+        )
+        .map(File::from)
     }
 
     pub fn attrs(&self, obj: &Obj) -> io::Result<()> {
@@ -497,8 +498,8 @@ impl Pit {
                         if victim.kind == libc::S_IFREG {
                             p.preserve_blocks(victim, r, 0, a.size)?;
                         }
-                        let (_, log) = p.data_files(victim.key, r)?;
-                        (&*log).write_all(&ALL_BLOCKS.to_le_bytes())?;
+                        let (_, log) = p.data_files(victim.key)?;
+                        (&log).write_all(&ALL_BLOCKS.to_le_bytes())?;
                         r.all = true;
                     }
                 }
@@ -725,6 +726,7 @@ impl AsOf for PointInTime {
             key: obj.key,
             size,
             live,
+            data: Mutex::new(None),
         })
     }
 }
@@ -737,11 +739,25 @@ pub struct PitFile {
     /// The size at the point in time.
     size: u64,
     live: Option<File>,
+    /// `.data`, opened at the first preserved block read.
+    data: Mutex<Option<Arc<File>>>,
 }
 
 impl PitFile {
     fn live(&self) -> io::Result<&File> {
         self.live.as_ref().ok_or_else(|| gone(self.key))
+    }
+
+    /// The object's `.data`; call it only once a block is known preserved
+    /// (so the file exists: it is written before the block is logged).
+    fn data(&self) -> io::Result<Arc<File>> {
+        let mut d = self.data.lock().expect("data lock");
+        if let Some(f) = d.as_ref() {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(self.pit.open_data(self.key)?);
+        *d = Some(f.clone());
+        Ok(f)
     }
 }
 
@@ -793,9 +809,9 @@ impl AsOfFile for PitFile {
         let g = p.read(self.key);
         let rec = g.get(&self.key);
         let with_attrs = rec.is_some_and(|r| r.attrs.is_some());
-        let (all, blocks, data) = match rec {
-            Some(r) if with_attrs => (r.all, Some(&r.blocks), r.data.clone()),
-            _ => (false, None, None),
+        let (all, blocks) = match rec {
+            Some(r) if with_attrs => (r.all, Some(&r.blocks)),
+            _ => (false, None),
         };
         // Preserved ranges.
         let mut kept: Vec<(u64, u64)> = Vec::new();
@@ -823,7 +839,8 @@ impl AsOfFile for PitFile {
             let l = area::data_segments(live.as_fd(), 0, limit)?;
             out.extend(subtract(&l, &kept));
         }
-        if let Some(data) = data {
+        if !kept.is_empty() {
+            let data = self.data()?;
             for &(s, l) in &kept {
                 out.extend(area::data_segments(data.as_fd(), s, s + l)?);
             }
@@ -851,10 +868,7 @@ impl AsOfFile for PitFile {
             let out = &mut buf[done..done + seg];
             let kept = rec.is_some_and(|r| r.all || r.blocks.contains(&b));
             if kept {
-                match rec.and_then(|r| r.data.as_ref()) {
-                    Some(d) => area::read_full(d, out, pos)?,
-                    None => out.fill(0),
-                }
+                area::read_full(&*self.data()?, out, pos)?;
             } else {
                 area::read_full(self.live()?, out, pos)?;
             }
