@@ -1,6 +1,7 @@
 //! The command line: argument parsing and presentation only.
 
 mod progress;
+mod quiesce;
 mod show;
 
 use std::io::IsTerminal;
@@ -35,6 +36,10 @@ struct StoreArg {
 enum Cmd {
     /// Mount SOURCE on MOUNTPOINT with its live tree (see docs/MOUNT.md).
     Mount(crate::mount_cmd::MountArgs),
+    /// Run a quiesce profile's plug-ins without a snapshot (docs/PROFILES.md).
+    Quiesce(quiesce::QuiesceArgs),
+    /// Release a mount's barrier; with --force, thaw what frozen markers name.
+    Thaw(quiesce::ThawArgs),
     /// Create an empty store.
     Init {
         #[command(flatten)]
@@ -141,6 +146,11 @@ pub fn main() -> i32 {
         };
     }
     init_logging();
+    match &cli.cmd {
+        Cmd::Quiesce(a) => return quiesce::quiesce(a),
+        Cmd::Thaw(a) => return quiesce::thaw(a),
+        _ => {}
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -218,7 +228,7 @@ fn split_target(t: &std::ffi::OsStr) -> Result<(String, Vec<u8>), Error> {
 
 fn run(cli: Cli) -> Result<i32, Error> {
     match cli.cmd {
-        Cmd::Mount(_) => unreachable!("handled in main"),
+        Cmd::Mount(_) | Cmd::Quiesce(_) | Cmd::Thaw(_) => unreachable!("handled in main"),
 
         Cmd::Init { s } => {
             Store::init(&s.store)?;

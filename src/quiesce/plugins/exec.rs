@@ -106,7 +106,8 @@ impl Exec {
             "command": what,
             "exit": r.code(),
             "timed_out": r.timed_out,
-            "ms": r.elapsed.as_secs_f64() * 1000.0,
+            "ms": (r.elapsed.as_secs_f64() * 1e6).round() / 1000.0,
+            "output": tail(&r.output),
         }));
     }
 
@@ -150,6 +151,16 @@ impl Exec {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// The last 500 bytes of a command's output, for the record.
+fn tail(s: &str) -> &str {
+    let s = s.trim_end();
+    let mut i = s.len().saturating_sub(500);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
 }
 
 /// The hook scripts of a directory, sorted by name: executable regular files,
