@@ -10,6 +10,7 @@
 //! - [`snapview`]: sealed snapshots read from the store, read-only, `Result<_, Errno>`,
 //!   with its own fuser adapter (`bkfs mount --store`);
 //! - [`mount_cmd`]: `bkfs mount`, the daemon and its options;
+//! - [`quiesce`]: application quiescing: profiles, plug-ins, the watchdog (no FUSE);
 //! - [`cli`]: argument parsing and presentation only.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod fs;
 pub mod ingest;
 pub mod live;
 pub mod mount_cmd;
+pub mod quiesce;
 pub mod restore;
 pub mod snapshot;
 pub mod snapview;

@@ -2,6 +2,7 @@
 
 mod mount_ops;
 mod progress;
+mod quiesce;
 mod show;
 
 use std::io::IsTerminal;
@@ -59,11 +60,10 @@ enum Cmd {
         #[arg(long, short)]
         mount: Option<PathBuf>,
     },
-    /// Release a mount's write barrier.
-    Thaw {
-        #[arg(long, short)]
-        mount: Option<PathBuf>,
-    },
+    /// Run a quiesce profile's plug-ins without a snapshot (docs/PROFILES.md).
+    Quiesce(quiesce::QuiesceArgs),
+    /// Release a mount's barrier; with --force, thaw what frozen markers name.
+    Thaw(quiesce::ThawArgs),
     /// Create an empty store.
     Init {
         #[command(flatten)]
@@ -170,6 +170,11 @@ pub fn main() -> i32 {
         };
     }
     init_logging();
+    match &cli.cmd {
+        Cmd::Quiesce(a) => return quiesce::quiesce(a),
+        Cmd::Thaw(a) => return quiesce::thaw(a),
+        _ => {}
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -247,13 +252,12 @@ fn split_target(t: &std::ffi::OsStr) -> Result<(String, Vec<u8>), Error> {
 
 fn run(cli: Cli) -> Result<i32, Error> {
     match cli.cmd {
-        Cmd::Mount(_) => unreachable!("handled in main"),
+        Cmd::Mount(_) | Cmd::Quiesce(_) | Cmd::Thaw(_) => unreachable!("handled in main"),
         Cmd::Snapshot { name, mount, wait } => {
             mount_ops::snapshot(&mount_ops::find_mount(mount)?, name.as_deref(), wait)
         }
         Cmd::Status { mount, json } => mount_ops::status(&mount_ops::find_mount(mount)?, json),
         Cmd::Freeze { mount } => mount_ops::barrier(&mount_ops::find_mount(mount)?, true),
-        Cmd::Thaw { mount } => mount_ops::barrier(&mount_ops::find_mount(mount)?, false),
 
         Cmd::Init { s } => {
             Store::init(&s.store)?;

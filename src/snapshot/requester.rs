@@ -207,7 +207,7 @@ impl Snapshotter {
         &self,
         name: &str,
         op: &mut OpStatus,
-    ) -> Result<Option<super::ChangeSet>, Refusal> {
+    ) -> Result<Option<Arc<super::ChangeSet>>, Refusal> {
         if let Err(e) = store::snapshot::validate_name(name) {
             return Err(Refusal::new(Errno::EINVAL, e.to_string()));
         }
@@ -283,7 +283,7 @@ impl Snapshotter {
         self: &Arc<Self>,
         name: String,
         mut op: OpStatus,
-        changes: Option<super::ChangeSet>,
+        changes: Option<Arc<super::ChangeSet>>,
     ) {
         let Some(pit) = self.snaps.point_in_time() else {
             return;
@@ -314,7 +314,7 @@ impl Snapshotter {
         name: String,
         mut op: OpStatus,
         pit: Arc<PointInTime>,
-        changes: Option<super::ChangeSet>,
+        changes: Option<Arc<super::ChangeSet>>,
         progress: Arc<Progress>,
     ) {
         let capture = Capture {
@@ -330,7 +330,7 @@ impl Snapshotter {
             time: op.committed.unwrap_or_else(SystemTime::now),
             source: self.source.to_string_lossy().into_owned(),
             parent: None,
-            changes: changes.as_ref(),
+            changes: changes.as_deref(),
             capture: Some(capture),
             cancel: Some(&self.cancel),
         };
