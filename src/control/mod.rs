@@ -39,6 +39,12 @@ const SNAPSHOT_ID: u64 = NS | 2;
 const STATUS_ID: u64 = NS | 3;
 const FREEZE_ID: u64 = NS | 4;
 const THAW_ID: u64 = NS | 5;
+const PROFILE_ID: u64 = NS | 6;
+/// `.quiesce/`: one directory per application of the profile.
+pub const QUIESCE_DIR_ID: u64 = NS | 8;
+/// Application k's directory is `APP_BASE + k * APP_STRIDE`; its files follow.
+const APP_BASE: u64 = NS | 0x1000;
+const APP_STRIDE: u64 = 16;
 
 /// Longest write accepted by a control file.
 const MAX_WRITE: usize = 4096;
@@ -49,7 +55,7 @@ struct File {
     perm: u16,
 }
 
-const FILES: [File; 4] = [
+const FILES: [File; 5] = [
     File {
         id: SNAPSHOT_ID,
         name: "snapshot",
@@ -70,7 +76,52 @@ const FILES: [File; 4] = [
         name: "thaw",
         perm: 0o200,
     },
+    File {
+        id: PROFILE_ID,
+        name: "profile",
+        perm: 0o644,
+    },
 ];
+
+/// The files of an application's directory in `.quiesce/`, by offset from
+/// the directory's id.
+const APP_FILES: [(u64, &str, u16); 6] = [
+    (1, "state", 0o444),
+    (2, "status", 0o444),
+    (3, "request", 0o444),
+    (4, "freeze", 0o200),
+    (5, "thaw", 0o200),
+    (6, "ack", 0o200),
+];
+
+/// What an id of the quiesce tree names.
+enum QuiesceNode {
+    Dir,
+    App(usize),
+    AppFile(usize, &'static str, u16),
+}
+
+fn quiesce_node(id: u64) -> Option<QuiesceNode> {
+    if id == QUIESCE_DIR_ID {
+        return Some(QuiesceNode::Dir);
+    }
+    let rel = id.checked_sub(APP_BASE)?;
+    if id >> NAMESPACE_SHIFT != NAMESPACE_CONTROL as u64 {
+        return None;
+    }
+    let (k, off) = ((rel / APP_STRIDE) as usize, rel % APP_STRIDE);
+    if off == 0 {
+        return Some(QuiesceNode::App(k));
+    }
+    APP_FILES
+        .iter()
+        .find(|(o, _, _)| *o == off)
+        .map(|(_, name, perm)| QuiesceNode::AppFile(k, name, *perm))
+}
+
+fn app_id(k: usize) -> u64 {
+    APP_BASE + k as u64 * APP_STRIDE
+}
 
 pub struct Control {
     snapshotter: Arc<Snapshotter>,
@@ -96,10 +147,38 @@ impl Control {
         FILES.iter().find(|f| f.id == id).ok_or(Errno::ENOENT)
     }
 
+    /// The profile's application names, in order (none without a profile).
+    fn apps(&self) -> Vec<String> {
+        self.snapshotter
+            .quiescer()
+            .map(|q| q.apps().into_iter().map(|a| a.name).collect())
+            .unwrap_or_default()
+    }
+
+    fn app_name(&self, k: usize) -> Result<String> {
+        self.apps().into_iter().nth(k).ok_or(Errno::ENOENT)
+    }
+
     pub fn getattr(&self, id: u64) -> Result<Attr> {
         let t = time_of(self.mounted);
         if id == CONTROL_DIR_ID {
             return Ok(Attr::synthetic(id, libc::S_IFDIR, 0o755, (0, 0), t));
+        }
+        if let Some(q) = quiesce_node(id) {
+            return match q {
+                QuiesceNode::Dir => Ok(Attr::synthetic(id, libc::S_IFDIR, 0o755, (0, 0), t)),
+                QuiesceNode::App(k) => {
+                    self.app_name(k)?;
+                    Ok(Attr::synthetic(id, libc::S_IFDIR, 0o755, (0, 0), t))
+                }
+                QuiesceNode::AppFile(k, _, perm) => {
+                    self.app_name(k)?;
+                    let mut a = Attr::synthetic(id, libc::S_IFREG, perm, (0, 0), t);
+                    a.size = if perm & 0o444 != 0 { 4096 } else { 0 };
+                    a.mtime = time_of(SystemTime::now());
+                    Ok(a)
+                }
+            };
         }
         let f = Self::file(id)?;
         let mut a = Attr::synthetic(id, libc::S_IFREG, f.perm, (0, 0), t);
@@ -111,6 +190,25 @@ impl Control {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        match quiesce_node(parent) {
+            Some(QuiesceNode::Dir) => {
+                let k = self
+                    .apps()
+                    .iter()
+                    .position(|a| a.as_bytes() == name.as_bytes())
+                    .ok_or(Errno::ENOENT)?;
+                return self.getattr(app_id(k));
+            }
+            Some(QuiesceNode::App(k)) => {
+                let (off, _, _) = APP_FILES
+                    .iter()
+                    .find(|(_, n, _)| n.as_bytes() == name.as_bytes())
+                    .ok_or(Errno::ENOENT)?;
+                return self.getattr(app_id(k) + off);
+            }
+            Some(QuiesceNode::AppFile(..)) => return Err(Errno::ENOTDIR),
+            None => {}
+        }
         if parent != CONTROL_DIR_ID {
             return Err(Errno::ENOENT);
         }
@@ -121,24 +219,95 @@ impl Control {
         self.getattr(f.id)
     }
 
-    /// The entries of `.control`: (id, type, name), `.` and `..` first.
-    pub fn list(&self, id: u64) -> Result<Vec<(u64, u32, &'static str)>> {
+    /// The entries of a directory: (id, type, name), `.` and `..` first.
+    pub fn list(&self, id: u64) -> Result<Vec<(u64, u32, String)>> {
+        let dots = |parent: u64| {
+            vec![
+                (id, libc::S_IFDIR, ".".to_string()),
+                (parent, libc::S_IFDIR, "..".to_string()),
+            ]
+        };
+        match quiesce_node(id) {
+            Some(QuiesceNode::Dir) => {
+                let mut v = dots(self.parent);
+                v.extend(
+                    self.apps()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, name)| (app_id(k), libc::S_IFDIR, name)),
+                );
+                return Ok(v);
+            }
+            Some(QuiesceNode::App(k)) => {
+                self.app_name(k)?;
+                let mut v = dots(QUIESCE_DIR_ID);
+                v.extend(
+                    APP_FILES
+                        .iter()
+                        .map(|(off, name, _)| (app_id(k) + off, libc::S_IFREG, name.to_string())),
+                );
+                return Ok(v);
+            }
+            Some(QuiesceNode::AppFile(..)) => return Err(Errno::ENOTDIR),
+            None => {}
+        }
         if id != CONTROL_DIR_ID {
             return Err(Errno::ENOTDIR);
         }
-        let mut v = vec![
-            (CONTROL_DIR_ID, libc::S_IFDIR, "."),
-            (self.parent, libc::S_IFDIR, ".."),
-        ];
-        v.extend(FILES.iter().map(|f| (f.id, libc::S_IFREG, f.name)));
+        let mut v = dots(self.parent);
+        v.extend(
+            FILES
+                .iter()
+                .map(|f| (f.id, libc::S_IFREG, f.name.to_string())),
+        );
         Ok(v)
+    }
+
+    /// Reading a file of `.quiesce/APP/`.
+    fn app_contents(&self, k: usize, file: &str) -> Result<String> {
+        let name = self.app_name(k)?;
+        let q = self.snapshotter.quiescer().ok_or(Errno::ENOENT)?;
+        let st = q.app(&name).ok_or(Errno::ENOENT)?;
+        Ok(match file {
+            "state" => format!("{}\n", st.state.as_str()),
+            "status" => format!(
+                "{}\n",
+                serde_json::to_string_pretty(&st.to_json()).unwrap_or_default()
+            ),
+            "request" => format!("{}\n", st.request.unwrap_or("")),
+            _ => String::new(),
+        })
+    }
+
+    /// A write to a file of `.quiesce/APP/`.
+    fn app_write(&self, k: usize, file: &str, data: &[u8]) -> Result<()> {
+        let name = self.app_name(k)?;
+        let q = self.snapshotter.quiescer().ok_or(Errno::ENOENT)?;
+        let word = std::str::from_utf8(data).map_err(|_| Errno::EINVAL)?.trim();
+        let r = match file {
+            "freeze" => q.freeze_app(&name),
+            "thaw" => q.thaw_app(&name),
+            "ack" => q.ack(&name, (!word.is_empty()).then_some(word)),
+            _ => return Err(Errno::EACCES),
+        };
+        r.map_err(|e| {
+            tracing::warn!(".quiesce/{name}/{file}: {e}");
+            Errno::from_raw(e.errno())
+        })
     }
 
     /// What reading file `id` gives, made once per open.
     pub fn contents(&self, id: u64) -> Result<Vec<u8>> {
         let s = &self.snapshotter;
+        if let Some(q) = quiesce_node(id) {
+            return match q {
+                QuiesceNode::AppFile(k, name, _) => Ok(self.app_contents(k, name)?.into_bytes()),
+                _ => Err(Errno::EISDIR),
+            };
+        }
         Ok(match id {
             SNAPSHOT_ID => s.snapshot_text(),
+            PROFILE_ID => s.profile_text(),
             STATUS_ID => s.status_text(),
             FREEZE_ID => s.freeze_text(),
             THAW_ID => String::new(),
@@ -154,7 +323,20 @@ impl Control {
             return Err(Errno::EINVAL);
         }
         let s = &self.snapshotter;
+        if let Some(q) = quiesce_node(id) {
+            return match q {
+                QuiesceNode::AppFile(k, name, _) => self.app_write(k, name, data).map(|()| data.len()),
+                _ => Err(Errno::EISDIR),
+            };
+        }
         match id {
+            PROFILE_ID => {
+                let word = std::str::from_utf8(data).map_err(|_| Errno::EINVAL)?.trim();
+                if word != "reload" {
+                    return Err(Errno::EINVAL);
+                }
+                s.reload_profile().map_err(|r| r.errno)?;
+            }
             SNAPSHOT_ID => {
                 let name = parse_name(data)?;
                 s.take(name.as_deref()).map_err(|r| r.errno)?;

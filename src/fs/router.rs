@@ -29,7 +29,7 @@ use fuser::{
 };
 
 use super::{errno, reply_read, BkfsFs};
-use crate::control::{Control, CONTROL_DIR_ID};
+use crate::control::{Control, CONTROL_DIR_ID, QUIESCE_DIR_ID};
 use crate::live::ids::{namespace, ROOT_ID};
 use crate::live::Live;
 use crate::snapshot::diff::PointInTime;
@@ -44,6 +44,7 @@ use crate::snapview::{Attr, SnapView};
 pub struct VirtualNames {
     pub control: String,
     pub snapshots: String,
+    pub quiesce: String,
     /// Listed by readdir of the root (`snapdir=visible`).
     pub visible: bool,
 }
@@ -53,6 +54,7 @@ impl Default for VirtualNames {
         VirtualNames {
             control: ".control".into(),
             snapshots: ".snapshots".into(),
+            quiesce: ".quiesce".into(),
             visible: false,
         }
     }
@@ -193,6 +195,9 @@ impl MountFs {
         if let Ok(a) = self.view.getattr(SNAPSHOTS_DIR_ID) {
             v.push((self.names.snapshots.as_str(), a));
         }
+        if let Ok(a) = self.control.getattr(QUIESCE_DIR_ID) {
+            v.push((self.names.quiesce.as_str(), a));
+        }
         v
     }
 
@@ -204,6 +209,9 @@ impl MountFs {
         }
         if name == self.names.snapshots.as_bytes() {
             return Some(self.view.getattr(SNAPSHOTS_DIR_ID));
+        }
+        if name == self.names.quiesce.as_bytes() {
+            return Some(self.control.getattr(QUIESCE_DIR_ID));
         }
         None
     }
@@ -721,7 +729,7 @@ impl Filesystem for MountFs {
             Route::Live => return self.live.readdirplus(req, ino, fh, offset, reply),
             Route::Control => self.control.list(ino.0).map(|entries| {
                 for (i, (id, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-                    let attr = if name.starts_with('.') {
+                    let attr = if name == "." || name == ".." {
                         dot(id, kind)
                     } else {
                         match self.control.getattr(id) {
@@ -941,7 +949,8 @@ impl MountFs {
     fn reserved(&self, parent: u64, name: &OsStr) -> bool {
         parent == ROOT_ID
             && (name.as_bytes() == self.names.control.as_bytes()
-                || name.as_bytes() == self.names.snapshots.as_bytes())
+                || name.as_bytes() == self.names.snapshots.as_bytes()
+                || name.as_bytes() == self.names.quiesce.as_bytes())
     }
 
     /// Lists `.snapshots`: the store's snapshots and `latest`, then the

@@ -344,6 +344,18 @@ fn start_mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<
     .map_err(|e| failed(format!("store {}: {e}", store_path.display())))?;
     let view = Arc::new(view);
     let snapshotter = Snapshotter::new(barrier.clone(), snaps, store, source.to_path_buf());
+    if let Some(path) = &opts.profile {
+        let profile = crate::quiesce::Profile::load(path).map_err(|e| failed(e.to_string()))?;
+        let marker = quiesce_marker(source);
+        if let Some(d) = marker.parent() {
+            std::fs::create_dir_all(d)
+                .map_err(|e| failed(format!("{}: {e}", d.display())))?;
+        }
+        // A marker left by a daemon that died with applications frozen is
+        // acted on here: they are thawed before anything else.
+        let q = Arc::new(crate::quiesce::Quiescer::new(profile, marker));
+        snapshotter.set_profile(path.clone(), q);
+    }
     {
         let view = view.clone();
         snapshotter.set_on_change(move |_| view.refresh());
@@ -369,6 +381,13 @@ fn start_mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<
     )?;
     view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));
     Ok(Session::Mount(session, snapshotter))
+}
+
+/// The frozen marker of the mount of `source`: in /run (gone at reboot,
+/// as are the frozen applications), named after the source.
+fn quiesce_marker(source: &Path) -> std::path::PathBuf {
+    let id = blake3::hash(source.as_os_str().as_encoded_bytes()).to_hex();
+    Path::new(crate::quiesce::MARKER_DIR).join(format!("mount-{}.json", &id[..16]))
 }
 
 /// Mounts `fs` with the session settings both kinds share.

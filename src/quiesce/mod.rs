@@ -26,6 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+/// Where frozen markers live: gone at reboot, as are the applications frozen.
+pub const MARKER_DIR: &str = "/run/bkfs/quiesce";
+
 pub use plugins::Handshake;
 use plugins::{PhaseCx, Plugin};
 pub use profile::{

@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +20,7 @@ use nix::errno::Errno;
 use super::barrier::{Barrier, Hold};
 use super::diff::{PointInTime, Snapshots};
 use crate::ingest::{self, CopyOptions, Progress};
+use crate::quiesce::Quiescer;
 use crate::store::{self, Capture, Store};
 
 /// How long a commit waits for write-class operations in flight.
@@ -68,6 +69,8 @@ pub struct OpStatus {
     /// Whether the copy compared with a change record, and against what.
     pub incremental: String,
     pub error: String,
+    /// Each quiesced application's result, timings and positions.
+    pub apps: Vec<serde_json::Value>,
 }
 
 pub struct Snapshotter {
@@ -89,6 +92,10 @@ pub struct Snapshotter {
     /// Called after a snapshot is sealed or forgotten (refresh views).
     on_change: Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
     mounted_at: SystemTime,
+    /// The profile's applications, if the mount has a profile.
+    quiescer: RwLock<Option<Arc<Quiescer>>>,
+    /// The profile file (`profile=`), re-read on `reload`.
+    profile: Mutex<Option<PathBuf>>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -117,9 +124,62 @@ impl Snapshotter {
             notes: Mutex::new(Vec::new()),
             on_change: Mutex::new(None),
             mounted_at: SystemTime::now(),
+            quiescer: RwLock::new(None),
+            profile: Mutex::new(None),
         });
         Self::start_watchdog(&me);
         me
+    }
+
+    /// Quiesce `q`'s applications around every commit from now on.
+    pub fn set_quiescer(&self, q: Option<Arc<Quiescer>>) {
+        *self.quiescer.write().unwrap() = q;
+    }
+
+    /// Remembers the profile file `path` the quiescer was made from.
+    pub fn set_profile(&self, path: PathBuf, q: Arc<Quiescer>) {
+        *self.profile.lock().unwrap() = Some(path);
+        self.set_quiescer(Some(q));
+    }
+
+    /// Re-reads the profile file (`echo reload > .control/profile`).
+    pub fn reload_profile(&self) -> Result<(), Refusal> {
+        let path = self.profile.lock().unwrap().clone().ok_or_else(|| {
+            Refusal::new(Errno::ENOENT, "the mount has no profile (mount with -o profile=FILE)")
+        })?;
+        let q = self.quiescer().ok_or_else(|| Refusal::new(Errno::ENOENT, "no profile"))?;
+        let refuse = |errno, why: String| {
+            self.note(format!("profile reload refused: {why}"));
+            Refusal::new(errno, why)
+        };
+        let profile = crate::quiesce::Profile::load(&path)
+            .map_err(|e| refuse(Errno::EINVAL, e.to_string()))?;
+        q.reload(profile)
+            .map_err(|e| refuse(Errno::from_raw(e.errno()), e.to_string()))?;
+        self.note(format!("profile {} reloaded", path.display()));
+        Ok(())
+    }
+
+    /// `cat .control/profile`.
+    pub fn profile_text(&self) -> String {
+        let path = self.profile.lock().unwrap().clone();
+        let q = self.quiescer();
+        let mut s = format!(
+            "path: {}\n",
+            path.map(|p| p.display().to_string()).unwrap_or_default()
+        );
+        if let Some(q) = q {
+            s.push_str(&format!("require: {:?}\n", q.require()).to_lowercase());
+            let apps: Vec<String> = q.apps().into_iter().map(|a| a.name).collect();
+            s.push_str(&format!("apps: {}\n", apps.join(" ")));
+        } else {
+            s.push_str("require:\napps:\n");
+        }
+        s
+    }
+
+    pub fn quiescer(&self) -> Option<Arc<Quiescer>> {
+        self.quiescer.read().unwrap().clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -228,7 +288,21 @@ impl Snapshotter {
                 format!("a snapshot named {name} exists"),
             ));
         }
+        let quiescer = self.quiescer();
+        let frozen = match &quiescer {
+            Some(q) => {
+                op.state = "quiescing";
+                *self.last.lock().unwrap() = Some(op.clone());
+                let f = q.freeze().map_err(|e| {
+                    Refusal::new(Errno::from_raw(e.errno()), format!("quiescing: {e}"))
+                })?;
+                op.state = "committing";
+                Some(f)
+            }
+            None => None,
+        };
         *self.last.lock().unwrap() = Some(op.clone());
+        // On every error below, dropping `frozen` thaws the applications.
         let hold = self.barrier.hold(DRAIN_TIMEOUT).map_err(|b| {
             Refusal::new(
                 Errno::EBUSY,
@@ -254,8 +328,18 @@ impl Snapshotter {
         })?;
         op.committed = Some(time);
         op.barrier_ms = Some(ms(held));
-        op.consistency = "fs_consistent".into();
-        op.why = "write barrier; no applications to quiesce".into();
+        match frozen.map(|f| f.thaw()) {
+            Some(outcome) => {
+                op.consistency = outcome.consistency.into();
+                op.why = outcome.why;
+                op.frozen_ms = outcome.frozen_ms;
+                op.apps = outcome.apps;
+            }
+            None => {
+                op.consistency = "fs_consistent".into();
+                op.why = "write barrier; no applications to quiesce".into();
+            }
+        }
         op.state = "committed";
         *self.last.lock().unwrap() = Some(op.clone());
         Ok(cs)
@@ -323,7 +407,7 @@ impl Snapshotter {
             why: op.why.clone(),
             barrier_ms: op.barrier_ms.unwrap_or(0.0),
             frozen_ms: op.frozen_ms,
-            apps: Vec::new(),
+            apps: op.apps.clone(),
         };
         let opts = CopyOptions {
             name: name.clone(),
@@ -363,6 +447,7 @@ impl Snapshotter {
                 tracing::info!("snapshot {name} sealed");
                 *self.last.lock().unwrap() = Some(op);
                 self.changed(&name);
+                self.apply_retention();
             }
             Err(store::Error::Cancelled) => {
                 op.state = "interrupted";
@@ -376,6 +461,41 @@ impl Snapshotter {
                 op.error = e.to_string();
                 *self.last.lock().unwrap() = Some(op);
                 self.changed(&name);
+            }
+        }
+    }
+
+    /// Forgets the snapshots of this source the profile's `keep` rules do
+    /// not keep (after each sealed snapshot).
+    fn apply_retention(&self) {
+        let Some(q) = self.quiescer() else { return };
+        let k = q.keep();
+        let keep = store::prune::Keep {
+            last: k.last,
+            hourly: k.hourly,
+            daily: k.daily,
+            weekly: k.weekly,
+            monthly: k.monthly,
+        };
+        if keep.is_empty() {
+            return;
+        }
+        let source = self.source.to_string_lossy();
+        let snaps: Vec<(String, SystemTime)> = match self.store.snapshots() {
+            Ok(v) => v
+                .into_iter()
+                .filter(|s| s.source == source)
+                .filter_map(|s| Some((s.name.clone(), humantime::parse_rfc3339(&s.time).ok()?)))
+                .collect(),
+            Err(e) => {
+                self.note(format!("retention: cannot list snapshots: {e}"));
+                return;
+            }
+        };
+        for name in store::prune::to_forget(&snaps, &keep) {
+            match self.forget(&name) {
+                Ok(()) => tracing::info!("retention: forgot snapshot {name}"),
+                Err(e) => self.note(format!("retention: cannot forget {name}: {e}")),
             }
         }
     }
@@ -528,6 +648,22 @@ impl Snapshotter {
             kv("seconds", "");
         }
         kv("error", &op.error.replace('\n', " "));
+        for app in &op.apps {
+            let field = |k: &str| app.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let mut line = format!(
+                "{} plugin={} state={} result={}",
+                field("name"),
+                field("plugin"),
+                field("state"),
+                field("result").replace('\n', " ")
+            );
+            if let Some(t) = app.get("timings_ms").and_then(|v| v.as_object()) {
+                for (phase, v) in t {
+                    line.push_str(&format!(" {phase}_ms={:.1}", v.as_f64().unwrap_or(0.0)));
+                }
+            }
+            kv("app", &line);
+        }
         s
     }
 

@@ -21,6 +21,7 @@ pub mod id;
 pub mod index;
 pub mod lock;
 pub mod pack;
+pub mod prune;
 pub mod reader;
 pub mod snapshot;
 #[doc(hidden)]
