@@ -343,6 +343,70 @@ fn path_of(dir: &Path, name: &[u8]) -> PathBuf {
     dir.join(std::ffi::OsStr::from_bytes(name))
 }
 
+/// The parent snapshot's node `o`, if `changes` says the object `key` is the
+/// same as then (and for a directory, everything below it too).
+fn reusable<'n>(changes: &ChangeSet, key: Key, o: &'n Node) -> Option<&'n Node> {
+    if (o.dev, o.ino) != key || changes.object_changed(key) {
+        return None;
+    }
+    match o.kind {
+        Kind::Dir => (!changes.subtree_changed(key) && o.subtree.is_some()).then_some(o),
+        Kind::File => complete(o).then_some(o),
+        _ => Some(o),
+    }
+}
+
+impl std::ops::Add for Counts {
+    type Output = Counts;
+    fn add(self, b: Counts) -> Counts {
+        Counts {
+            files: self.files + b.files,
+            dirs: self.dirs + b.dirs,
+            bytes: self.bytes + b.bytes,
+        }
+    }
+}
+
+/// What directory tree `id` holds, itself included, counted once per tree id
+/// (`memo`), subdirectories in parallel.
+fn count_tree(r: &StoreReader, memo: &Mutex<HashMap<Id, Counts>>, id: Id) -> Result<Counts> {
+    if let Some(c) = memo.lock().unwrap().get(&id) {
+        return Ok(*c);
+    }
+    let tree = r.tree(&id)?;
+    let own = tree.nodes.iter().fold(
+        Counts {
+            dirs: 1,
+            ..Counts::default()
+        },
+        |mut c, n| {
+            match n.kind {
+                Kind::Dir => {}
+                Kind::File => {
+                    c.files += 1;
+                    c.bytes += n.size;
+                }
+                _ => c.files += 1,
+            }
+            c
+        },
+    );
+    let subs = tree
+        .nodes
+        .par_iter()
+        .filter(|n| n.kind == Kind::Dir)
+        .map(|n| {
+            let sub = n
+                .subtree
+                .ok_or_else(|| Error::Corrupt(format!("directory tree {id} lacks a subtree")))?;
+            count_tree(r, memo, sub)
+        })
+        .try_reduce(Counts::default, |a, b| Ok(a + b))?;
+    let c = own + subs;
+    memo.lock().unwrap().insert(id, c);
+    Ok(c)
+}
+
 /// A file node of the parent snapshot whose chunk list covers its size.
 fn complete(o: &Node) -> bool {
     o.kind == Kind::File && o.content.iter().map(|p| p.len).sum::<u64>() == o.size
@@ -371,60 +435,13 @@ impl<A: AsOf> Walk<'_, A> {
     /// The parent snapshot's node, if the change set says the object `key`
     /// is the same as then (and for a directory, everything below it too).
     fn unchanged<'n>(&self, key: Key, old: Option<&'n Node>) -> Option<&'n Node> {
-        let changes = self.changes?;
-        let o = old?;
-        if (o.dev, o.ino) != key || changes.object_changed(key) {
-            return None;
-        }
-        match o.kind {
-            Kind::Dir => (!changes.subtree_changed(key) && o.subtree.is_some()).then_some(o),
-            Kind::File => complete(o).then_some(o),
-            _ => Some(o),
-        }
+        reusable(self.changes?, key, old?)
     }
 
-    /// What a directory of the parent snapshot holds (counted once per tree id).
+    /// What a directory of the parent snapshot holds.
     fn count(&self, id: Id) -> Result<Counts> {
-        if let Some(c) = self.counted.lock().unwrap().get(&id) {
-            return Ok(*c);
-        }
         let r = self.parent.expect("reuse needs a parent");
-        let tree = r.tree(&id)?;
-        let own = tree.nodes.iter().fold(Counts::default(), |mut c, n| {
-            match n.kind {
-                Kind::Dir => {}
-                Kind::File => {
-                    c.files += 1;
-                    c.bytes += n.size;
-                }
-                _ => c.files += 1,
-            }
-            c
-        });
-        let subs = tree
-            .nodes
-            .par_iter()
-            .filter(|n| n.kind == Kind::Dir)
-            .map(|n| {
-                let id = n.subtree.ok_or_else(|| {
-                    Error::Corrupt(format!("directory tree {id} lacks a subtree"))
-                })?;
-                self.count(id)
-            })
-            .try_reduce(Counts::default, |a, b| {
-                Ok(Counts {
-                    files: a.files + b.files,
-                    dirs: a.dirs + b.dirs,
-                    bytes: a.bytes + b.bytes,
-                })
-            })?;
-        let c = Counts {
-            files: own.files + subs.files,
-            dirs: 1 + subs.dirs,
-            bytes: own.bytes + subs.bytes,
-        };
-        self.counted.lock().unwrap().insert(id, c);
-        Ok(c)
+        count_tree(r, &self.counted, id)
     }
 
     /// One object (the root, or an entry found in its directory) and, for a
@@ -617,33 +634,87 @@ impl<A: AsOf> Walk<'_, A> {
 /// Count files and bytes under `src` into `progress.total_*` (for a progress
 /// display's totals), then set `scan_done`. Unreadable entries are skipped.
 pub fn scan<A: AsOf>(src: &A, progress: &Progress) {
-    fn walk<A: AsOf>(src: &A, dir: &A::Obj, progress: &Progress) {
-        let Ok(names) = src.list(dir) else {
-            return;
-        };
-        names.par_iter().for_each(|n| {
-            let Ok(obj) = src.child(dir, n) else { return };
-            let Ok(st) = src.stat(&obj) else {
-                return;
-            };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFDIR => walk(src, &obj, progress),
-                libc::S_IFSOCK => {}
-                m => {
-                    progress.total_files.fetch_add(1, Ordering::Relaxed);
-                    if m == libc::S_IFREG {
-                        progress
-                            .total_bytes
-                            .fetch_add(st.st_size as u64, Ordering::Relaxed);
-                    }
-                }
-            }
-        });
-    }
     if let Ok(root) = src.root() {
-        walk(src, &root, progress);
+        scan_obj(src, root, None, None, progress);
     }
     progress.scan_done.store(true, Ordering::Relaxed);
+}
+
+/// As [`scan`], for a [`copy`] given `changes`: what the change set says is
+/// unchanged is counted from the parent snapshot `changes.since`, as the
+/// copy will, without looking at the source.
+pub fn scan_changes<A: AsOf>(store: &Store, src: &A, changes: &ChangeSet, progress: &Progress) {
+    let parent = store.reader().ok().and_then(|r| {
+        let snap = store.snapshot(&changes.since).ok()?;
+        let root = r.tree(&snap.tree).ok()?.nodes.first().cloned()?;
+        Some((r, root))
+    });
+    if let Ok(root) = src.root() {
+        match &parent {
+            Some((r, old)) => {
+                let ctx = ScanReuse {
+                    reader: r,
+                    changes,
+                    memo: Mutex::new(HashMap::new()),
+                };
+                scan_obj(src, root, Some(old), Some(&ctx), progress);
+            }
+            None => scan_obj(src, root, None, None, progress),
+        }
+    }
+    progress.scan_done.store(true, Ordering::Relaxed);
+}
+
+struct ScanReuse<'a> {
+    reader: &'a StoreReader,
+    changes: &'a ChangeSet,
+    memo: Mutex<HashMap<Id, Counts>>,
+}
+
+fn scan_obj<A: AsOf>(
+    src: &A,
+    obj: A::Obj,
+    old: Option<&Node>,
+    reuse: Option<&ScanReuse>,
+    progress: &Progress,
+) {
+    let add = |files: u64, bytes: u64| {
+        progress.total_files.fetch_add(files, Ordering::Relaxed);
+        progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
+    };
+    if let (Some(ctx), Some(o)) = (reuse, old) {
+        if let Some(o) = reusable(ctx.changes, src.key(&obj), o) {
+            match o.subtree {
+                Some(id) => {
+                    if let Ok(c) = count_tree(ctx.reader, &ctx.memo, id) {
+                        return add(c.files, c.bytes);
+                    }
+                }
+                None if o.kind == Kind::File => return add(1, o.size),
+                None => return add(1, 0),
+            }
+        }
+    }
+    let Ok(st) = src.stat(&obj) else { return };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {
+            let Ok(names) = src.list(&obj) else { return };
+            let old_tree = reuse.zip(old).and_then(|(ctx, o)| {
+                let id = o.subtree.filter(|_| o.kind == Kind::Dir)?;
+                ctx.reader.tree(&id).ok()
+            });
+            names.par_iter().for_each(|n| {
+                let Ok(child) = src.child(&obj, n) else {
+                    return;
+                };
+                let o = old_tree.as_ref().and_then(|t| t.find(n));
+                scan_obj(src, child, o, reuse, progress);
+            });
+        }
+        libc::S_IFSOCK => {}
+        libc::S_IFREG => add(1, st.st_size as u64),
+        _ => add(1, 0),
+    }
 }
 
 pub type SharedProgress = Arc<Progress>;

@@ -412,6 +412,18 @@ fn incremental_copy_equals_a_full_copy() {
             o.changes = Some(&changes);
             let plain = PlainDir::open(&src, Vec::new()).unwrap();
             let incr = copy_ok(&store, &plain, &o);
+            let p = Progress::default();
+            scan_changes(&store, &plain, &changes, &p);
+            let totals = (
+                p.total_files.load(Ordering::Relaxed),
+                p.total_bytes.load(Ordering::Relaxed),
+            );
+            let s = &incr.snapshot.stats;
+            assert_eq!(
+                totals,
+                (s.files, s.bytes),
+                "seed {seed} round {round}: scan"
+            );
             // A source nothing was copied from before: no parent at all.
             let scratch = copy_ok(
                 &store,
@@ -488,6 +500,21 @@ fn unchanged_directories_are_not_looked_at() {
     }
     assert_eq!(*c.opened.lock().unwrap(), vec![key_of(&src.join("b/new"))]);
     assert_eq!(r.snapshot.stats.bytes_read, 3);
+
+    // The scan for the totals looks at no more than the copy.
+    let c = Counting::new(&src);
+    let p = Progress::default();
+    scan_changes(&store, &c, &changes, &p);
+    let listed: HashSet<Key> = c.listed.lock().unwrap().iter().copied().collect();
+    assert_eq!(listed, want, "the scan lists only the root and b/");
+    assert_eq!(
+        p.total_files.load(Ordering::Relaxed),
+        r.snapshot.stats.files
+    );
+    assert_eq!(
+        p.total_bytes.load(Ordering::Relaxed),
+        r.snapshot.stats.bytes
+    );
 
     // Same result as a full copy, and the same counts.
     let full = copy_ok(&store, &Counting::new(&src), &opts("full", Path::new("x")));
