@@ -3,7 +3,8 @@
 //!
 //! The crate is split along the parts of the design (docs/ and README):
 //! - [`store`]: the content-addressed store (no FUSE in it);
-//! - [`ingest`]: the provider that copies a tree into the store (`bkfs backup`);
+//! - [`ingest`]: the provider that copies a tree as of a point in time into the
+//!   store ([`ingest::copy`]; `bkfs backup` through [`ingest::PlainDir`]);
 //! - [`restore`]: reading a snapshot back out to a directory;
 //! - [`live`]: the passthrough core over the source directory, `Result<_, Errno>`;
 //! - [`fs`]: the thin fuser adapter over [`live`];

@@ -65,7 +65,12 @@ pub fn start_backup(p: Arc<Progress>, dir: PathBuf) -> Bar {
     std::thread::spawn(move || {
         // One thread of its own: the scan must not take cores from the backup.
         if let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(1).build() {
-            pool.install(|| ingest::scan(&dir, &q));
+            match ingest::PlainDir::open(&dir, Vec::new()) {
+                Ok(d) => pool.install(|| ingest::scan(&d, &q)),
+                Err(_) => q
+                    .scan_done
+                    .store(true, std::sync::atomic::Ordering::Relaxed),
+            }
         }
     });
     run(p, "backup")

@@ -2,15 +2,14 @@
 //! content-defined cuts, and the chunks of a large file hashed, compressed and
 //! stored in parallel.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, Read};
 
 use rayon::prelude::*;
 
+use crate::snapshot::AsOfFile;
 use crate::store::chunker::Chunker;
 use crate::store::pack::BlobKind;
-use crate::store::{Id, Piece, StoreWriter};
+use crate::store::{Error, Id, Piece, StoreWriter};
 
 use super::{Failure, Progress};
 
@@ -20,60 +19,62 @@ fn batch_len() -> usize {
     rayon::current_num_threads().max(2) * 2
 }
 
-/// The data extents of a file: `(offset, len)`, ascending. A file whose blocks
-/// cover its size has no holes and is one extent, without asking SEEK_DATA.
-fn data_extents(file: &File, size: u64, blocks: u64) -> io::Result<Vec<(u64, u64)>> {
-    if size == 0 {
-        return Ok(Vec::new());
-    }
-    if blocks * 512 >= size {
-        return Ok(vec![(0, size)]);
-    }
-    let fd = file.as_raw_fd();
-    let mut out = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < size {
-        // SAFETY: lseek on a valid fd has no memory effects.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // only a hole remains
-            }
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                return Ok(vec![(0, size)]); // filesystem without SEEK_DATA
-            }
-            return Err(e);
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let end = (hole as u64).min(size);
-        if end > data as u64 {
-            out.push((data as u64, end - data as u64));
-        }
-        pos = hole;
-    }
-    Ok(out)
+/// A range of a file as a stream, read with positioned reads.
+struct Range<'a, F: AsOfFile> {
+    file: &'a F,
+    pos: u64,
+    end: u64,
 }
 
-/// Store a file's content and return its pieces. `size` and `blocks` come from
-/// the stat taken before opening; the pieces describe what was actually read
-/// (a file that shrinks while we read it is recorded as read).
-pub fn store_file(
-    fd: OwnedFd,
+impl<F: AsOfFile> Read for Range<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (buf.len() as u64).min(self.end - self.pos) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        if n < want {
+            self.end = self.pos; // end of file: the file shrank
+        }
+        Ok(n)
+    }
+}
+
+/// The length of a file that is shorter than `size` (it shrank while we read
+/// it), at least `pos`: where reads start returning nothing.
+fn shrunk_len<F: AsOfFile>(file: &F, mut lo: u64, size: u64) -> io::Result<u64> {
+    // Invariant: the file has a byte at lo - 1 (or lo is where we know data
+    // ends), none at hi.
+    let mut hi = size;
+    let mut b = [0u8; 1];
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if file.read_at(&mut b, mid)? == 1 {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// Store a file's content and return its pieces. `size` comes from the stat
+/// taken before opening; the pieces describe what was actually read (a file
+/// that shrinks while we read it is recorded as read). `stopped` is polled
+/// between batches of chunks, so a huge file does not delay a stop.
+pub fn store_file<F: AsOfFile>(
+    file: &F,
     size: u64,
-    blocks: u64,
     w: &StoreWriter,
     progress: &Progress,
+    stopped: &(dyn Fn() -> bool + Sync),
 ) -> Result<Vec<Piece>, Failure> {
-    let mut file = File::from(fd);
-    let extents = data_extents(&file, size, blocks).map_err(Failure::Source)?;
+    let extents = file.extents(size).map_err(Failure::Source)?;
     let params = w.store().config().chunker;
     let mut pieces = Vec::new();
     let mut pos = 0u64;
+    let mut shrank = false;
     for (off, len) in extents {
         if off > pos {
             pieces.push(Piece {
@@ -84,8 +85,7 @@ pub fn store_file(
         if len <= params.min as u64 {
             // One small chunk: read it whole, no chunker.
             let mut buf = vec![0u8; len as usize];
-            file.seek(SeekFrom::Start(off)).map_err(Failure::Source)?;
-            let n = read_full(&mut file, &mut buf).map_err(Failure::Source)?;
+            let n = file.read_at(&mut buf, off).map_err(Failure::Source)?;
             buf.truncate(n);
             if !buf.is_empty() {
                 let id = w.put(BlobKind::Data, &buf).map_err(Failure::Store)?;
@@ -97,26 +97,23 @@ pub fn store_file(
             }
             pos = off + n as u64;
             if (n as u64) < len {
-                break; // the file shrank
+                shrank = true;
+                break;
             }
             continue;
         }
-        if len > 64 << 20 {
-            // SAFETY: advisory only.
-            unsafe {
-                libc::posix_fadvise(
-                    file.as_raw_fd(),
-                    off as i64,
-                    len as i64,
-                    libc::POSIX_FADV_SEQUENTIAL,
-                )
-            };
-        }
-        file.seek(SeekFrom::Start(off)).map_err(Failure::Source)?;
         let cap = (len as usize).min(params.max as usize * 4);
-        let mut chunker = Chunker::with_capacity((&mut file).take(len), params, cap);
+        let range = Range {
+            file,
+            pos: off,
+            end: off + len,
+        };
+        let mut chunker = Chunker::with_capacity(range, params, cap);
         let mut read = 0u64;
         loop {
+            if stopped() {
+                return Err(Failure::Store(Error::Other("stopped".into())));
+            }
             let mut batch: Vec<Vec<u8>> = Vec::with_capacity(batch_len());
             while batch.len() < batch_len() {
                 match chunker.next_chunk().map_err(Failure::Source)? {
@@ -146,31 +143,25 @@ pub fn store_file(
         }
         pos = off + read;
         if read < len {
+            shrank = true;
             break;
         }
     }
-    // Trailing hole (a file whose size ends past its last data).
-    if pos < size && pieces.iter().map(|p| p.len).sum::<u64>() == pos {
-        let actual = file.metadata().map(|m| m.len()).unwrap_or(pos);
-        if actual > pos {
+    // Trailing hole (a file whose size ends past its last data), as long as
+    // the file still reaches that far.
+    if pos < size && !shrank {
+        let mut b = [0u8; 1];
+        let end = if file.read_at(&mut b, size - 1).map_err(Failure::Source)? == 1 {
+            size
+        } else {
+            shrunk_len(file, pos, size - 1).map_err(Failure::Source)?
+        };
+        if end > pos {
             pieces.push(Piece {
                 id: None,
-                len: actual.min(size) - pos,
+                len: end - pos,
             });
         }
     }
     Ok(pieces)
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

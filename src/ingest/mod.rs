@@ -1,16 +1,19 @@
-//! The offline provider: copy a directory tree into the store as a snapshot.
+//! The provider: copy a tree as of a point in time into the store as a
+//! snapshot. One walker for both sources: a plain directory read as it is
+//! (`bkfs backup`, [`PlainDir`]) and a mount's point in time, through
+//! [`AsOf`].
 //!
 //! Directories are walked in parallel (rayon, fork-join: a directory's tree
 //! blob is written once all its entries are done), files in parallel, and the
 //! chunks of large files in parallel. A file whose inode, size, mtime and
 //! ctime match the parent snapshot's entry is not read again: its chunk list
-//! is reused.
+//! is reused. Given a [`ChangeSet`], whatever it does not list is reused from
+//! the parent snapshot without being looked at at all.
 
 mod file;
+pub mod plain;
 
 use std::collections::HashMap;
-use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,10 +21,13 @@ use std::time::{Instant, SystemTime};
 
 use rayon::prelude::*;
 
+use crate::snapshot::{AsOf, ChangeSet, Key};
 use crate::store::pack::BlobKind;
-use crate::store::snapshot::{self, Snapshot, Stats};
+use crate::store::snapshot::{self, Capture, Snapshot, Stats};
 use crate::store::{Error, Id, Kind, Node, Piece, Result, Store, StoreReader, StoreWriter, Tree};
-use crate::sys::{self, XattrOf};
+use crate::sys;
+
+pub use plain::PlainDir;
 
 /// Live counters, read by a progress display while the backup runs.
 #[derive(Default)]
@@ -46,10 +52,49 @@ impl Progress {
     }
 }
 
+/// Options of `bkfs backup`.
 pub struct Options {
     pub name: Option<String>,
     /// Parent snapshot for change detection; default: the newest snapshot of the same source.
     pub parent: Option<String>,
+}
+
+/// Options of [`copy`].
+pub struct CopyOptions<'a> {
+    /// The snapshot's name (validated, and must not exist yet).
+    pub name: String,
+    /// The point in time, recorded as [`Snapshot::time`].
+    pub time: SystemTime,
+    /// Recorded as [`Snapshot::source`]; also what the default parent is
+    /// looked up by.
+    pub source: String,
+    /// Parent snapshot for change detection; default: the newest snapshot of
+    /// the same source. Ignored when `changes` is given (must then be `None`
+    /// or `changes.since`).
+    pub parent: Option<String>,
+    /// What changed since snapshot `changes.since`, which becomes the parent:
+    /// what it does not list is reused from the parent without a look.
+    pub changes: Option<&'a ChangeSet>,
+    /// Copied into the record.
+    pub capture: Option<Capture>,
+    /// Set (by an unmount) to stop soon: the copy then writes no record and
+    /// returns [`Error::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl CopyOptions<'_> {
+    /// A full copy with metadata comparison against the default parent.
+    pub fn new(name: String, time: SystemTime, source: String) -> Self {
+        CopyOptions {
+            name,
+            time,
+            source,
+            parent: None,
+            changes: None,
+            capture: None,
+            cancel: None,
+        }
+    }
 }
 
 pub struct Report {
@@ -70,22 +115,33 @@ pub enum Failure {
 /// A hard-linked file already read: its content and the stat it had then.
 type LinkSeen = (Vec<Piece>, libc::stat);
 
-struct Walk<'a> {
+/// Files, directories and file bytes under a directory of the parent snapshot.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+}
+
+struct Walk<'a, A: AsOf> {
+    src: &'a A,
     w: &'a StoreWriter,
     parent: Option<&'a StoreReader>,
+    changes: Option<&'a ChangeSet>,
+    cancel: Option<&'a AtomicBool>,
     progress: &'a Progress,
-    /// (dev, ino) of directories never to enter: the store, if it lies inside the source.
-    skip: Vec<(u64, u64)>,
     /// Content of hard-linked files already read, so other names reuse it.
-    links: Mutex<HashMap<(u64, u64), LinkSeen>>,
+    links: Mutex<HashMap<Key, LinkSeen>>,
+    /// What the subtrees reused whole hold, by tree id.
+    counted: Mutex<HashMap<Id, Counts>>,
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
     stop: AtomicBool,
     fatal: Mutex<Option<Error>>,
 }
 
+/// `bkfs backup`: copy the directory `src` as it is.
 pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) -> Result<Report> {
-    let started = Instant::now();
     let time = SystemTime::now();
     let name = opts
         .name
@@ -98,38 +154,80 @@ pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) ->
     let src = src
         .canonicalize()
         .map_err(|e| Error::io(format!("source {}", src.display()), e))?;
-    let root_fd =
-        sys::open_dir(&src).map_err(|e| Error::io(format!("source {}", src.display()), e))?;
-    let mut w = store.writer("backup")?;
-    let reader = w.reader()?;
-    let parent_tree = parent_root(store, &reader, &src, opts.parent.as_deref())?;
-
     let mut skip = Vec::new();
-    if let Ok(st) = sys::fstat(
-        sys::open_dir(store.root())
-            .map_err(|e| Error::io("store", e))?
-            .as_fd(),
-    ) {
+    let store_fd = sys::open_dir(store.root()).map_err(|e| Error::io("store", e))?;
+    if let Ok(st) = sys::fstat(std::os::fd::AsFd::as_fd(&store_fd)) {
         skip.push((st.st_dev, st.st_ino));
     }
+    drop(store_fd);
+    let dir = PlainDir::open(&src, skip)
+        .map_err(|e| Error::io(format!("source {}", src.display()), e))?;
+    let mut copts = CopyOptions::new(name, time, src.to_string_lossy().into_owned());
+    copts.parent = opts.parent.clone();
+    copy(store, &dir, &copts, progress)
+}
+
+/// Copy `src` into the store as snapshot `opts.name`. Entries that cannot be
+/// read are left out and listed in the report; a store error, or a cancel,
+/// stops the copy and writes no record.
+pub fn copy<A: AsOf>(
+    store: &Store,
+    src: &A,
+    opts: &CopyOptions,
+    progress: &Progress,
+) -> Result<Report> {
+    let started = Instant::now();
+    let cancelled = || opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    snapshot::validate_name(&opts.name)?;
+    if snapshot::path(&store.snapshots_dir(), &opts.name).exists() {
+        return Err(Error::SnapshotExists(opts.name.clone()));
+    }
+    let parent = match (opts.changes, &opts.parent) {
+        (Some(c), Some(p)) if *p != c.since => {
+            return Err(Error::Other(format!(
+                "parent {p:?} given with changes since {:?}",
+                c.since
+            )))
+        }
+        (Some(c), _) => Some(c.since.as_str()),
+        (None, p) => p.as_deref(),
+    };
+    let mut w = store.writer("backup")?;
+    let reader = w.reader()?;
+    let parent_root = parent_root(store, &reader, &opts.source, parent)?;
+
     let walk = Walk {
+        src,
         w: &w,
-        parent: parent_tree.is_some().then_some(&reader),
+        parent: parent_root.is_some().then_some(&reader),
+        changes: opts.changes.filter(|_| parent_root.is_some()),
+        cancel: opts.cancel,
         progress,
-        skip,
         links: Mutex::new(HashMap::new()),
+        counted: Mutex::new(HashMap::new()),
         errors: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
         fatal: Mutex::new(None),
     };
-    let root_st = sys::fstat(root_fd.as_fd())
-        .map_err(|e| Error::io(format!("source {}", src.display()), e))?;
-    let parent_sub = parent_tree.as_ref().and_then(|n| n.subtree);
-    let root_node = match walk.dir_node(root_fd, &src, Vec::new(), root_st, parent_sub) {
-        Ok(n) => n,
+    let src_path = PathBuf::from(&opts.source);
+    let root_node = src
+        .root()
+        .map_err(Failure::Source)
+        .and_then(|root| walk.object(root, &src_path, Vec::new(), parent_root.as_ref()));
+    if cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let root_node = match root_node {
+        Ok(Some(n)) if n.kind == Kind::Dir => n,
+        Ok(_) => {
+            return Err(Error::Other(format!(
+                "source {}: not a directory",
+                opts.source
+            )))
+        }
         Err(Failure::Store(e)) => return Err(e),
-        Err(Failure::Source(e)) => return Err(Error::io(format!("source {}", src.display()), e)),
+        Err(Failure::Source(e)) => return Err(Error::io(format!("source {}", opts.source), e)),
     };
     if let Some(e) = walk.fatal.lock().unwrap().take() {
         return Err(e);
@@ -139,11 +237,11 @@ pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) ->
     let errors = std::mem::take(&mut *walk.errors.lock().unwrap());
     let warnings = std::mem::take(&mut *walk.warnings.lock().unwrap());
     let s = &w.stats;
-    let snap = Snapshot {
-        name,
-        time: humantime::format_rfc3339_nanos(time).to_string(),
+    let mut snap = Snapshot {
+        name: opts.name.clone(),
+        time: humantime::format_rfc3339_nanos(opts.time).to_string(),
         tree: top,
-        source: src.to_string_lossy().into_owned(),
+        source: opts.source.clone(),
         hostname: crate::store::lock::hostname(),
         stats: Stats {
             files: progress.files.load(Ordering::Relaxed),
@@ -156,10 +254,12 @@ pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) ->
             seconds: 0.0,
             errors: errors.len() as u64,
         },
-        capture: None,
+        capture: opts.capture.clone(),
     };
-    let mut snap = snap;
     snap.stats.seconds = started.elapsed().as_secs_f64();
+    if cancelled() {
+        return Err(Error::Cancelled);
+    }
     w.commit(Some(&snap))?;
     tracing::debug!("committed after {:.3} s", started.elapsed().as_secs_f64());
 
@@ -174,19 +274,16 @@ pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) ->
 fn parent_root(
     store: &Store,
     reader: &StoreReader,
-    src: &Path,
+    source: &str,
     parent: Option<&str>,
 ) -> Result<Option<Node>> {
     let snap = match parent {
         Some(p) => Some(store.snapshot(p)?),
-        None => {
-            let src = src.to_string_lossy();
-            store
-                .snapshots()?
-                .into_iter()
-                .rev()
-                .find(|s| s.source == src)
-        }
+        None => store
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|s| s.source == source),
     };
     let Some(snap) = snap else { return Ok(None) };
     let top = reader.tree(&snap.tree)?;
@@ -246,7 +343,76 @@ fn path_of(dir: &Path, name: &[u8]) -> PathBuf {
     dir.join(std::ffi::OsStr::from_bytes(name))
 }
 
-impl Walk<'_> {
+/// The parent snapshot's node `o`, if `changes` says the object `key` is the
+/// same as then (and for a directory, everything below it too).
+fn reusable<'n>(changes: &ChangeSet, key: Key, o: &'n Node) -> Option<&'n Node> {
+    if (o.dev, o.ino) != key || changes.object_changed(key) {
+        return None;
+    }
+    match o.kind {
+        Kind::Dir => (!changes.subtree_changed(key) && o.subtree.is_some()).then_some(o),
+        Kind::File => complete(o).then_some(o),
+        _ => Some(o),
+    }
+}
+
+impl std::ops::Add for Counts {
+    type Output = Counts;
+    fn add(self, b: Counts) -> Counts {
+        Counts {
+            files: self.files + b.files,
+            dirs: self.dirs + b.dirs,
+            bytes: self.bytes + b.bytes,
+        }
+    }
+}
+
+/// What directory tree `id` holds, itself included, counted once per tree id
+/// (`memo`), subdirectories in parallel.
+fn count_tree(r: &StoreReader, memo: &Mutex<HashMap<Id, Counts>>, id: Id) -> Result<Counts> {
+    if let Some(c) = memo.lock().unwrap().get(&id) {
+        return Ok(*c);
+    }
+    let tree = r.tree(&id)?;
+    let own = tree.nodes.iter().fold(
+        Counts {
+            dirs: 1,
+            ..Counts::default()
+        },
+        |mut c, n| {
+            match n.kind {
+                Kind::Dir => {}
+                Kind::File => {
+                    c.files += 1;
+                    c.bytes += n.size;
+                }
+                _ => c.files += 1,
+            }
+            c
+        },
+    );
+    let subs = tree
+        .nodes
+        .par_iter()
+        .filter(|n| n.kind == Kind::Dir)
+        .map(|n| {
+            let sub = n
+                .subtree
+                .ok_or_else(|| Error::Corrupt(format!("directory tree {id} lacks a subtree")))?;
+            count_tree(r, memo, sub)
+        })
+        .try_reduce(Counts::default, |a, b| Ok(a + b))?;
+    let c = own + subs;
+    memo.lock().unwrap().insert(id, c);
+    Ok(c)
+}
+
+/// A file node of the parent snapshot whose chunk list covers its size.
+fn complete(o: &Node) -> bool {
+    o.kind == Kind::File && o.content.iter().map(|p| p.len).sum::<u64>() == o.size
+}
+
+impl<A: AsOf> Walk<'_, A> {
     fn source_error(&self, path: &Path, e: &std::io::Error) {
         self.errors
             .lock()
@@ -262,18 +428,91 @@ impl Walk<'_> {
         }
     }
 
-    /// Back up a directory whose fd is open; returns its node with the subtree id.
-    fn dir_node(
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// The parent snapshot's node, if the change set says the object `key`
+    /// is the same as then (and for a directory, everything below it too).
+    fn unchanged<'n>(&self, key: Key, old: Option<&'n Node>) -> Option<&'n Node> {
+        reusable(self.changes?, key, old?)
+    }
+
+    /// What a directory of the parent snapshot holds.
+    fn count(&self, id: Id) -> Result<Counts> {
+        let r = self.parent.expect("reuse needs a parent");
+        count_tree(r, &self.counted, id)
+    }
+
+    /// One object (the root, or an entry found in its directory) and, for a
+    /// directory, everything below it. Source errors of the object itself are
+    /// returned, not reported; those below it are reported and left out.
+    fn object(
         &self,
-        fd: OwnedFd,
+        obj: A::Obj,
         path: &Path,
         name: Vec<u8>,
-        st: libc::stat,
+        old: Option<&Node>,
+    ) -> Result<Option<Node>, Failure> {
+        if let Some(o) = self.unchanged(self.src.key(&obj), old) {
+            if let Some(id) = o.subtree {
+                // Reading the old trees to count them also proves they are
+                // readable; if not, walk the directory instead.
+                match self.count(id) {
+                    Ok(c) => {
+                        let p = self.progress;
+                        p.files.fetch_add(c.files, Ordering::Relaxed);
+                        p.dirs.fetch_add(c.dirs, Ordering::Relaxed);
+                        p.bytes.fetch_add(c.bytes, Ordering::Relaxed);
+                        return Ok(Some(o.clone()));
+                    }
+                    Err(e) => tracing::warn!("{}: parent snapshot unreadable: {e}", path.display()),
+                }
+            } else {
+                if o.kind == Kind::File {
+                    self.progress.bytes.fetch_add(o.size, Ordering::Relaxed);
+                }
+                self.progress.files.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(o.clone()));
+            }
+        }
+        let st = self.src.stat(&obj).map_err(Failure::Source)?;
+        let Some(kind) = kind_of(st.st_mode) else {
+            self.warnings
+                .lock()
+                .unwrap()
+                .push(format!("{}: socket skipped", path.display()));
+            return Ok(None);
+        };
+        if kind == Kind::Dir {
+            let old_sub = old.filter(|o| o.kind == Kind::Dir).and_then(|o| o.subtree);
+            return self.dir_node(&obj, path, name, &st, old_sub).map(Some);
+        }
+        let mut node = node_from_stat(name, kind, &st);
+        match kind {
+            Kind::Symlink => {
+                node.xattrs = self.src.xattrs(&obj).map_err(Failure::Source)?;
+                node.target = Some(self.src.readlink(&obj).map_err(Failure::Source)?);
+            }
+            Kind::File => self.file(&obj, &mut node, &st, old)?,
+            _ => node.xattrs = self.src.xattrs(&obj).map_err(Failure::Source)?,
+        }
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(node))
+    }
+
+    /// A directory and everything below it; returns its node with the subtree id.
+    fn dir_node(
+        &self,
+        obj: &A::Obj,
+        path: &Path,
+        name: Vec<u8>,
+        st: &libc::stat,
         parent: Option<Id>,
     ) -> Result<Node, Failure> {
-        let mut node = node_from_stat(name, Kind::Dir, &st);
-        node.xattrs = sys::list_xattrs(XattrOf::Fd(fd.as_fd())).map_err(Failure::Source)?;
-        let names = sys::read_dir_names(fd.as_fd()).map_err(Failure::Source)?;
+        let mut node = node_from_stat(name, Kind::Dir, st);
+        node.xattrs = self.src.xattrs(obj).map_err(Failure::Source)?;
+        let names = self.src.list(obj).map_err(Failure::Source)?;
         let old = match (parent, self.parent) {
             (Some(id), Some(r)) => r.tree(&id).ok(),
             _ => None,
@@ -281,11 +520,11 @@ impl Walk<'_> {
         let nodes: Vec<Node> = names
             .into_par_iter()
             .filter_map(|n| {
-                if self.stop.load(Ordering::Relaxed) {
+                if self.stopped() {
                     return None;
                 }
                 let old = old.as_ref().and_then(|t| t.find(&n));
-                match self.entry(fd.as_fd(), path, n, old) {
+                match self.entry(obj, path, n, old) {
                     Ok(node) => node,
                     Err(Failure::Store(e)) => {
                         self.store_error(e);
@@ -295,7 +534,7 @@ impl Walk<'_> {
                 }
             })
             .collect();
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stopped() {
             return Err(Failure::Store(
                 self.fatal
                     .lock()
@@ -309,108 +548,71 @@ impl Walk<'_> {
         Ok(node)
     }
 
-    /// One directory entry. Source errors are reported here and give `Ok(None)`.
+    /// One directory entry. Source errors are reported here and give `Err`
+    /// (the caller leaves the entry out).
     fn entry(
         &self,
-        dir: BorrowedFd,
+        dir: &A::Obj,
         dir_path: &Path,
         name: Vec<u8>,
         old: Option<&Node>,
     ) -> Result<Option<Node>, Failure> {
         let path = path_of(dir_path, &name);
-        let report = |e: std::io::Error| {
-            // Vanished since readdir: a live tree changes; it is simply not in the snapshot.
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                self.source_error(&path, &e);
+        let report = |f: Failure| {
+            if let Failure::Source(e) = &f {
+                // Vanished since readdir: a live tree changes; it is simply not in the snapshot.
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    self.source_error(&path, e);
+                }
             }
-            Failure::Source(e)
+            f
         };
-        let cname = sys::cstr(&name).map_err(report)?;
-        let st = sys::fstatat(dir, &cname).map_err(report)?;
-        let Some(kind) = kind_of(st.st_mode) else {
-            self.warnings
-                .lock()
-                .unwrap()
-                .push(format!("{}: socket skipped", path.display()));
-            return Ok(None);
-        };
-        if kind == Kind::Dir {
-            if self.skip.contains(&(st.st_dev, st.st_ino)) {
-                return Ok(None);
-            }
-            let fd = sys::open_noatime(dir, &cname, libc::O_DIRECTORY).map_err(report)?;
-            let old_sub = old.filter(|o| o.kind == Kind::Dir).and_then(|o| o.subtree);
-            return match self.dir_node(fd, &path, name, st, old_sub) {
-                Err(Failure::Source(e)) => Err(report(e)),
-                r => r.map(Some),
-            };
-        }
-        let mut node = node_from_stat(name, kind, &st);
-        if kind != Kind::File {
-            node.xattrs = sys::list_xattrs(XattrOf::Path(
-                &sys::proc_path(dir, &node.name).map_err(report)?,
-            ))
-            .map_err(report)?;
-        }
-        match kind {
-            Kind::Symlink => node.target = Some(sys::readlinkat(dir, &cname).map_err(report)?),
-            Kind::File => self
-                .file(dir, &cname, &mut node, &st, old)
-                .map_err(|f| match f {
-                    Failure::Source(e) => report(e),
-                    f => f,
-                })?,
-            _ => {}
-        }
-        self.progress.files.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(node))
+        let obj = self
+            .src
+            .child(dir, &name)
+            .map_err(|e| report(Failure::Source(e)))?;
+        self.object(obj, &path, name, old).map_err(report)
     }
 
     fn file(
         &self,
-        dir: BorrowedFd,
-        cname: &CStr,
+        obj: &A::Obj,
         node: &mut Node,
         st: &libc::stat,
         old: Option<&Node>,
     ) -> Result<(), Failure> {
         let unchanged = old.is_some_and(|o| {
-            o.kind == Kind::File
+            complete(o)
                 && o.ino == node.ino
                 && o.size == node.size
                 && o.mtime == node.mtime
                 && o.ctime == node.ctime
-                && o.content.iter().map(|p| p.len).sum::<u64>() == o.size
         });
         let key = (st.st_dev, st.st_ino);
         if unchanged {
             node.content = old.unwrap().content.clone();
-            node.xattrs = sys::list_xattrs(XattrOf::Path(
-                &sys::proc_path(dir, &node.name).map_err(Failure::Source)?,
-            ))
-            .map_err(Failure::Source)?;
+            node.xattrs = self.src.xattrs(obj).map_err(Failure::Source)?;
             self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
             return Ok(());
         }
         if node.nlink > 1 {
-            if let Some((content, seen)) = self.links.lock().unwrap().get(&key) {
-                if seen.st_mtime == st.st_mtime
+            let seen = self.links.lock().unwrap().get(&key).and_then(|(c, seen)| {
+                (seen.st_mtime == st.st_mtime
                     && seen.st_mtime_nsec == st.st_mtime_nsec
-                    && seen.st_size == st.st_size
-                {
-                    node.content = content.clone();
-                    node.xattrs = sys::list_xattrs(XattrOf::Path(
-                        &sys::proc_path(dir, &node.name).map_err(Failure::Source)?,
-                    ))
-                    .map_err(Failure::Source)?;
-                    self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
-                    return Ok(());
-                }
+                    && seen.st_size == st.st_size)
+                    .then(|| c.clone())
+            });
+            if let Some(content) = seen {
+                node.content = content;
+                node.xattrs = self.src.xattrs(obj).map_err(Failure::Source)?;
+                self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+                return Ok(());
             }
         }
-        let fd = sys::open_noatime(dir, cname, 0).map_err(Failure::Source)?;
-        node.xattrs = sys::list_xattrs(XattrOf::Fd(fd.as_fd())).map_err(Failure::Source)?;
-        node.content = file::store_file(fd, node.size, st.st_blocks as u64, self.w, self.progress)?;
+        let f = self.src.open(obj).map_err(Failure::Source)?;
+        node.xattrs = self.src.xattrs(obj).map_err(Failure::Source)?;
+        node.content = file::store_file(&f, node.size, self.w, self.progress, &|| self.stopped())?;
+        drop(f);
         node.size = node.content.iter().map(|p| p.len).sum();
         let holes: u64 = node
             .content
@@ -429,35 +631,93 @@ impl Walk<'_> {
     }
 }
 
-/// Count files and bytes under `src` (for a progress display's totals).
-pub fn scan(src: &Path, progress: &Progress) {
-    fn walk(dir: BorrowedFd, progress: &Progress) {
-        let Ok(names) = sys::read_dir_names(dir) else {
-            return;
-        };
-        names.par_iter().for_each(|n| {
-            let Ok(c) = sys::cstr(n) else { return };
-            let Ok(st) = sys::fstatat(dir, &c) else {
-                return;
-            };
-            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                if let Ok(fd) = sys::open_noatime(dir, &c, libc::O_DIRECTORY) {
-                    walk(fd.as_fd(), progress);
-                }
-            } else {
-                progress.total_files.fetch_add(1, Ordering::Relaxed);
-                if st.st_mode & libc::S_IFMT == libc::S_IFREG {
-                    progress
-                        .total_bytes
-                        .fetch_add(st.st_size as u64, Ordering::Relaxed);
-                }
-            }
-        });
-    }
-    if let Ok(fd) = sys::open_dir(src) {
-        walk(fd.as_fd(), progress);
+/// Count files and bytes under `src` into `progress.total_*` (for a progress
+/// display's totals), then set `scan_done`. Unreadable entries are skipped.
+pub fn scan<A: AsOf>(src: &A, progress: &Progress) {
+    if let Ok(root) = src.root() {
+        scan_obj(src, root, None, None, progress);
     }
     progress.scan_done.store(true, Ordering::Relaxed);
 }
 
+/// As [`scan`], for a [`copy`] given `changes`: what the change set says is
+/// unchanged is counted from the parent snapshot `changes.since`, as the
+/// copy will, without looking at the source.
+pub fn scan_changes<A: AsOf>(store: &Store, src: &A, changes: &ChangeSet, progress: &Progress) {
+    let parent = store.reader().ok().and_then(|r| {
+        let snap = store.snapshot(&changes.since).ok()?;
+        let root = r.tree(&snap.tree).ok()?.nodes.first().cloned()?;
+        Some((r, root))
+    });
+    if let Ok(root) = src.root() {
+        match &parent {
+            Some((r, old)) => {
+                let ctx = ScanReuse {
+                    reader: r,
+                    changes,
+                    memo: Mutex::new(HashMap::new()),
+                };
+                scan_obj(src, root, Some(old), Some(&ctx), progress);
+            }
+            None => scan_obj(src, root, None, None, progress),
+        }
+    }
+    progress.scan_done.store(true, Ordering::Relaxed);
+}
+
+struct ScanReuse<'a> {
+    reader: &'a StoreReader,
+    changes: &'a ChangeSet,
+    memo: Mutex<HashMap<Id, Counts>>,
+}
+
+fn scan_obj<A: AsOf>(
+    src: &A,
+    obj: A::Obj,
+    old: Option<&Node>,
+    reuse: Option<&ScanReuse>,
+    progress: &Progress,
+) {
+    let add = |files: u64, bytes: u64| {
+        progress.total_files.fetch_add(files, Ordering::Relaxed);
+        progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
+    };
+    if let (Some(ctx), Some(o)) = (reuse, old) {
+        if let Some(o) = reusable(ctx.changes, src.key(&obj), o) {
+            match o.subtree {
+                Some(id) => {
+                    if let Ok(c) = count_tree(ctx.reader, &ctx.memo, id) {
+                        return add(c.files, c.bytes);
+                    }
+                }
+                None if o.kind == Kind::File => return add(1, o.size),
+                None => return add(1, 0),
+            }
+        }
+    }
+    let Ok(st) = src.stat(&obj) else { return };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {
+            let Ok(names) = src.list(&obj) else { return };
+            let old_tree = reuse.zip(old).and_then(|(ctx, o)| {
+                let id = o.subtree.filter(|_| o.kind == Kind::Dir)?;
+                ctx.reader.tree(&id).ok()
+            });
+            names.par_iter().for_each(|n| {
+                let Ok(child) = src.child(&obj, n) else {
+                    return;
+                };
+                let o = old_tree.as_ref().and_then(|t| t.find(n));
+                scan_obj(src, child, o, reuse, progress);
+            });
+        }
+        libc::S_IFSOCK => {}
+        libc::S_IFREG => add(1, st.st_size as u64),
+        _ => add(1, 0),
+    }
+}
+
 pub type SharedProgress = Arc<Progress>;
+
+#[cfg(test)]
+mod tests;

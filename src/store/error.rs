@@ -35,6 +35,8 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}: destination is not empty (use --overwrite to restore into it)")]
     DestNotEmpty(PathBuf),
+    #[error("snapshot cancelled before it was complete (nothing was recorded)")]
+    Cancelled,
     #[error("{0}")]
     Other(String),
 }
@@ -63,6 +65,7 @@ impl Error {
             Error::Locked(_) => 7,
             Error::Corrupt(_) => 9,
             Error::DestNotEmpty(_) => 10,
+            Error::Cancelled => 11,
             Error::InvalidName(..) => 2,
             _ => 1,
         }
