@@ -1085,7 +1085,11 @@ fn random_changes_after_the_commit() {
 
 #[test]
 fn random_changes_with_concurrent_readers() {
-    for seed in 100..104 {
+    let seeds: u64 = std::env::var("BKFS_PIT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for seed in 100..100 + seeds {
         random_run(seed, true);
     }
 }

@@ -515,7 +515,11 @@ impl Pit {
 
     // ---- reading ----
 
-    fn resolve(&self, e: &EntryRec) -> Option<Arc<OwnedFd>> {
+    /// Finds the object of a preserved entry of `dir`: by its handle, by
+    /// its link in the diff dir, or still at its name (an object on another
+    /// filesystem mounted inside the source, which the source's handles do
+    /// not reach); always checking it is the same inode.
+    fn resolve(&self, dir: Option<BorrowedFd>, e: &EntryRec) -> Option<Arc<OwnedFd>> {
         let key = e.key();
         let ok = |fd: OwnedFd| -> Option<Arc<OwnedFd>> {
             let st = area::fstat(fd.as_fd()).ok()?;
@@ -529,7 +533,7 @@ impl Pit {
                 return Some(fd);
             }
         }
-        area::openat(
+        if let Some(fd) = area::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "link"),
             libc::O_PATH,
@@ -537,6 +541,11 @@ impl Pit {
         )
         .ok()
         .and_then(ok)
+        {
+            return Some(fd);
+        }
+        let name = crate::sys::cstr(&e.name).ok()?;
+        area::openat(dir?, &name, libc::O_PATH, 0).ok().and_then(ok)
     }
 }
 
@@ -671,7 +680,7 @@ impl AsOf for PointInTime {
         Ok(PitObj {
             key: entry.key(),
             kind: entry.kind,
-            fd: p.resolve(&entry),
+            fd: p.resolve(dir.fd.as_ref().map(|f| f.as_fd()), &entry),
         })
     }
 
