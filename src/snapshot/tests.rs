@@ -1085,7 +1085,11 @@ fn random_changes_after_the_commit() {
 
 #[test]
 fn random_changes_with_concurrent_readers() {
-    for seed in 100..104 {
+    let seeds: u64 = std::env::var("BKFS_PIT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for seed in 100..100 + seeds {
         random_run(seed, true);
     }
 }
@@ -1184,4 +1188,53 @@ fn a_failed_snapshot_can_be_committed_again() {
     // Sealing a name that is not pending changes nothing.
     h.snaps.sealed("other");
     assert_eq!(h.snaps.pending().unwrap().0, "s1");
+}
+
+#[test]
+fn objects_that_cannot_be_linked_are_copied() {
+    // A diff area on another filesystem: no hard link reaches it.
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let h = H {
+        snaps: Snapshots::open(&src, &shm.path().join("pit"), Vec::new()).unwrap(),
+        _tmp: tmp,
+        src,
+    };
+    base(&h);
+    sparse(&h);
+    h.mkfifo("fifo");
+    let want = h.capture();
+    h.commit("s1");
+    h.write("sp", 300_000, b"changed first");
+    h.unlink("sp");
+    h.unlink("sl");
+    h.unlink("fifo");
+    h.rename("d/g", "d/e/h");
+    assert_same(&want, &capture_pit(&h.pit()).unwrap());
+    drop(shm);
+}
+
+#[test]
+fn links_of_a_released_snapshot_are_gone_before_the_next() {
+    let h = H::new();
+    base(&h);
+    fs::hard_link(h.p("d/g"), h.p("g2")).unwrap();
+    h.commit("s1");
+    h.rename("f", "f2"); // linked into the diff area, still live
+    h.unlink("g2"); // likewise
+    h.snaps.sealed("s1");
+    assert_eq!(fs::metadata(h.p("f2")).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(h.p("d/g")).unwrap().nlink(), 1);
+    std::thread::sleep(Duration::from_millis(20));
+    let want = h.capture();
+    h.commit("s2");
+    // Whenever the trash is emptied, the second point in time is intact.
+    for _ in 0..5 {
+        assert_same(&want, &capture_pit(&h.pit()).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

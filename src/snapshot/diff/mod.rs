@@ -136,6 +136,7 @@ impl Snapshots {
             let name = ent.file_name();
             let path = ent.path();
             if name.as_bytes().starts_with(TRASH_PREFIX.as_bytes()) {
+                remove_links(&path);
                 remove_in_background(path);
                 continue;
             }
@@ -176,9 +177,12 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Renames a diff dir to a trash name (O(1)) and deletes it on a
-    /// background thread.
+    /// Removes the hard links a diff dir holds to live objects (they count
+    /// in the objects' nlink, and removing them changes their ctime: both
+    /// must be done before the next point in time), renames it to a trash
+    /// name and deletes the rest on a background thread.
     fn trash(&self, path: &Path) {
+        remove_links(path);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -338,6 +342,21 @@ impl Snapshots {
                 }
             }
             None => t.acc_complete = false,
+        }
+    }
+}
+
+/// Removes the `*.link` files of a diff dir: one call per object that lost
+/// a name while it was pending.
+fn remove_links(dir: &Path) {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for ent in list.flatten() {
+        if ent.file_name().as_bytes().ends_with(b".link") {
+            if let Err(e) = std::fs::remove_file(ent.path()) {
+                tracing::warn!("cannot remove {}: {e}", ent.path().display());
+            }
         }
     }
 }

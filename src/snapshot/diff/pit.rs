@@ -10,7 +10,7 @@
 //! twice by one thread.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
@@ -153,17 +153,33 @@ impl Pit {
         {
             return Err(io::Error::last_os_error());
         }
-        let dir = area::openat(diff_root, &cname, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        let state = State {
-            version: area::VERSION,
-            name: name.to_owned(),
-            time: to_time(time),
-            commit: realtime_now(),
-            root: source.root_key,
-        };
-        let json = serde_json::to_vec_pretty(&state).map_err(io::Error::other)?;
-        area::write_atomic(dir.as_fd(), c"state.json", &json)?;
-        Ok(Pit::new(source, dir, state, Vec::new()))
+        let made = (|| {
+            let dir = area::openat(diff_root, &cname, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let state = State {
+                version: area::VERSION,
+                name: name.to_owned(),
+                time: to_time(time),
+                commit: realtime_now(),
+                root: source.root_key,
+            };
+            let json = serde_json::to_vec_pretty(&state).map_err(io::Error::other)?;
+            area::write_atomic(dir.as_fd(), c"state.json", &json)?;
+            Ok((dir, state))
+        })();
+        match made {
+            Ok((dir, state)) => Ok(Pit::new(source, dir, state, Vec::new())),
+            Err(e) => {
+                // Leave no directory behind that would refuse the name.
+                let at = std::os::fd::AsRawFd::as_raw_fd(&diff_root);
+                let tmp = CString::new(format!("{name}/state.json.tmp")).expect("no NUL");
+                // SAFETY: valid C strings; failures leave nothing worse.
+                unsafe {
+                    libc::unlinkat(at, tmp.as_ptr(), 0);
+                    libc::unlinkat(at, cname.as_ptr(), libc::AT_REMOVEDIR);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Reads a diff dir back (`state.json` and every record).
@@ -515,7 +531,11 @@ impl Pit {
 
     // ---- reading ----
 
-    fn resolve(&self, e: &EntryRec) -> Option<Arc<OwnedFd>> {
+    /// Finds the object of a preserved entry of `dir`: by its handle, by
+    /// its link in the diff dir, or still at its name (an object on another
+    /// filesystem mounted inside the source, which the source's handles do
+    /// not reach); always checking it is the same inode.
+    fn resolve(&self, dir: Option<BorrowedFd>, e: &EntryRec) -> Option<Arc<OwnedFd>> {
         let key = e.key();
         let ok = |fd: OwnedFd| -> Option<Arc<OwnedFd>> {
             let st = area::fstat(fd.as_fd()).ok()?;
@@ -529,7 +549,7 @@ impl Pit {
                 return Some(fd);
             }
         }
-        area::openat(
+        if let Some(fd) = area::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "link"),
             libc::O_PATH,
@@ -537,6 +557,11 @@ impl Pit {
         )
         .ok()
         .and_then(ok)
+        {
+            return Some(fd);
+        }
+        let name = crate::sys::cstr(&e.name).ok()?;
+        area::openat(dir?, &name, libc::O_PATH, 0).ok().and_then(ok)
     }
 }
 
@@ -671,7 +696,7 @@ impl AsOf for PointInTime {
         Ok(PitObj {
             key: entry.key(),
             kind: entry.kind,
-            fd: p.resolve(&entry),
+            fd: p.resolve(dir.fd.as_ref().map(|f| f.as_fd()), &entry),
         })
     }
 
