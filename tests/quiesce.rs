@@ -724,3 +724,48 @@ fn cli_dry_run_and_thaw_force_after_a_killed_daemon() {
         .unwrap();
     assert!(o.status.success());
 }
+
+#[test]
+fn hypervisor_hooks_write_the_control_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount");
+    let d = tmp();
+    let b = d.path().join("b");
+    std::fs::create_dir_all(b.join(".control")).unwrap();
+    let run = |script: &str, arg: &str, mounts: &str| {
+        Command::new("/bin/sh")
+            .arg(root.join(script))
+            .arg(arg)
+            .env("BKFS_MOUNTS", mounts)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let read =
+        |m: &Path, f: &str| std::fs::read_to_string(m.join(".control").join(f)).unwrap_or_default();
+    for script in ["fsfreeze-hook.d/bkfs", "backupScripts.d/bkfs"] {
+        let _ = std::fs::remove_file(b.join(".control/freeze"));
+        let _ = std::fs::remove_file(b.join(".control/thaw"));
+        assert!(run(script, "freeze", &b.display().to_string()));
+        assert_eq!(read(&b, "freeze"), "freeze\n");
+        assert!(run(script, "thaw", &b.display().to_string()));
+        assert_eq!(read(&b, "thaw"), "thaw\n");
+        // A mount that cannot be frozen: failure, and the others released.
+        std::fs::remove_file(b.join(".control/thaw")).unwrap();
+        let missing = d.path().join("gone");
+        assert!(!run(
+            script,
+            "freeze",
+            &format!("{} {}", b.display(), missing.display())
+        ));
+        assert_eq!(read(&b, "thaw"), "thaw\n", "{script}");
+        assert!(!run(script, "bogus", ""));
+    }
+    std::fs::remove_file(b.join(".control/thaw")).unwrap();
+    assert!(run(
+        "backupScripts.d/bkfs",
+        "freezeFail",
+        &b.display().to_string()
+    ));
+    assert_eq!(read(&b, "thaw"), "thaw\n");
+}
