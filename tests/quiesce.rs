@@ -769,3 +769,205 @@ fn hypervisor_hooks_write_the_control_files() {
     ));
     assert_eq!(read(&b, "thaw"), "thaw\n");
 }
+
+/// A throwaway MariaDB server, killed on drop.
+struct Maria {
+    sock: PathBuf,
+    _server: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Maria {
+    fn start() -> Option<Maria> {
+        let install = ["mariadb-install-db", "mysql_install_db"]
+            .into_iter()
+            .find(|p| {
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("command -v {p}"))
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })?;
+        if !is_root() || nix::unistd::User::from_name("mysql").ok()?.is_none() {
+            return None;
+        }
+        let dir = tmp();
+        let u = nix::unistd::User::from_name("mysql").unwrap().unwrap();
+        nix::unistd::chown(dir.path(), Some(u.uid), Some(u.gid)).unwrap();
+        let data = dir.path().join("data");
+        let o = Command::new(install)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--user=mysql",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let sock = dir.path().join("sock");
+        let server = Proc(
+            Command::new("mariadbd")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--socket={}", sock.display()))
+                .arg(format!("--log-bin={}", data.join("binlog").display()))
+                .arg(format!(
+                    "--log-error={}",
+                    dir.path().join("err.log").display()
+                ))
+                .args(["--skip-networking", "--user=mysql", "--server-id=1"])
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        );
+        let m = Maria {
+            sock,
+            _server: server,
+            _dir: dir,
+        };
+        wait_for("mariadbd", Duration::from_secs(30), || {
+            m.client()
+                .arg("-e")
+                .arg("SELECT 1")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        Some(m)
+    }
+
+    fn client(&self) -> Command {
+        let mut c = Command::new("mariadb");
+        c.arg(format!("--socket={}", self.sock.display()))
+            .args(["--batch", "--skip-column-names"]);
+        c
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let o = self.client().arg("-e").arg(sql).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+#[test]
+fn mariadb_backup_stages_block_commits_and_record_positions() {
+    let Some(m) = Maria::start() else {
+        assert!(!ci(), "MariaDB is missing, and CI=true requires it");
+        eprintln!("skipped: no MariaDB server, or not root");
+        return;
+    };
+    m.sql("CREATE DATABASE app; CREATE TABLE app.t (x INT) ENGINE=InnoDB; INSERT INTO app.t VALUES (1);");
+    let d = tmp();
+    let text = format!(
+        "[[app]]\nname = \"db\"\nplugin = \"mariadb\"\nclient = \"mariadb\"\nsocket = \"{}\"\n",
+        m.sock.display()
+    );
+    let q = quiescer(d.path(), &text);
+    let f = q.freeze().unwrap_or_else(|e| panic!("{e}"));
+    // A commit waits while the lock is held; reads go on.
+    let sock = m.sock.display().to_string();
+    let writer = Proc::sh(&format!(
+        "mariadb --socket={sock} -e 'INSERT INTO app.t VALUES (2)'"
+    ));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        m.sql("SELECT count(*) FROM app.t"),
+        "1",
+        "a commit went through BLOCK_COMMIT"
+    );
+    let o = f.thaw();
+    assert_eq!(o.consistency, "app_consistent", "{}", o.why);
+    let pos = &o.apps[0]["positions"];
+    assert_eq!(pos["lock"], "BackupStage", "{pos}");
+    assert!(
+        pos["binlog_file"].as_str().unwrap().starts_with("binlog."),
+        "{pos}"
+    );
+    assert!(pos["binlog_position"].as_u64().unwrap() > 0, "{pos}");
+    assert!(pos["gtid"].as_str().unwrap().starts_with("0-1-"), "{pos}");
+    wait_for("the insert after the thaw", Duration::from_secs(10), || {
+        m.sql("SELECT count(*) FROM app.t") == "2"
+    });
+    drop(writer);
+    // The lock is gone with the session.
+    assert_eq!(
+        m.sql("SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'BACKUP%'"),
+        "0"
+    );
+}
+
+#[test]
+fn redis_bgsave_waits_for_lastsave() {
+    let have = Command::new("sh")
+        .arg("-c")
+        .arg("command -v redis-server && command -v redis-cli")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(!ci(), "Redis is missing, and CI=true requires it");
+        eprintln!("skipped: no redis-server");
+        return;
+    }
+    let d = tmp();
+    let sock = d.path().join("redis.sock");
+    let _server = Proc(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocket",
+            ])
+            .arg(&sock)
+            .arg("--dir")
+            .arg(d.path())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let cli = |args: &[&str]| {
+        let o = Command::new("redis-cli")
+            .arg("-s")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    wait_for("redis", Duration::from_secs(10), || {
+        cli(&["PING"]) == "PONG"
+    });
+    cli(&["SET", "k", "v"]);
+    let before: i64 = cli(&["LASTSAVE"]).parse().unwrap();
+    let text = format!(
+        "[[app]]\nname = \"cache\"\nplugin = \"redis\"\nsocket = \"{}\"\n",
+        sock.display()
+    );
+    let q = quiescer(d.path(), &text);
+    let o = q.freeze().unwrap_or_else(|e| panic!("{e}")).thaw();
+    assert_eq!(o.consistency, "app_consistent", "{}", o.why);
+    let lastsave = o.apps[0]["positions"]["lastsave"].as_i64().unwrap();
+    assert!(lastsave > before, "{lastsave} <= {before}");
+    assert!(d.path().join("dump.rdb").exists());
+    // Not there: fails at identify.
+    let text = "[[app]]\nname = \"cache\"\nplugin = \"redis\"\nsocket = \"/nonexistent.sock\"\ntimeout = \"2s\"\n";
+    let q = quiescer(d.path(), text);
+    assert!(matches!(
+        q.freeze(),
+        Err(QuiesceError::Failed {
+            phase: "identify",
+            ..
+        })
+    ));
+}
