@@ -41,6 +41,8 @@ pub enum PluginKind {
     Signal,
     Sqlite,
     Postgresql,
+    Mysql,
+    Redis,
     Handshake,
 }
 
@@ -52,6 +54,8 @@ impl PluginKind {
             PluginKind::Signal => "signal",
             PluginKind::Sqlite => "sqlite",
             PluginKind::Postgresql => "postgresql",
+            PluginKind::Mysql => "mysql",
+            PluginKind::Redis => "redis",
             PluginKind::Handshake => "handshake",
         }
     }
@@ -62,6 +66,8 @@ impl PluginKind {
             "signal" => PluginKind::Signal,
             "sqlite" => PluginKind::Sqlite,
             "postgresql" | "postgres" => PluginKind::Postgresql,
+            "mysql" | "mariadb" => PluginKind::Mysql,
+            "redis" => PluginKind::Redis,
             "handshake" => PluginKind::Handshake,
             _ => return None,
         })
@@ -440,7 +446,7 @@ fn parse_app(cx: &Ctx, i: usize, t: &SpannedMap) -> Result<AppSpec, ProfileError
     let plugin_v = t.get("plugin").ok_or_else(|| missing("plugin"))?;
     let plugin_s = string(cx, plugin_v, "plugin")?;
     let plugin = PluginKind::parse(&plugin_s).ok_or_else(|| {
-        cx.at(plugin_v, "plugin", format!("unknown plug-in {plugin_s:?} (exec, cgroup, signal, sqlite, postgresql, handshake)"))
+        cx.at(plugin_v, "plugin", format!("unknown plug-in {plugin_s:?} (exec, cgroup, signal, sqlite, postgresql, mysql, mariadb, redis, handshake)"))
     })?;
     let level = match t.get("level") {
         None => 0,

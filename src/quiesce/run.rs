@@ -170,12 +170,26 @@ pub fn run(argv: &[OsString], creds: &Creds, timeout: Duration, env: &[(&str, St
         Err(e) => return failed_to_start(e, start),
     };
     drop(cmd); // closes our copies of the write ends
-    let (tx, rx) = mpsc::channel();
+               // The reader appends as output comes, so what arrived is kept even if a
+               // background grandchild keeps the pipe open after the command exits.
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel::<()>();
+    let b2 = buf.clone();
     std::thread::spawn(move || {
         let mut r = r;
-        let mut buf = Vec::new();
-        let _ = Read::by_ref(&mut r).take(1 << 20).read_to_end(&mut buf);
-        let _ = tx.send(buf);
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut b = b2.lock().unwrap();
+                    if b.len() < 1 << 20 {
+                        b.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            }
+        }
+        let _ = tx.send(());
     });
     let deadline = start + timeout;
     let mut timed_out = false;
@@ -193,9 +207,8 @@ pub fn run(argv: &[OsString], creds: &Creds, timeout: Duration, env: &[(&str, St
         std::thread::sleep(Duration::from_millis(5));
     };
     // A background grandchild may hold the pipe open: wait a little, not forever.
-    let out = rx
-        .recv_timeout(Duration::from_millis(if timed_out { 500 } else { 200 }))
-        .unwrap_or_default();
+    let _ = rx.recv_timeout(Duration::from_millis(if timed_out { 500 } else { 200 }));
+    let out = std::mem::take(&mut *buf.lock().unwrap());
     Ran {
         status,
         timed_out,

@@ -75,12 +75,6 @@ impl Cgroup {
             root.join(rel.strip_prefix("/").unwrap_or(rel))
         };
         let p = normalize(&p);
-        if !p.join("cgroup.freeze").exists() {
-            return Err(format!(
-                "{} is not a cgroup v2 directory with a freezer (no cgroup.freeze)",
-                p.display()
-            ));
-        }
         if let Some(own) = own_cgroup() {
             if normalize(&own).starts_with(&p) {
                 return Err(format!(
@@ -89,6 +83,12 @@ impl Cgroup {
                     own.display()
                 ));
             }
+        }
+        if !p.join("cgroup.freeze").exists() {
+            return Err(format!(
+                "{} is not a cgroup v2 directory with a freezer (no cgroup.freeze)",
+                p.display()
+            ));
         }
         Ok(p)
     }

@@ -311,18 +311,14 @@ impl Plugin for Exec {
     }
 }
 
-/// After a crash: thaw (commands) or thaw the scripts the marker lists.
-pub fn recover(cx: &PhaseCx, data: &Value) -> Result<(), String> {
+/// After a crash: the marker names this app, so its freeze may have begun.
+/// Commands: run thaw. Hook directories: thaw every script, in reverse (a
+/// script frozen when the daemon died is not yet in the recorded list).
+pub fn recover(cx: &PhaseCx, _data: &Value) -> Result<(), String> {
     let mut e = Exec::new(&Params(cx.app)).map_err(|e| e.msg)?;
-    e.frozen = data
-        .get("frozen")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str())
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    e.frozen = match &e.mode {
+        Mode::Commands { freeze, .. } => vec![PathBuf::from(&freeze[0])],
+        Mode::Dir { dir, .. } => hook_scripts(dir)?,
+    };
     e.thaw(cx)
 }

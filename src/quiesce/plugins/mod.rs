@@ -3,7 +3,9 @@
 mod cgroup;
 mod exec;
 mod handshake;
+mod mysql;
 mod postgresql;
+mod redis;
 mod signal;
 mod sqlite;
 
@@ -105,6 +107,8 @@ pub fn build(app: &AppSpec, hs: Option<Arc<Handshake>>) -> Result<Box<dyn Plugin
         PluginKind::Signal => Box::new(signal::SignalTree::new(&p)?),
         PluginKind::Sqlite => Box::new(sqlite::Sqlite::new(&p)?),
         PluginKind::Postgresql => Box::new(postgresql::Postgres::new(&p)?),
+        PluginKind::Mysql => Box::new(mysql::Mysql::new(&p)?),
+        PluginKind::Redis => Box::new(redis::Redis::new(&p)?),
         PluginKind::Handshake => {
             Box::new(handshake::HandshakePlugin::new(&p, hs.unwrap_or_default())?)
         }
@@ -124,7 +128,11 @@ pub fn recover(app: &AppSpec, data: &Value) -> Result<(), String> {
         PluginKind::Signal => signal::recover(data),
         PluginKind::Cgroup => cgroup::recover(data),
         // Session plug-ins released their locks when the daemon's pipes closed.
-        PluginKind::Sqlite | PluginKind::Postgresql | PluginKind::Handshake => Ok(()),
+        PluginKind::Sqlite
+        | PluginKind::Postgresql
+        | PluginKind::Mysql
+        | PluginKind::Redis
+        | PluginKind::Handshake => Ok(()),
         PluginKind::Exec => exec::recover(&cx, data),
     }
 }
