@@ -73,7 +73,11 @@ pub struct CopyOptions<'a> {
     /// or `changes.since`).
     pub parent: Option<String>,
     /// What changed since snapshot `changes.since`, which becomes the parent:
-    /// what it does not list is reused from the parent without a look.
+    /// what it does not list is reused from the parent without a look. An
+    /// object it lists is compared with the parent by metadata as without it.
+    /// The counters (and the record's stats) of a subtree reused whole are
+    /// summed from the parent's trees, each tree read once: on a 78k-file
+    /// tree with nothing changed, about 50 ms of a 60 ms copy.
     pub changes: Option<&'a ChangeSet>,
     /// Copied into the record.
     pub capture: Option<Capture>,
