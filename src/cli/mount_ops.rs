@@ -25,9 +25,7 @@ pub fn find_mount(given: Option<PathBuf>) -> Result<PathBuf, Error> {
     cwd.ancestors()
         .find(|p| is_mount(p))
         .map(Path::to_path_buf)
-        .ok_or_else(|| {
-            Error::Other("not inside a bkfs mount; name one with --mount M".to_string())
-        })
+        .ok_or_else(|| Error::Other("not inside a bkfs mount; name one with --mount M".to_string()))
 }
 
 /// `key: value` lines as a map.
@@ -88,7 +86,9 @@ pub fn snapshot(mount: &Path, name: Option<&str>, wait: bool) -> Result<i32, Err
     loop {
         let s = parse(&read(mount, "snapshot")?);
         if s.get("name") != Some(&name) {
-            return Err(Error::Other(format!("snapshot {name}: no longer the latest operation")));
+            return Err(Error::Other(format!(
+                "snapshot {name}: no longer the latest operation"
+            )));
         }
         if let Some(b) = &bar {
             let (done, total) = s

@@ -325,7 +325,9 @@ impl Control {
         let s = &self.snapshotter;
         if let Some(q) = quiesce_node(id) {
             return match q {
-                QuiesceNode::AppFile(k, name, _) => self.app_write(k, name, data).map(|()| data.len()),
+                QuiesceNode::AppFile(k, name, _) => {
+                    self.app_write(k, name, data).map(|()| data.len())
+                }
                 _ => Err(Errno::EISDIR),
             };
         }
@@ -376,7 +378,10 @@ mod tests {
 
     #[test]
     fn names_written_to_the_snapshot_file() {
-        assert_eq!(parse_name(b"nightly\n").unwrap().as_deref(), Some("nightly"));
+        assert_eq!(
+            parse_name(b"nightly\n").unwrap().as_deref(),
+            Some("nightly")
+        );
         assert_eq!(parse_name(b"nightly").unwrap().as_deref(), Some("nightly"));
         assert_eq!(parse_name(b"  x  \r\n").unwrap().as_deref(), Some("x"));
         assert_eq!(parse_name(b"\n").unwrap(), None);

@@ -214,7 +214,6 @@ impl Shared {
     }
 
     /// Whether kernel passthrough is in use (known after the INIT handshake).
-
     pub fn passthrough_active(&self) -> bool {
         self.passthrough.load(Ordering::Relaxed)
     }

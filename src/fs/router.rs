@@ -80,7 +80,26 @@ pub struct MountFs {
     pits: RwLock<HashMap<String, Arc<PitView<PointInTime>>>>,
     /// Contents of open control files, made at open.
     control_files: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// Nodes of unsealed views whose snapshot has been sealed since: the
+    /// sealed view's node each stands for (holding one lookup on it).
+    forwarded: Mutex<HashMap<u64, u64>>,
+    /// Listings of such nodes opened before the seal: the sealed view's.
+    forwarded_dirs: Mutex<HashMap<(u64, u64), u64>>,
     next_fh: Mutex<u64>,
+}
+
+/// Marks a directory handle of the sealed view given out for a node of an
+/// unsealed one.
+const FORWARD_FH: u64 = 1 << 62;
+
+/// Where a request for a node of an unsealed view goes.
+enum PitRoute {
+    /// Its snapshot is still being copied.
+    Pending(Arc<PitView<PointInTime>>),
+    /// Sealed since: the store's view, this node of it.
+    Sealed(u64),
+    /// The view or its snapshot is gone (a failed copy).
+    Gone,
 }
 
 enum Route {
@@ -130,6 +149,8 @@ impl MountFs {
             names,
             pits: RwLock::new(HashMap::new()),
             control_files: Mutex::new(HashMap::new()),
+            forwarded: Mutex::new(HashMap::new()),
+            forwarded_dirs: Mutex::new(HashMap::new()),
             next_fh: Mutex::new(1 << 48),
         }
     }
@@ -167,9 +188,58 @@ impl MountFs {
     /// The unsealed view that knows id `ino`.
     fn pit_of(&self, ino: u64) -> Option<Arc<PitView<PointInTime>>> {
         let pits = self.pits.read().unwrap();
-        pits.values()
-            .find(|v| v.knows(ino))
-            .cloned()
+        pits.values().find(|v| v.knows(ino)).cloned()
+    }
+
+    /// Where a request for node `ino` of an unsealed view goes. Once its
+    /// snapshot is sealed, its nodes are found again by path in the
+    /// store's view, so tools walking it across the seal read on.
+    fn pit_route(&self, ino: u64) -> PitRoute {
+        let Some(p) = self.pit_of(ino) else {
+            return PitRoute::Gone;
+        };
+        if self
+            .snapshotter
+            .pending()
+            .is_some_and(|(n, _)| n == p.name())
+        {
+            return PitRoute::Pending(p);
+        }
+        if let Some(v) = self.forwarded.lock().unwrap().get(&ino) {
+            return PitRoute::Sealed(*v);
+        }
+        let Some(path) = p.path(ino) else {
+            return PitRoute::Gone;
+        };
+        let name = OsStr::new(p.name());
+        let top = self.view.lookup(SNAPSHOTS_DIR_ID, name).or_else(|_| {
+            // Sealed a moment ago: the view's list may not know it yet.
+            self.view.refresh();
+            self.view.lookup(SNAPSHOTS_DIR_ID, name)
+        });
+        let Ok(mut id) = top.map(|e| e.attr.ino) else {
+            return PitRoute::Gone;
+        };
+        for comp in path {
+            let next = self.view.lookup(id, OsStr::from_bytes(&comp));
+            self.view.forget(id, 1);
+            match next {
+                Ok(e) => id = e.attr.ino,
+                Err(_) => return PitRoute::Gone,
+            }
+        }
+        let mut fwd = self.forwarded.lock().unwrap();
+        match fwd.get(&ino) {
+            Some(v) => {
+                // Raced with another request: keep one lookup.
+                self.view.forget(id, 1);
+                PitRoute::Sealed(*v)
+            }
+            None => {
+                fwd.insert(ino, id);
+                PitRoute::Sealed(id)
+            }
+        }
     }
 
     fn virt_entry(&self, reply: ReplyEntry, r: Result<Attr, nix::errno::Errno>) {
@@ -284,9 +354,12 @@ impl Filesystem for MountFs {
                 }
             }
             Route::View => self.snapfs.lookup(req, parent, name, reply),
-            Route::Pit => match self.pit_of(parent.0) {
-                Some(p) => self.virt_entry(reply, p.lookup(parent.0, name)),
-                None => reply.error(Errno::ESTALE),
+            Route::Pit => match self.pit_route(parent.0) {
+                PitRoute::Pending(p) => self.virt_entry(reply, p.lookup(parent.0, name)),
+                PitRoute::Sealed(v) => {
+                    self.virt_entry(reply, self.view.lookup(v, name).map(|e| e.attr))
+                }
+                PitRoute::Gone => reply.error(Errno::ESTALE),
             },
         }
     }
@@ -299,6 +372,11 @@ impl Filesystem for MountFs {
             Route::Pit => {
                 if let Some(p) = self.pit_of(ino.0) {
                     p.forget(ino.0, nlookup);
+                    if !p.knows(ino.0) {
+                        if let Some(v) = self.forwarded.lock().unwrap().remove(&ino.0) {
+                            self.view.forget(v, 1);
+                        }
+                    }
                 }
             }
         }
@@ -312,9 +390,16 @@ impl Filesystem for MountFs {
                 self.virt_attr(reply, self.view.getattr(ino.0))
             }
             Route::View => self.snapfs.getattr(req, ino, fh, reply),
-            Route::Pit => match self.pit_of(ino.0) {
-                Some(p) => self.virt_attr(reply, p.getattr(ino.0)),
-                None => reply.error(Errno::ESTALE),
+            Route::Pit => match self.pit_route(ino.0) {
+                PitRoute::Pending(p) => self.virt_attr(reply, p.getattr(ino.0)),
+                PitRoute::Sealed(v) => self.virt_attr(
+                    reply,
+                    self.view.getattr(v).map(|mut a| {
+                        a.ino = ino.0;
+                        a
+                    }),
+                ),
+                PitRoute::Gone => reply.error(Errno::ESTALE),
             },
         }
     }
@@ -339,8 +424,8 @@ impl Filesystem for MountFs {
     ) {
         match route(ino.0) {
             Route::Live => self.live.setattr(
-                req, ino, mode, uid, gid, size, atime, mtime, ctime, fh, crtime, chgtime,
-                bkuptime, flags, reply,
+                req, ino, mode, uid, gid, size, atime, mtime, ctime, fh, crtime, chgtime, bkuptime,
+                flags, reply,
             ),
             // `echo x > .control/snapshot` truncates first: nothing to truncate.
             Route::Control if mode.is_none() && uid.is_none() && gid.is_none() => {
@@ -355,11 +440,17 @@ impl Filesystem for MountFs {
         match route(ino.0) {
             Route::Live => self.live.readlink(req, ino, reply),
             Route::View => self.snapfs.readlink(req, ino, reply),
-            Route::Pit => match self.pit_of(ino.0).map(|p| p.readlink(ino.0)) {
-                Some(Ok(t)) => reply.data(&t),
-                Some(Err(e)) => reply.error(errno(e)),
-                None => reply.error(Errno::ESTALE),
-            },
+            Route::Pit => {
+                let r = match self.pit_route(ino.0) {
+                    PitRoute::Pending(p) => p.readlink(ino.0),
+                    PitRoute::Sealed(v) => self.view.readlink(v),
+                    PitRoute::Gone => Err(nix::errno::Errno::ESTALE),
+                };
+                match r {
+                    Ok(t) => reply.data(&t),
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
             Route::Control => reply.error(Errno::EINVAL),
         }
     }
@@ -406,9 +497,7 @@ impl Filesystem for MountFs {
                             // Sealed already (an empty tree copies fast).
                             self.view.refresh();
                             match self.view.lookup(parent.0, OsStr::new(&name)) {
-                                Ok(e) => {
-                                    reply.entry(&VIRT_TTL, &file_attr(&e.attr), Generation(0))
-                                }
+                                Ok(e) => reply.entry(&VIRT_TTL, &file_attr(&e.attr), Generation(0)),
                                 Err(e) => reply.error(errno(e)),
                             }
                         }
@@ -484,10 +573,9 @@ impl Filesystem for MountFs {
             {
                 reply.error(Errno::EPERM)
             }
-            (Route::Live, Route::Live) => {
-                self.live
-                    .rename(req, parent, name, newparent, newname, flags, reply)
-            }
+            (Route::Live, Route::Live) => self
+                .live
+                .rename(req, parent, name, newparent, newname, flags, reply),
             (Route::Live, _) | (_, Route::Live) => reply.error(Errno::EXDEV),
             _ => reply.error(Errno::EROFS),
         }
@@ -523,10 +611,7 @@ impl Filesystem for MountFs {
                 match contents {
                     Ok(c) => {
                         let fh = self.fh();
-                        self.control_files
-                            .lock()
-                            .unwrap()
-                            .insert(fh, Arc::new(c));
+                        self.control_files.lock().unwrap().insert(fh, Arc::new(c));
                         // Direct I/O: every open reads what is true now, and
                         // each write reaches the daemon as written.
                         reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
@@ -534,12 +619,24 @@ impl Filesystem for MountFs {
                     Err(e) => reply.error(errno(e)),
                 }
             }
-            Route::View => self.snapfs.open(req, ino, flags, reply),
-            Route::Pit => match self.pit_of(ino.0).map(|p| p.open(ino.0, flags.0)) {
-                Some(Ok(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Some(Err(e)) => reply.error(errno(e)),
-                None => reply.error(Errno::ESTALE),
+            // Not the standalone view's ENOSYS (no opens at all): that
+            // would stop the kernel sending opens for the live tree too.
+            Route::View => match self.view.open(ino.0, flags.0) {
+                Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+                Err(e) => reply.error(errno(e)),
             },
+
+            Route::Pit => {
+                let r = match self.pit_route(ino.0) {
+                    PitRoute::Pending(p) => p.open(ino.0, flags.0),
+                    PitRoute::Sealed(v) => self.view.open(v, flags.0).map(|()| 0),
+                    PitRoute::Gone => Err(nix::errno::Errno::ESTALE),
+                };
+                match r {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
         }
     }
 
@@ -555,7 +652,9 @@ impl Filesystem for MountFs {
         reply: ReplyData,
     ) {
         match route(ino.0) {
-            Route::Live => self.live.read(req, ino, fh, offset, size, flags, lock_owner, reply),
+            Route::Live => self
+                .live
+                .read(req, ino, fh, offset, size, flags, lock_owner, reply),
             Route::Control => {
                 let c = self.control_files.lock().unwrap().get(&fh.0).cloned();
                 match c {
@@ -564,15 +663,21 @@ impl Filesystem for MountFs {
                         let end = (start + size as usize).min(c.len());
                         reply.data(&c[start..end])
                     }
-                    None => reply.error(Errno::EBADF),
+                    None => {
+                        tracing::warn!("read of control file {ino:?} with unknown handle {fh:?}");
+                        reply.error(Errno::EBADF)
+                    }
                 }
             }
             Route::View => self
                 .snapfs
                 .read(req, ino, fh, offset, size, flags, lock_owner, reply),
-            Route::Pit => match self.pit_of(ino.0) {
-                Some(p) => reply_read(reply, size, |buf| p.read(fh.0, offset, buf)),
-                None => reply.error(Errno::ESTALE),
+            Route::Pit => match self.pit_route(ino.0) {
+                PitRoute::Pending(p) => reply_read(reply, size, |buf| p.read(fh.0, offset, buf)),
+                PitRoute::Sealed(v) => {
+                    reply_read(reply, size, |buf| self.view.read(v, offset, buf))
+                }
+                PitRoute::Gone => reply.error(Errno::ESTALE),
             },
         }
     }
@@ -620,7 +725,9 @@ impl Filesystem for MountFs {
         reply: ReplyEmpty,
     ) {
         match route(ino.0) {
-            Route::Live => self.live.release(req, ino, fh, flags, lock_owner, flush, reply),
+            Route::Live => self
+                .live
+                .release(req, ino, fh, flags, lock_owner, flush, reply),
             Route::Control => {
                 self.control_files.lock().unwrap().remove(&fh.0);
                 reply.ok()
@@ -637,7 +744,14 @@ impl Filesystem for MountFs {
         }
     }
 
-    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match route(ino.0) {
             Route::Live => self.live.fsync(req, ino, fh, datasync, reply),
             _ => reply.ok(),
@@ -652,11 +766,17 @@ impl Filesystem for MountFs {
                 Err(e) => reply.error(errno(e)),
             },
             Route::View => self.snapfs.opendir(req, ino, flags, reply),
-            Route::Pit => match self.pit_of(ino.0).map(|p| p.opendir(ino.0)) {
-                Some(Ok(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Some(Err(e)) => reply.error(errno(e)),
-                None => reply.error(Errno::ESTALE),
-            },
+            Route::Pit => {
+                let r = match self.pit_route(ino.0) {
+                    PitRoute::Pending(p) => p.opendir(ino.0),
+                    PitRoute::Sealed(v) => self.view.opendir(v).map(|fh| fh | FORWARD_FH),
+                    PitRoute::Gone => Err(nix::errno::Errno::ESTALE),
+                };
+                match r {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
         }
     }
 
@@ -688,11 +808,19 @@ impl Filesystem for MountFs {
                 })
             }
             Route::View => return self.snapfs.readdir(req, ino, fh, offset, reply),
-            Route::Pit => match self.pit_of(ino.0) {
-                Some(p) => p.readdir(ino.0, fh.0, offset, false, |e, next| {
-                    !reply.add(INodeNo(e.id), next, virt_type(e.kind), OsStr::from_bytes(&e.name))
+            Route::Pit => match self.pit_listing(ino.0, fh.0) {
+                Ok(Listing::Pending(p)) => p.readdir(ino.0, fh.0, offset, false, |e, next| {
+                    !reply.add(
+                        INodeNo(e.id),
+                        next,
+                        virt_type(e.kind),
+                        OsStr::from_bytes(&e.name),
+                    )
                 }),
-                None => Err(nix::errno::Errno::ESTALE),
+                Ok(Listing::Sealed(vfh)) => self.view.readdir(vfh, offset, false, |e| {
+                    !reply.add(INodeNo(e.ino), e.next_offset, virt_type(e.kind), e.name)
+                }),
+                Err(e) => Err(e),
             },
         };
         match r {
@@ -737,7 +865,14 @@ impl Filesystem for MountFs {
                             Err(_) => continue,
                         }
                     };
-                    if reply.add(INodeNo(id), i as u64 + 1, name, &VIRT_TTL, &file_attr(&attr), Generation(0)) {
+                    if reply.add(
+                        INodeNo(id),
+                        i as u64 + 1,
+                        name,
+                        &VIRT_TTL,
+                        &file_attr(&attr),
+                        Generation(0),
+                    ) {
                         break;
                     }
                 }
@@ -745,12 +880,19 @@ impl Filesystem for MountFs {
             Route::View if ino.0 == SNAPSHOTS_DIR_ID => {
                 self.snapshots_listing(fh.0, offset, true, |name, id, kind, attr, next| {
                     let attr = attr.unwrap_or_else(|| dot(id, kind));
-                    !reply.add(INodeNo(id), next, name, &VIRT_TTL, &file_attr(&attr), Generation(0))
+                    !reply.add(
+                        INodeNo(id),
+                        next,
+                        name,
+                        &VIRT_TTL,
+                        &file_attr(&attr),
+                        Generation(0),
+                    )
                 })
             }
             Route::View => return self.snapfs.readdirplus(req, ino, fh, offset, reply),
-            Route::Pit => match self.pit_of(ino.0) {
-                Some(p) => p.readdir(ino.0, fh.0, offset, true, |e, next| {
+            Route::Pit => match self.pit_listing(ino.0, fh.0) {
+                Ok(Listing::Pending(p)) => p.readdir(ino.0, fh.0, offset, true, |e, next| {
                     let attr = e.attr.unwrap_or_else(|| dot(e.id, e.kind));
                     !reply.add(
                         INodeNo(e.id),
@@ -761,7 +903,18 @@ impl Filesystem for MountFs {
                         Generation(0),
                     )
                 }),
-                None => Err(nix::errno::Errno::ESTALE),
+                Ok(Listing::Sealed(vfh)) => self.view.readdir(vfh, offset, true, |e| {
+                    let attr = e.attr.unwrap_or_else(|| dot(e.ino, e.kind));
+                    !reply.add(
+                        INodeNo(e.ino),
+                        e.next_offset,
+                        e.name,
+                        &VIRT_TTL,
+                        &file_attr(&attr),
+                        Generation(0),
+                    )
+                }),
+                Err(e) => Err(e),
             },
         };
         match r {
@@ -782,8 +935,13 @@ impl Filesystem for MountFs {
             Route::Live => self.live.releasedir(req, ino, fh, flags, reply),
             Route::View => self.snapfs.releasedir(req, ino, fh, flags, reply),
             Route::Pit => {
-                if let Some(p) = self.pit_of(ino.0) {
+                if fh.0 & FORWARD_FH != 0 {
+                    self.view.releasedir(fh.0 & !FORWARD_FH);
+                } else if let Some(p) = self.pit_of(ino.0) {
                     p.releasedir(fh.0);
+                }
+                if let Some(vfh) = self.forwarded_dirs.lock().unwrap().remove(&(ino.0, fh.0)) {
+                    self.view.releasedir(vfh);
                 }
                 reply.ok()
             }
@@ -820,7 +978,9 @@ impl Filesystem for MountFs {
         reply: ReplyEmpty,
     ) {
         match route(ino.0) {
-            Route::Live => self.live.setxattr(req, ino, name, value, flags, position, reply),
+            Route::Live => self
+                .live
+                .setxattr(req, ino, name, value, flags, position, reply),
             Route::Control => reply.error(Errno::EPERM),
             _ => reply.error(Errno::EROFS),
         }
@@ -830,10 +990,14 @@ impl Filesystem for MountFs {
         match route(ino.0) {
             Route::Live => self.live.getxattr(req, ino, name, size, reply),
             Route::View => self.snapfs.getxattr(req, ino, name, size, reply),
-            Route::Pit => match self.pit_of(ino.0).map(|p| p.getxattr(ino.0, name, size)) {
-                Some(r) => reply_xattr(reply, r),
-                None => reply.error(Errno::ESTALE),
-            },
+            Route::Pit => reply_xattr(
+                reply,
+                match self.pit_route(ino.0) {
+                    PitRoute::Pending(p) => p.getxattr(ino.0, name, size),
+                    PitRoute::Sealed(v) => self.view.getxattr(v, name, size),
+                    PitRoute::Gone => Err(nix::errno::Errno::ESTALE),
+                },
+            ),
             Route::Control => reply.error(Errno::NO_XATTR),
         }
     }
@@ -842,10 +1006,14 @@ impl Filesystem for MountFs {
         match route(ino.0) {
             Route::Live => self.live.listxattr(req, ino, size, reply),
             Route::View => self.snapfs.listxattr(req, ino, size, reply),
-            Route::Pit => match self.pit_of(ino.0).map(|p| p.listxattr(ino.0, size)) {
-                Some(r) => reply_xattr(reply, r),
-                None => reply.error(Errno::ESTALE),
-            },
+            Route::Pit => reply_xattr(
+                reply,
+                match self.pit_route(ino.0) {
+                    PitRoute::Pending(p) => p.listxattr(ino.0, size),
+                    PitRoute::Sealed(v) => self.view.listxattr(v, size),
+                    PitRoute::Gone => Err(nix::errno::Errno::ESTALE),
+                },
+            ),
             Route::Control => reply_xattr(reply, Ok(crate::live::Xattr::Size(0))),
         }
     }
@@ -874,7 +1042,9 @@ impl Filesystem for MountFs {
     ) {
         match route(parent.0) {
             Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EEXIST),
-            Route::Live => self.live.create(req, parent, name, mode, umask, flags, reply),
+            Route::Live => self
+                .live
+                .create(req, parent, name, mode, umask, flags, reply),
             Route::Control => reply.error(Errno::EPERM),
             _ => reply.error(Errno::EROFS),
         }
@@ -891,7 +1061,9 @@ impl Filesystem for MountFs {
         reply: ReplyEmpty,
     ) {
         match route(ino.0) {
-            Route::Live => self.live.fallocate(req, ino, fh, offset, length, mode, reply),
+            Route::Live => self
+                .live
+                .fallocate(req, ino, fh, offset, length, mode, reply),
             _ => reply.error(Errno::EROFS),
         }
     }
@@ -942,7 +1114,36 @@ fn reply_xattr(reply: ReplyXattr, r: Result<crate::live::Xattr, nix::errno::Errn
     }
 }
 
+/// Where the listing of an unsealed view's directory continues.
+enum Listing {
+    Pending(Arc<PitView<PointInTime>>),
+    /// In the sealed view, under this handle of its.
+    Sealed(u64),
+}
+
 impl MountFs {
+    /// The listing behind handle `fh` of node `ino` of an unsealed view.
+    /// Offsets mean the same in both views (entries sorted by name, after
+    /// `.` and `..`), so a listing begun before the seal goes on after it.
+    fn pit_listing(&self, ino: u64, fh: u64) -> Result<Listing, nix::errno::Errno> {
+        if fh & FORWARD_FH != 0 {
+            return Ok(Listing::Sealed(fh & !FORWARD_FH));
+        }
+        match self.pit_route(ino) {
+            PitRoute::Pending(p) => Ok(Listing::Pending(p)),
+            PitRoute::Sealed(v) => {
+                let mut dirs = self.forwarded_dirs.lock().unwrap();
+                if let Some(vfh) = dirs.get(&(ino, fh)) {
+                    return Ok(Listing::Sealed(*vfh));
+                }
+                let vfh = self.view.opendir(v)?;
+                dirs.insert((ino, fh), vfh);
+                Ok(Listing::Sealed(vfh))
+            }
+            PitRoute::Gone => Err(nix::errno::Errno::ESTALE),
+        }
+    }
+
     /// A virtual directory's name in the root: the live tree may not make
     /// one there (the source may have one: it is then shadowed, and the
     /// mount warned at start).
@@ -983,7 +1184,14 @@ impl MountFs {
                 pit.getattr(pit.root_id()).ok()
             };
             if let Some(a) = attr {
-                if !add(OsStr::new(&name), a.ino, a.kind, plus.then_some(a), PENDING_OFF) && plus {
+                if !add(
+                    OsStr::new(&name),
+                    a.ino,
+                    a.kind,
+                    plus.then_some(a),
+                    PENDING_OFF,
+                ) && plus
+                {
                     pit.forget(pit.root_id(), 1);
                 }
             }

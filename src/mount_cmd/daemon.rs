@@ -18,12 +18,12 @@ use super::options::MountOptions;
 use super::{failed, MountError, Served};
 use crate::fs::router::{MountFs, VirtualNames};
 use crate::fs::{BkfsFs, FsConfig};
+use crate::live::{Live, LiveOptions};
 use crate::snapshot::barrier::Barrier;
 use crate::snapshot::diff::Snapshots;
 use crate::snapshot::requester::Snapshotter;
-use crate::snapview::ids::SNAPSHOTS_DIR_ID;
-use crate::live::{Live, LiveOptions};
 use crate::snapview::fuse::SnapViewFs;
+use crate::snapview::ids::SNAPSHOTS_DIR_ID;
 use crate::snapview::{SnapView, ViewConfig};
 
 /// Forks the daemon and waits until it reports the mount live or failed.
@@ -215,7 +215,7 @@ fn raise_fd_limit() {
 /// A mounted session, of either kind.
 enum Session {
     /// A live tree with snapshots.
-    Mount(fuser::Session<MountFs>, Arc<Snapshotter>),
+    Mount(Box<fuser::Session<MountFs>>, Arc<Snapshotter>),
     /// A live tree only (`snapshots=off`).
     Live(fuser::Session<BkfsFs>),
     View(fuser::Session<SnapViewFs>),
@@ -298,7 +298,11 @@ fn start_live(
 /// A live tree with snapshots: the store (`store=`, default
 /// `SOURCE/.bkfs`), the diff area (`SOURCE/.bkfs/pit`), the barrier, the
 /// requester and the virtual directories.
-fn start_mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Session, MountError> {
+fn start_mount(
+    source: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<Session, MountError> {
     let store_path = opts
         .store
         .clone()
@@ -348,8 +352,7 @@ fn start_mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<
         let profile = crate::quiesce::Profile::load(path).map_err(|e| failed(e.to_string()))?;
         let marker = quiesce_marker(source);
         if let Some(d) = marker.parent() {
-            std::fs::create_dir_all(d)
-                .map_err(|e| failed(format!("{}: {e}", d.display())))?;
+            std::fs::create_dir_all(d).map_err(|e| failed(format!("{}: {e}", d.display())))?;
         }
         // A marker left by a daemon that died with applications frozen is
         // acted on here: they are thawed before anything else.
@@ -380,7 +383,7 @@ fn start_mount(source: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<
         opts,
     )?;
     view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));
-    Ok(Session::Mount(session, snapshotter))
+    Ok(Session::Mount(Box::new(session), snapshotter))
 }
 
 /// The frozen marker of the mount of `source`: in /run (gone at reboot,

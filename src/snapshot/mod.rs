@@ -8,10 +8,10 @@
 
 pub mod asof;
 pub mod barrier;
-pub mod pitview;
-pub mod requester;
 pub mod changeset;
 pub mod diff;
+pub mod pitview;
+pub mod requester;
 
 #[cfg(test)]
 mod tests;

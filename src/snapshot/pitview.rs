@@ -74,6 +74,9 @@ struct PitNode<O> {
     obj: O,
     kind: u32,
     parent: u64,
+    /// Its name in `parent` (empty for the root): once the snapshot is
+    /// sealed, the node is found again by path in the store's view.
+    name: Vec<u8>,
     lookups: u64,
 }
 
@@ -110,6 +113,7 @@ impl<A: AsOf> PitView<A> {
                 obj: root,
                 kind,
                 parent: parent_id,
+                name: Vec::new(),
                 // The adapter's lookup of the root takes lookups as they come.
                 lookups: 0,
             },
@@ -163,8 +167,8 @@ impl<A: AsOf> PitView<A> {
         Ok(attr_of(self.root_id, &st))
     }
 
-    /// Enters `obj` (found in `parent`) and takes one lookup on it.
-    fn enter(&self, parent: u64, obj: A::Obj) -> Result<Attr> {
+    /// Enters `obj` (named `name` in `parent`) and takes one lookup on it.
+    fn enter(&self, parent: u64, name: &[u8], obj: A::Obj) -> Result<Attr> {
         let st = self.src.stat(&obj).map_err(errno)?;
         let id = id_of(&self.name, self.src.key(&obj));
         let mut nodes = self.nodes.write().expect("pit nodes");
@@ -172,6 +176,7 @@ impl<A: AsOf> PitView<A> {
             obj,
             kind: st.st_mode & libc::S_IFMT,
             parent,
+            name: name.to_vec(),
             lookups: 0,
         });
         n.lookups += 1;
@@ -184,7 +189,24 @@ impl<A: AsOf> PitView<A> {
             return Err(Errno::ENOTDIR);
         }
         let child = self.src.child(&dir, name.as_bytes()).map_err(errno)?;
-        self.enter(parent, child)
+        self.enter(parent, name.as_bytes(), child)
+    }
+
+    /// The names leading from the view's root to node `id`.
+    pub fn path(&self, id: u64) -> Option<Vec<Vec<u8>>> {
+        let nodes = self.nodes.read().expect("pit nodes");
+        let mut out = Vec::new();
+        let mut cur = id;
+        while cur != self.root_id {
+            let n = nodes.get(&cur)?;
+            out.push(n.name.clone());
+            cur = n.parent;
+            if out.len() > 4096 {
+                return None;
+            }
+        }
+        out.reverse();
+        Some(out)
     }
 
     pub fn forget(&self, id: u64, n: u64) {
@@ -203,7 +225,6 @@ impl<A: AsOf> PitView<A> {
     }
 
     /// Whether the kernel still holds anything of this view.
-
     pub fn in_use(&self) -> bool {
         let nodes = self.nodes.read().expect("pit nodes");
         nodes.len() > 1 || nodes.get(&self.root_id).is_some_and(|n| n.lookups > 0)
@@ -331,7 +352,7 @@ impl<A: AsOf> PitView<A> {
                         Err(e) => return Err(errno(e)),
                     };
                     if plus {
-                        let attr = self.enter(id, child)?;
+                        let attr = self.enter(id, name, child)?;
                         Listed {
                             name: name.clone(),
                             id: attr.ino,

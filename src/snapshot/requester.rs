@@ -90,13 +90,16 @@ pub struct Snapshotter {
     /// Notes for `.control/status` (a forced thaw, a failed resume).
     notes: Mutex<Vec<String>>,
     /// Called after a snapshot is sealed or forgotten (refresh views).
-    on_change: Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
+    on_change: Mutex<Option<OnChange>>,
     mounted_at: SystemTime,
     /// The profile's applications, if the mount has a profile.
     quiescer: RwLock<Option<Arc<Quiescer>>>,
     /// The profile file (`profile=`), re-read on `reload`.
     profile: Mutex<Option<PathBuf>>,
 }
+
+/// Told the name of a snapshot sealed or forgotten.
+type OnChange = Box<dyn Fn(&str) + Send + Sync>;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -145,9 +148,14 @@ impl Snapshotter {
     /// Re-reads the profile file (`echo reload > .control/profile`).
     pub fn reload_profile(&self) -> Result<(), Refusal> {
         let path = self.profile.lock().unwrap().clone().ok_or_else(|| {
-            Refusal::new(Errno::ENOENT, "the mount has no profile (mount with -o profile=FILE)")
+            Refusal::new(
+                Errno::ENOENT,
+                "the mount has no profile (mount with -o profile=FILE)",
+            )
         })?;
-        let q = self.quiescer().ok_or_else(|| Refusal::new(Errno::ENOENT, "no profile"))?;
+        let q = self
+            .quiescer()
+            .ok_or_else(|| Refusal::new(Errno::ENOENT, "no profile"))?;
         let refuse = |errno, why: String| {
             self.note(format!("profile reload refused: {why}"));
             Refusal::new(errno, why)
@@ -611,7 +619,13 @@ impl Snapshotter {
             .map(|t| t.elapsed().as_secs_f64())
             .unwrap_or(0.0);
         let copying = matches!(op.state, "copying" | "sealed" | "interrupted" | "failed");
-        let total = |n: u64| if known { n.to_string() } else { "?".to_string() };
+        let total = |n: u64| {
+            if known {
+                n.to_string()
+            } else {
+                "?".to_string()
+            }
+        };
         let opt_time = |t: Option<SystemTime>| t.map(rfc3339).unwrap_or_default();
         let opt_ms = |m: Option<f64>| m.map(|m| format!("{m:.3}")).unwrap_or_default();
         let mut s = String::new();
@@ -649,7 +663,12 @@ impl Snapshotter {
         }
         kv("error", &op.error.replace('\n', " "));
         for app in &op.apps {
-            let field = |k: &str| app.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let field = |k: &str| {
+                app.get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
             let mut line = format!(
                 "{} plugin={} state={} result={}",
                 field("name"),
@@ -686,7 +705,10 @@ impl Snapshotter {
             snaps.last().map(|s| s.name.clone()).unwrap_or_default(),
         );
         let (content, stored): (u64, u64) = snaps.iter().fold((0, 0), |(c, st), s| {
-            (c + s.stats.bytes, st + s.stats.bytes_stored + s.stats.tree_bytes_stored)
+            (
+                c + s.stats.bytes,
+                st + s.stats.bytes_stored + s.stats.tree_bytes_stored,
+            )
         });
         let store_bytes = dir_bytes(&self.store.root().join("packs"));
         kv("store_bytes", store_bytes.to_string());
@@ -710,19 +732,21 @@ impl Snapshotter {
                 .unwrap_or_default(),
         );
         let closed = self.barrier.closed_since();
-        kv("barrier", if closed.is_some() { "held" } else { "open" }.into());
+        kv(
+            "barrier",
+            if closed.is_some() { "held" } else { "open" }.into(),
+        );
         kv(
             "barrier_held_ms",
-            closed.map(|t| format!("{:.1}", ms(t.elapsed()))).unwrap_or_default(),
+            closed
+                .map(|t| format!("{:.1}", ms(t.elapsed())))
+                .unwrap_or_default(),
         );
         kv("deferred_ops", self.barrier.waiting().to_string());
         let notes = self.notes.lock().unwrap();
         kv("notes", notes.len().to_string());
-        drop(kv);
         for n in notes.iter() {
-            s.push_str("note: ");
-            s.push_str(n);
-            s.push('\n');
+            kv("note", n.clone());
         }
         s
     }

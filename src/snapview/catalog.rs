@@ -89,7 +89,6 @@ impl Catalog {
     }
 
     /// The current listing, re-read if stale. A failed re-reading is logged
-
     /// and the previous listing kept.
     pub fn listing(&self) -> Arc<Listing> {
         {

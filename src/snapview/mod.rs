@@ -184,7 +184,6 @@ impl SnapView {
     }
 
     pub fn root_id(&self) -> u64 {
-
         self.cfg.root_id
     }
 

@@ -80,7 +80,6 @@ impl Store {
                     // `pit`: a mount's diff area (`SOURCE/.bkfs/pit`) may be
                     // there before the default store is.
                     if !SUBDIRS.iter().any(|d| name == *d) && name != "pit" {
-
                         return Err(Error::NotAStore(
                             path.into(),
                             "directory is not empty and holds no store".into(),

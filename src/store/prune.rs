@@ -43,7 +43,7 @@ pub fn to_forget(snaps: &[(String, SystemTime)], keep: &Keep) -> Vec<String> {
         return Vec::new();
     }
     let mut sorted: Vec<&(String, SystemTime)> = snaps.iter().collect();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1)); // newest first
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.1)); // newest first
     let secs = |t: SystemTime| -> i64 {
         match t.duration_since(UNIX_EPOCH) {
             Ok(d) => d.as_secs() as i64,
@@ -107,7 +107,12 @@ mod tests {
         let day = 86_400;
         // Four snapshots a day for 10 days, from day 20_000 on.
         let snaps: Vec<(String, SystemTime)> = (0..40)
-            .map(|i| (format!("s{i:02}"), at(20_000 * day + (i / 4) * day + (i % 4) * 3600)))
+            .map(|i| {
+                (
+                    format!("s{i:02}"),
+                    at(20_000 * day + (i / 4) * day + (i % 4) * 3600),
+                )
+            })
             .collect();
         assert!(to_forget(&snaps, &Keep::default()).is_empty());
         let keep = Keep {

@@ -81,7 +81,10 @@ impl Mount {
             cmd.arg("-o").arg(options);
         }
         let daemon = cmd
-            .env("BKFS_LOG", "warn")
+            .env(
+                "BKFS_LOG",
+                std::env::var("BKFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -163,13 +166,17 @@ impl Mount {
         let out = Command::new("umount").arg(&self.mnt).output().unwrap();
         assert!(out.status.success(), "umount: {out:?}");
         let mut child = self.daemon.take().unwrap();
-        wait_timeout(&mut child, Duration::from_secs(30)).expect("daemon did not exit after umount");
+        wait_timeout(&mut child, Duration::from_secs(30))
+            .expect("daemon did not exit after umount");
         self.start(options);
     }
 
     fn start(&mut self, options: &str) {
         let mut cmd = Command::new(BKFS);
-        cmd.arg("mount").arg(&self.src).arg(&self.mnt).arg("--foreground");
+        cmd.arg("mount")
+            .arg(&self.src)
+            .arg(&self.mnt)
+            .arg("--foreground");
         if !options.is_empty() {
             cmd.arg("-o").arg(options);
         }
@@ -178,16 +185,18 @@ impl Mount {
             .open(&self.log)
             .unwrap();
         self.daemon = Some(
-            cmd.env("BKFS_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start bkfs mount"),
+            cmd.env(
+                "BKFS_LOG",
+                std::env::var("BKFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start bkfs mount"),
         );
         self.wait_mounted();
     }
-
 }
 
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -222,7 +231,8 @@ impl Drop for Mount {
                 let _ = child.wait();
             }
         }
-        if !is_mounted(&self.mnt) {
+        // BKFS_TEST_KEEP=1 keeps the source, the mount point and the daemon's log.
+        if !is_mounted(&self.mnt) && std::env::var_os("BKFS_TEST_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }

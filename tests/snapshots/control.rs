@@ -15,7 +15,10 @@ fn fill(src: &std::path::Path) {
     std::os::unix::fs::symlink("d/e/c", src.join("sym")).unwrap();
     fs::write(src.join("secret"), "root only").unwrap();
     fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
-    sh(&format!("setfattr -n user.k -v v1 {}", src.join("a.txt").display()));
+    sh(&format!(
+        "setfattr -n user.k -v v1 {}",
+        src.join("a.txt").display()
+    ));
     // A sparse file: 8 MiB with one written block in the middle.
     let f = fs::OpenOptions::new()
         .create(true)
@@ -54,7 +57,10 @@ fn a_snapshot_taken_through_the_control_file_is_its_point_in_time() {
     let s = wait_settled(&m.mnt);
     assert_eq!(s["state"], "sealed", "{s:?}");
     assert_eq!(s["name"], "first");
-    assert!(!s["committed"].is_empty() && !s["barrier_ms"].is_empty(), "{s:?}");
+    assert!(
+        !s["committed"].is_empty() && !s["barrier_ms"].is_empty(),
+        "{s:?}"
+    );
     assert_same("first (sealed)", &before, &digest_with(&snap, true));
     // The live tree kept every change.
     assert_same("live", &after, &digest_with(&m.mnt, true));
@@ -62,7 +68,11 @@ fn a_snapshot_taken_through_the_control_file_is_its_point_in_time() {
     // A second snapshot sees the changes; the first is unchanged.
     take(&m.mnt, "second");
     wait_settled(&m.mnt);
-    assert_same("second", &after, &digest_with(&m.path(".snapshots/second"), true));
+    assert_same(
+        "second",
+        &after,
+        &digest_with(&m.path(".snapshots/second"), true),
+    );
     assert_same("first again", &before, &digest_with(&snap, true));
     assert_eq!(
         fs::read_link(m.path(".snapshots/latest")).unwrap(),
@@ -76,7 +86,11 @@ fn a_snapshot_taken_through_the_control_file_is_its_point_in_time() {
     // Sparse files stay sparse.
     let sp = fs::metadata(m.path(".snapshots/first/sparse")).unwrap();
     assert_eq!(sp.size(), 8 << 20);
-    assert!(sp.blocks() * 512 < 1 << 20, "sparse file takes {} blocks", sp.blocks());
+    assert!(
+        sp.blocks() * 512 < 1 << 20,
+        "sparse file takes {} blocks",
+        sp.blocks()
+    );
     check_store(&m.backing(".bkfs"));
 }
 
@@ -93,7 +107,7 @@ fn control_files_refuse_bad_requests_with_clear_errors() {
     }
     let long = format!("{}\n", "n".repeat(300));
     assert_eq!(take_errno(&m.mnt, &long), libc::EINVAL);
-    assert_eq!(take_errno(&m.mnt, "\xff\n"), libc::EINVAL);
+    assert_eq!(take_errno(&m.mnt, b"\xff\n"), libc::EINVAL);
     take(&m.mnt, "once");
     wait_settled(&m.mnt);
     assert_eq!(take_errno(&m.mnt, "once\n"), libc::EEXIST);
@@ -110,7 +124,10 @@ fn control_files_refuse_bad_requests_with_clear_errors() {
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
     // status reads as key: value lines.
     let st = fs::read_to_string(m.path(".control/status")).unwrap();
-    assert!(st.lines().all(|l| l.contains(": ") || l.ends_with(':')), "{st}");
+    assert!(
+        st.lines().all(|l| l.contains(": ") || l.ends_with(':')),
+        "{st}"
+    );
     assert!(st.contains("snapshots: 2"), "{st}");
 }
 
@@ -145,7 +162,12 @@ fn virtual_directories_are_hidden_unless_asked_for() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert!(!names.iter().any(|n| n.starts_with(".snap") || n.starts_with(".control") || n == ".bkfs"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with(".snap") || n.starts_with(".control") || n == ".bkfs"),
+        "{names:?}"
+    );
     assert!(m.path(".control/snapshot").is_file());
     assert!(m.path(".snapshots").is_dir());
     let e = fs::write(m.path(".snapshots"), "x").unwrap_err();
@@ -156,7 +178,10 @@ fn virtual_directories_are_hidden_unless_asked_for() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert!(names.contains(&".snapshots".to_string()) && names.contains(&".control".to_string()), "{names:?}");
+    assert!(
+        names.contains(&".snapshots".to_string()) && names.contains(&".control".to_string()),
+        "{names:?}"
+    );
     // `ls -la` gets attributes for every entry.
     sh(&format!("ls -la {} >/dev/null", m.mnt.display()));
 }
@@ -171,7 +196,10 @@ fn an_unprivileged_user_reads_no_more_than_live_and_cannot_snapshot() {
     let s = m.path(".snapshots/p");
     // Before sealing (served from the point in time) and after (from the store).
     for _ in 0..2 {
-        nobody_fails(&format!("cat {}", s.join("secret").display()), "Permission denied");
+        nobody_fails(
+            &format!("cat {}", s.join("secret").display()),
+            "Permission denied",
+        );
         nobody_ok(&format!("cat {}", s.join("a.txt").display()));
         wait_settled(&m.mnt);
     }
@@ -179,9 +207,18 @@ fn an_unprivileged_user_reads_no_more_than_live_and_cannot_snapshot() {
         &format!("echo x > {}", m.path(".control/snapshot").display()),
         "Permission denied",
     );
-    nobody_fails(&format!("mkdir {}", m.path(".snapshots/q").display()), "denied");
-    nobody_fails(&format!("rmdir {}", m.path(".snapshots/p").display()), "denied");
-    nobody_fails(&format!("echo > {}", m.path(".control/freeze").display()), "denied");
+    nobody_fails(
+        &format!("mkdir {}", m.path(".snapshots/q").display()),
+        "denied",
+    );
+    nobody_fails(
+        &format!("rmdir {}", m.path(".snapshots/p").display()),
+        "denied",
+    );
+    nobody_fails(
+        &format!("echo > {}", m.path(".control/freeze").display()),
+        "denied",
+    );
     // Reading the state is allowed.
     nobody_ok(&format!("cat {}", m.path(".control/snapshot").display()));
 }
@@ -192,22 +229,59 @@ fn freeze_holds_writes_until_thaw_and_reads_go_on() {
         return;
     }
     let m = Mount::with_source("", fill);
+    fs::write(m.path("log"), "before\n").unwrap();
+    fs::create_dir(m.path("sub")).unwrap();
     fs::write(m.path(".control/freeze"), "\n").unwrap();
-    assert!(fs::read_to_string(m.path(".control/freeze")).unwrap().contains("frozen: yes"));
-    let path = m.path("during-freeze");
+    assert!(fs::read_to_string(m.path(".control/freeze"))
+        .unwrap()
+        .contains("frozen: yes"));
+    let (log, sub) = (m.path("log"), m.path("sub/new"));
     let writer = std::thread::spawn(move || {
         let t = std::time::Instant::now();
-        fs::write(&path, "x").unwrap();
+        let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut f, b"during\n").unwrap();
+        fs::write(&sub, "x").unwrap();
         t.elapsed()
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // Reads are served while writes wait.
+    // Reads are served while writes wait (outside the directory of a
+    // pending create, which the kernel itself keeps locked).
     assert_eq!(fs::read_to_string(m.path("a.txt")).unwrap(), "hello\n");
-    assert!(!m.backing("during-freeze").exists(), "a write passed the barrier");
+    assert_eq!(
+        fs::read_to_string(m.backing("log")).unwrap(),
+        "before\n",
+        "a write passed the barrier"
+    );
     fs::write(m.path(".control/thaw"), "\n").unwrap();
     let waited = writer.join().unwrap();
-    assert!(waited >= std::time::Duration::from_millis(250), "{waited:?}");
-    assert!(m.backing("during-freeze").exists());
+    assert!(
+        waited >= std::time::Duration::from_millis(250),
+        "{waited:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(m.backing("log")).unwrap(),
+        "before\nduring\n"
+    );
+    assert!(m.backing("sub/new").exists());
+    assert!(fs::read_to_string(m.path(".control/freeze"))
+        .unwrap()
+        .contains("frozen: no"));
+}
+
+#[test]
+fn a_barrier_held_by_hand_is_released_at_its_cap() {
+    if !can_mount() {
+        return;
+    }
+    let m = Mount::with_source("", fill);
+    fs::write(m.path(".control/freeze"), "\n").unwrap();
+    let t = std::time::Instant::now();
+    fs::write(m.path("a.txt"), "after the cap\n").unwrap();
+    let waited = t.elapsed();
+    assert!(waited >= std::time::Duration::from_secs(9), "{waited:?}");
+    assert!(waited < std::time::Duration::from_secs(30), "{waited:?}");
+    let st = fs::read_to_string(m.path(".control/status")).unwrap();
+    assert!(st.contains("released by the watchdog"), "{st}");
 }
 
 #[test]
@@ -219,7 +293,9 @@ fn a_new_snapshot_while_a_copy_runs_is_refused_with_ebusy() {
         fill(src);
         // Enough data that the copy takes a moment.
         for i in 0..8 {
-            let data: Vec<u8> = (0..4_000_000u32).map(|x| (x.wrapping_mul(2654435761) >> (i + 7)) as u8).collect();
+            let data: Vec<u8> = (0..4_000_000u32)
+                .map(|x| (x.wrapping_mul(2654435761) >> (i + 7)) as u8)
+                .collect();
             fs::write(src.join(format!("big{i}")), data).unwrap();
         }
     });

@@ -15,9 +15,15 @@ fn fill(src: &std::path::Path) {
         for f in 0..40 {
             fs::write(dir.join(format!("f{f}")), format!("{d}/{f}\n").repeat(50)).unwrap();
         }
-        // Large, incompressible enough to make the copy last a while.
-        let data: Vec<u8> = (0..12_000_000u64)
-            .map(|x| (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (29 + d)) as u8)
+        // Large and incompressible, so the copy lasts a while.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ d;
+        let data: Vec<u8> = (0..40_000_000u64)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
             .collect();
         fs::write(dir.join("big"), data).unwrap();
     }
@@ -48,9 +54,15 @@ fn kill_9_during_a_copy_resumes_or_reports_and_never_shows_a_wrong_snapshot() {
         m.kill_and_remount("");
         let s = wait_settled(&m.mnt);
         let snap = m.path(".snapshots").join(&name);
-        match s["state"].as_str() {
+        // Sealed before the kill: the new daemon has no operation to show.
+        let state = if s["state"] == "none" && snap.is_dir() {
+            "sealed"
+        } else {
+            s["state"].as_str()
+        };
+        match state {
             "sealed" => {
-                assert_eq!(s["name"], name);
+                assert!(s["name"] == name || s["state"] == "none", "{s:?}");
                 assert_same(&format!("{name} after kill -9"), &want, &digest(&snap));
             }
             "failed" => {
@@ -64,9 +76,8 @@ fn kill_9_during_a_copy_resumes_or_reports_and_never_shows_a_wrong_snapshot() {
         take(&m.mnt, &format!("{name}-next"));
         let s = wait_settled(&m.mnt);
         assert_eq!(s["state"], "sealed", "{s:?}");
-        let store = m.backing(".bkfs");
+        check_store(&m.backing(".bkfs"));
         m.unmount();
-        check_store(&store);
     }
 }
 
@@ -86,9 +97,8 @@ fn a_clean_unmount_during_a_copy_resumes_it_at_the_next_mount() {
     assert_eq!(s["name"], "resumed");
     assert_same("resumed", &want, &digest(&m.path(".snapshots/resumed")));
     assert_same("live after remount", &changed, &digest(&m.mnt));
-    let store = m.backing(".bkfs");
+    check_store(&m.backing(".bkfs"));
     m.unmount();
-    check_store(&store);
 }
 
 #[test]
@@ -99,7 +109,10 @@ fn tar_and_rsync_of_a_snapshot_give_back_the_tree_of_its_moment() {
     let m = Mount::with_source("", |src| {
         fill(src);
         fs::hard_link(src.join("d0/f5"), src.join("d1/f5-link")).unwrap();
-        sh(&format!("setfattr -n user.tag -v x {}", src.join("d0/f6").display()));
+        sh(&format!(
+            "setfattr -n user.tag -v x {}",
+            src.join("d0/f6").display()
+        ));
     });
     let want = digest_with(&m.mnt, true);
     take(&m.mnt, "t");
@@ -111,7 +124,11 @@ fn tar_and_rsync_of_a_snapshot_give_back_the_tree_of_its_moment() {
         m.path(".snapshots/t").display(),
         out.display()
     ));
-    assert_same("rsync -aHAX of the snapshot", &want, &digest_with(&out, true));
+    assert_same(
+        "rsync -aHAX of the snapshot",
+        &want,
+        &digest_with(&out, true),
+    );
     let out = m.scratch("tar");
     sh(&format!(
         "cd {} && tar --xattrs -cf - . | (cd {} && tar --xattrs -xpf -)",

@@ -7,5 +7,5 @@ mod common;
 mod tree;
 
 mod control;
-mod model;
 mod crash;
+mod model;

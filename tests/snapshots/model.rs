@@ -29,7 +29,9 @@ impl Rng {
     fn bytes(&mut self, max: u64) -> Vec<u8> {
         let len = self.below(max + 1) as usize;
         let seed = self.next();
-        (0..len).map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8).collect()
+        (0..len)
+            .map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8)
+            .collect()
     }
 }
 
@@ -93,7 +95,11 @@ fn random_op(rng: &mut Rng, root: &Path) {
             }
             _ => {
                 // A larger file: its copy takes long enough to change things under it.
-                let mut f = OpenOptions::new().create(true).truncate(false).write(true).open(at(&p))?;
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(at(&p))?;
                 f.seek(SeekFrom::Start(rng.below(1 << 20)))?;
                 f.write_all(&rng.bytes(1 << 20))
             }
@@ -117,7 +123,11 @@ fn run(seed: u64, rounds: usize, ops_per_round: usize) {
             random_op(&mut rng, &m.mnt);
         }
         let snap = m.path(".snapshots").join(&name);
-        assert_same(&format!("seed {seed} {name} during copy"), &want, &digest(&snap));
+        assert_same(
+            &format!("seed {seed} {name} during copy"),
+            &want,
+            &digest(&snap),
+        );
         let s = wait_settled(&m.mnt);
         assert_eq!(s["state"], "sealed", "seed {seed} {name}: {s:?}");
         assert_same(&format!("seed {seed} {name} sealed"), &want, &digest(&snap));
@@ -126,11 +136,13 @@ fn run(seed: u64, rounds: usize, ops_per_round: usize) {
     // Every snapshot still shows its own point in time.
     for (name, want) in &expected {
         let snap = m.path(".snapshots").join(name);
-        assert_same(&format!("seed {seed} {name} at the end"), want, &digest(&snap));
+        assert_same(
+            &format!("seed {seed} {name} at the end"),
+            want,
+            &digest(&snap),
+        );
     }
-    let store = m.backing(".bkfs");
-    drop(m);
-    check_store(&store);
+    check_store(&m.backing(".bkfs"));
 }
 
 #[test]
@@ -156,7 +168,11 @@ fn concurrent_writers_never_leave_torn_records_in_a_snapshot() {
             let path = m.path(&format!("log{w}"));
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut f = OpenOptions::new().create(true).append(true).open(&path).unwrap();
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // One write per record: a snapshot holds whole ones.
@@ -180,7 +196,10 @@ fn concurrent_writers_never_leave_torn_records_in_a_snapshot() {
             let data = fs::read(m.path(&format!(".snapshots/{name}/log{w}"))).unwrap_or_default();
             assert_eq!(data.len() % RECORD, 0, "{name}/log{w}: torn record");
             for (k, rec) in data.chunks(RECORD).enumerate() {
-                assert!(rec.iter().all(|&b| b == (k % 251) as u8), "{name}/log{w}: record {k} mixed");
+                assert!(
+                    rec.iter().all(|&b| b == (k % 251) as u8),
+                    "{name}/log{w}: record {k} mixed"
+                );
             }
             these.push(data.len() as u64);
         }
@@ -192,8 +211,8 @@ fn concurrent_writers_never_leave_torn_records_in_a_snapshot() {
     }
     // Later snapshots hold at least as much of each log.
     for pair in lens.windows(2) {
-        for w in 0..4 {
-            assert!(pair[1][w] >= pair[0][w], "{lens:?}");
+        for (before, after) in pair[0].iter().zip(&pair[1]) {
+            assert!(after >= before, "{lens:?}");
         }
     }
 }

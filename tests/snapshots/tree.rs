@@ -139,14 +139,20 @@ pub fn assert_same(what: &str, want: &BTreeMap<PathBuf, String>, got: &BTreeMap<
         }
     }
     diffs.truncate(12);
-    panic!("{what}: snapshot differs from its point in time:\n{}", diffs.join("\n"));
+    panic!(
+        "{what}: snapshot differs from its point in time:\n{}",
+        diffs.join("\n")
+    );
 }
 
 /// The `key: value` lines of `.control/snapshot`.
 pub fn status(mnt: &Path) -> BTreeMap<String, String> {
     let text = fs::read_to_string(mnt.join(".control/snapshot")).unwrap();
     text.lines()
-        .filter_map(|l| l.split_once(": ").or_else(|| l.strip_suffix(':').map(|k| (k, ""))))
+        .filter_map(|l| {
+            l.split_once(": ")
+                .or_else(|| l.strip_suffix(':').map(|k| (k, "")))
+        })
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
@@ -157,7 +163,10 @@ pub fn wait_settled(mnt: &Path) -> BTreeMap<String, String> {
     loop {
         let s = status(mnt);
         let state = s.get("state").cloned().unwrap_or_default();
-        if !matches!(state.as_str(), "committing" | "committed" | "copying" | "quiescing") {
+        if !matches!(
+            state.as_str(),
+            "committing" | "committed" | "copying" | "quiescing"
+        ) {
             return s;
         }
         assert!(Instant::now() < deadline, "copy did not end: {s:?}");
@@ -172,7 +181,7 @@ pub fn take(mnt: &Path, name: &str) {
 }
 
 /// The errno a write of `text` to `.control/snapshot` fails with (0 if it succeeds).
-pub fn take_errno(mnt: &Path, text: &str) -> i32 {
+pub fn take_errno(mnt: &Path, text: impl AsRef<[u8]>) -> i32 {
     match fs::write(mnt.join(".control/snapshot"), text) {
         Ok(()) => 0,
         Err(e) => e.raw_os_error().unwrap_or(-1),
