@@ -1238,3 +1238,25 @@ fn links_of_a_released_snapshot_are_gone_before_the_next() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_write_just_past_the_end_keeps_the_hole_before_it() {
+    scenario(
+        |h| {
+            let f = File::create(h.p("tail")).unwrap();
+            f.write_all_at(&[1; 4096], 0).unwrap();
+            f.set_len(10_000).unwrap(); // the filesystem block of byte 9999 is a hole
+        },
+        |h| {
+            h.write("tail", 10_010, b"past the end, same filesystem block");
+            assert_eq!(
+                {
+                    let f = File::open(h.p("tail")).unwrap();
+                    coalesce(area::data_segments(f.as_fd(), 0, 10_000).unwrap())
+                },
+                vec![(0, 4096), (8192, 1808)],
+                "the write allocated the block below the old end"
+            );
+        },
+    );
+}
