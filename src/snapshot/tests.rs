@@ -905,7 +905,7 @@ fn random_op(h: &H, rng: &mut Rng, n: usize) {
     let (dirs, files, others) = list_tree(&h.src);
     let dir = rng.pick(&dirs).unwrap().clone();
     let fresh = join(&dir, &format!("n{n}"));
-    match rng.below(12) {
+    match rng.below(13) {
         0 => {
             let len = rng.below(200_000);
             h.create(&fresh, &pattern(len, n as u8));
@@ -991,7 +991,8 @@ fn random_op(h: &H, rng: &mut Rng, n: usize) {
                 h.link(f, &fresh);
             }
         }
-        _ => h.symlink(&format!("t{n}"), &fresh),
+        11 => h.symlink(&format!("t{n}"), &fresh),
+        _ => h.mkfifo(&fresh),
     }
 }
 
@@ -1023,11 +1024,12 @@ fn check_tracking(old: &Model, new: &Model, cs: &super::ChangeSet) {
 /// time with the tree captured at the commit while changes go on), then
 /// seal, fail, seal; the change sets are checked against the trees.
 fn random_run(seed: u64, readers: bool) {
-    let h = Arc::new(H::new());
+    let mut h = Arc::new(H::new());
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     base(&h);
     sparse(&h);
     let mut n = 0;
+    let mut restarted = false;
     let mut sealed: Option<Model> = None;
     for epoch in 0..3 {
         for _ in 0..25 {
@@ -1039,8 +1041,9 @@ fn random_run(seed: u64, readers: bool) {
         let cs = h.commit(&name);
         match (&sealed, cs) {
             (None, cs) => assert!(cs.is_none()),
+            (Some(_), Some(_)) if restarted => panic!("tracking since a restart"),
             (Some(old), Some(cs)) => check_tracking(old, &want, &cs),
-            (Some(_), None) => panic!("tracking should be complete"),
+            (Some(_), None) => assert!(restarted, "tracking should be complete"),
         }
         let stop = Arc::new(AtomicBool::new(false));
         let threads: Vec<_> = (0..if readers { 2 } else { 0 })
@@ -1053,9 +1056,15 @@ fn random_run(seed: u64, readers: bool) {
                 })
             })
             .collect();
-        for _ in 0..40 {
+        for i in 0..40 {
             random_op(&h, &mut rng, n);
             n += 1;
+            if i == 20 && !readers && epoch == 0 {
+                // A daemon killed and started again, mid-way.
+                Arc::get_mut(&mut h).expect("no reader").restart();
+                assert_same(&want, &capture_pit(&h.pit()).unwrap());
+                restarted = true;
+            }
         }
         stop.store(true, Ordering::Relaxed);
         for t in threads {
