@@ -905,7 +905,7 @@ fn random_op(h: &H, rng: &mut Rng, n: usize) {
     let (dirs, files, others) = list_tree(&h.src);
     let dir = rng.pick(&dirs).unwrap().clone();
     let fresh = join(&dir, &format!("n{n}"));
-    match rng.below(12) {
+    match rng.below(13) {
         0 => {
             let len = rng.below(200_000);
             h.create(&fresh, &pattern(len, n as u8));
@@ -991,7 +991,8 @@ fn random_op(h: &H, rng: &mut Rng, n: usize) {
                 h.link(f, &fresh);
             }
         }
-        _ => h.symlink(&format!("t{n}"), &fresh),
+        11 => h.symlink(&format!("t{n}"), &fresh),
+        _ => h.mkfifo(&fresh),
     }
 }
 
@@ -1023,11 +1024,12 @@ fn check_tracking(old: &Model, new: &Model, cs: &super::ChangeSet) {
 /// time with the tree captured at the commit while changes go on), then
 /// seal, fail, seal; the change sets are checked against the trees.
 fn random_run(seed: u64, readers: bool) {
-    let h = Arc::new(H::new());
+    let mut h = Arc::new(H::new());
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     base(&h);
     sparse(&h);
     let mut n = 0;
+    let mut restarted = false;
     let mut sealed: Option<Model> = None;
     for epoch in 0..3 {
         for _ in 0..25 {
@@ -1039,8 +1041,9 @@ fn random_run(seed: u64, readers: bool) {
         let cs = h.commit(&name);
         match (&sealed, cs) {
             (None, cs) => assert!(cs.is_none()),
+            (Some(_), Some(_)) if restarted => panic!("tracking since a restart"),
             (Some(old), Some(cs)) => check_tracking(old, &want, &cs),
-            (Some(_), None) => panic!("tracking should be complete"),
+            (Some(_), None) => assert!(restarted, "tracking should be complete"),
         }
         let stop = Arc::new(AtomicBool::new(false));
         let threads: Vec<_> = (0..if readers { 2 } else { 0 })
@@ -1053,9 +1056,15 @@ fn random_run(seed: u64, readers: bool) {
                 })
             })
             .collect();
-        for _ in 0..40 {
+        for i in 0..40 {
             random_op(&h, &mut rng, n);
             n += 1;
+            if i == 20 && !readers && epoch == 0 {
+                // A daemon killed and started again, mid-way.
+                Arc::get_mut(&mut h).expect("no reader").restart();
+                assert_same(&want, &capture_pit(&h.pit()).unwrap());
+                restarted = true;
+            }
         }
         stop.store(true, Ordering::Relaxed);
         for t in threads {
@@ -1237,4 +1246,26 @@ fn links_of_a_released_snapshot_are_gone_before_the_next() {
         assert_same(&want, &capture_pit(&h.pit()).unwrap());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_write_just_past_the_end_keeps_the_hole_before_it() {
+    scenario(
+        |h| {
+            let f = File::create(h.p("tail")).unwrap();
+            f.write_all_at(&[1; 4096], 0).unwrap();
+            f.set_len(10_000).unwrap(); // the filesystem block of byte 9999 is a hole
+        },
+        |h| {
+            h.write("tail", 10_010, b"past the end, same filesystem block");
+            assert_eq!(
+                {
+                    let f = File::open(h.p("tail")).unwrap();
+                    coalesce(area::data_segments(f.as_fd(), 0, 10_000).unwrap())
+                },
+                vec![(0, 4096), (8192, 1808)],
+                "the write allocated the block below the old end"
+            );
+        },
+    );
 }

@@ -362,13 +362,20 @@ impl Pit {
         Ok(out)
     }
 
-    /// Blocks overlapping `[start, end)` below `size`.
+    /// The blocks a change of `[start, end)` affects in a file whose size
+    /// was `size`: those overlapping the range below `size`, and, for a
+    /// change at or past `size`, the block holding the last byte: the
+    /// filesystem block that holds it is allocated by a write just past it,
+    /// and a hole there would turn into data (zeros, but not a hole).
     fn block_range(start: u64, end: u64, size: u64) -> std::ops::Range<u64> {
-        let end = end.min(size);
-        if start >= end {
-            return 0..0;
+        let below = end.min(size);
+        if start < below {
+            return start / BLOCK..below.div_ceil(BLOCK);
         }
-        start / BLOCK..end.div_ceil(BLOCK)
+        if start < end && size > 0 && start / BLOCK == (size - 1) / BLOCK {
+            return start / BLOCK..start / BLOCK + 1;
+        }
+        0..0
     }
 
     fn missing_blocks(rec: &Rec, start: u64, end: u64) -> bool {
