@@ -187,9 +187,7 @@ impl Plugin for Postgres {
     fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
         let lsn = self.one(cx, LSN_SQL, cx.timeout)?;
         self.pos.insert("lsn".into(), json!(lsn.trim()));
-        if self.mode == Mode::Checkpoint {
-            self.close();
-        }
+        // The session ends at thaw, outside the frozen window.
         Ok(())
     }
 
