@@ -82,6 +82,56 @@ impl AppStatus {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+
+    /// The read-only files of `.quiesce/APP/` (besides the `freeze`, `thaw`
+    /// and, for handshake apps, `ack` control files).
+    pub const FILES: &'static [&'static str] =
+        &["state", "result", "status", "status.json", "request"];
+
+    /// The content of one of [`AppStatus::FILES`], newline-terminated; None
+    /// for a name that is not one (or `request` of a non-handshake app).
+    /// `status` is `key: value` lines, stable: name, plugin, state, result,
+    /// description, frozen_ms, watchdog, then `PHASE_ms` per phase run and
+    /// `position.KEY` per recorded position (multi-line values on one line,
+    /// newlines as `\n`).
+    pub fn render(&self, file: &str) -> Option<String> {
+        Some(match file {
+            "state" => format!("{}\n", self.state.as_str()),
+            "result" => format!("{}\n", self.result),
+            "status.json" => format!("{}\n", self.to_json()),
+            "request" => format!("{}\n", self.request?),
+            "status" => {
+                let one = |s: &str| s.replace('\n', "\\n");
+                let mut out = format!(
+                    "name: {}\nplugin: {}\nstate: {}\nresult: {}\ndescription: {}\nfrozen_ms: {}\nwatchdog: {}\n",
+                    self.name,
+                    self.plugin,
+                    self.state.as_str(),
+                    one(&self.result),
+                    one(&self.description),
+                    self.frozen_for_ms.map(|m| format!("{m:.1}")).unwrap_or_default(),
+                    one(self.watchdog.as_deref().unwrap_or("")),
+                );
+                for p in ["identify", "prepare", "freeze", "thaw", "post"] {
+                    if let Some(ms) = self.timings_ms.get(p) {
+                        out.push_str(&format!("{p}_ms: {ms:.1}\n"));
+                    }
+                }
+                for (k, v) in &self.positions {
+                    if k == "commands" {
+                        continue;
+                    }
+                    let v = v
+                        .as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string());
+                    out.push_str(&format!("position.{k}: {}\n", one(&v)));
+                }
+                out
+            }
+            _ => return None,
+        })
+    }
 }
 
 /// Why a quiesce operation failed.
