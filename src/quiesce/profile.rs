@@ -152,8 +152,10 @@ impl Keep {
         if let Some(n) = self.last {
             keep.extend(order.iter().take(n as usize).map(|s| s.0.clone()));
         }
-        let day = |t: i64| t.div_euclid(86_400);
-        let rules: [(Option<u32>, &dyn Fn(i64) -> i64); 4] = [
+        fn day(t: i64) -> i64 {
+            t.div_euclid(86_400)
+        }
+        let rules: [(Option<u32>, &Period); 4] = [
             (self.hourly, &|t| t.div_euclid(3600)),
             (self.daily, &day),
             // 1970-01-01 was a Thursday: Monday-based weeks start 3 days earlier.
@@ -178,6 +180,9 @@ impl Keep {
         keep
     }
 }
+
+/// A retention period of a time: its index (hour, day, week or month number).
+type Period = dyn Fn(i64) -> i64;
 
 /// (year, month 1-12, day 1-31) of a count of days since 1970-01-01 (proleptic Gregorian).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
