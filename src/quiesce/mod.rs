@@ -203,8 +203,9 @@ struct St {
     by_hand: bool,
     frozen_since: Option<Instant>,
     watchdog: Option<String>,
-    /// The watchdog thawed it during the current cycle.
-    watchdog_thawed: bool,
+    /// Thawed during the current cycle before the requester's thaw (by the
+    /// watchdog, by hand, by a forced thaw): how.
+    thawed_early: Option<String>,
 }
 
 struct AppRt {
@@ -478,7 +479,7 @@ impl Quiescer {
             a.set(|st| {
                 st.timings.clear();
                 st.positions.clear();
-                st.watchdog_thawed = false;
+                st.thawed_early = None;
             });
         }
         let mut failures: Vec<String> = Vec::new();
@@ -586,7 +587,7 @@ impl Quiescer {
             st.state = Some(AppState::Freezing);
             st.held = true;
             st.by_hand = true;
-            st.watchdog_thawed = false;
+            st.thawed_early = None;
         });
         inner.update_marker();
         let r = {
@@ -630,7 +631,7 @@ impl Quiescer {
             .inner
             .app(name)
             .ok_or_else(|| QuiesceError::NoSuchApp(name.into()))?;
-        let r = self.inner.thaw_one(&a, None);
+        let r = self.inner.thaw_one(&a, Some("by hand"));
         if r.is_ok() {
             self.inner.post_one(&a);
         }
@@ -647,7 +648,7 @@ impl Quiescer {
     pub fn thaw_all_force(&self) {
         let apps: Vec<Arc<AppRt>> = self.inner.apps.read().unwrap().clone();
         for a in apps.iter().rev() {
-            let _ = self.inner.thaw_one(a, Some("forced thaw"));
+            let _ = self.inner.thaw_one(a, Some("by a forced thaw"));
         }
         let orphans = std::mem::take(&mut *self.inner.orphans.lock().unwrap());
         let failed = recover_entries(&orphans, |_, _| {});
@@ -678,6 +679,13 @@ impl Quiescer {
         *inner.apps.write().unwrap() = apps;
         *inner.profile.write().unwrap() = profile;
         Ok(())
+    }
+}
+
+impl Drop for Quiescer {
+    /// The mount is going away: nothing may stay frozen.
+    fn drop(&mut self) {
+        self.thaw_all_force();
     }
 }
 
@@ -792,7 +800,8 @@ impl Inner {
                 st.by_hand = false;
                 st.frozen_since = None;
                 if let Some(w) = why {
-                    st.result = format!("ok ({w})");
+                    st.result = format!("ok (thawed {w})");
+                    st.thawed_early = Some(w.to_string());
                 }
             }
             Err(e) => {
@@ -936,9 +945,8 @@ fn watchdog(inner: Weak<Inner>) {
                         cap
                     );
                     tracing::error!("quiesce: {}: {note}", a.spec.name);
-                    let r = inner.thaw_one(&a, Some("watchdog"));
+                    let r = inner.thaw_one(&a, Some("by the watchdog"));
                     a.set(|st| {
-                        st.watchdog_thawed = true;
                         st.watchdog = Some(match &r {
                             Ok(()) => note.clone(),
                             Err(e) => format!("{note}; thaw failed: {e}"),
@@ -996,11 +1004,11 @@ impl Frozen {
         }
         let frozen_ms = self.first_freeze.map(|t| ms(t.elapsed()));
         for a in &self.apps {
-            let wd = a.st.lock().unwrap().watchdog_thawed;
-            if wd {
+            let early = a.st.lock().unwrap().thawed_early.clone();
+            if let Some(how) = early {
                 consistency = "crash_consistent";
                 why.push(format!(
-                    "the watchdog thawed {} before the snapshot was released",
+                    "{} was thawed {how} before the snapshot was released",
                     a.spec.name
                 ));
             }

@@ -608,3 +608,29 @@ fn quiesce_status_files() {
         assert!(s.render(f).unwrap().ends_with('\n'));
     }
 }
+
+#[test]
+fn quiesce_early_thaws_downgrade_and_drop_thaws() {
+    let l = Log::new();
+    let text = format!("{}{}", l.app("a", "", "true"), l.app("b", "", "true"));
+    let q = l.quiescer(&text);
+    let f = q.freeze().unwrap();
+    q.thaw_app("b").unwrap();
+    let o = f.thaw();
+    assert_eq!(o.consistency, "crash_consistent");
+    assert!(o.why.contains("b was thawed by hand"), "{}", o.why);
+    let f = q.freeze().unwrap();
+    q.thaw_all_force();
+    let o = f.thaw();
+    assert_eq!(o.consistency, "crash_consistent");
+    assert!(o.why.contains("by a forced thaw"), "{}", o.why);
+    let o = q.freeze().unwrap().thaw();
+    assert_eq!(o.consistency, "app_consistent", "{}", o.why);
+    // Dropping the quiescer (unmount) thaws what was frozen by hand.
+    q.freeze_app("a").unwrap();
+    let n = l.lines().len();
+    drop(q);
+    assert_eq!(l.lines().len(), n + 1);
+    assert_eq!(l.lines().last().unwrap(), "thaw a");
+    assert!(!l.marker().exists());
+}
