@@ -97,7 +97,12 @@ impl Postgres {
         }
         Ok(out
             .into_iter()
-            .filter(|l| !l.starts_with("NOTICE:") && !l.starts_with("WARNING:"))
+            // Notices come on stderr, merged in ("psql:<stdin>:3: NOTICE: ..."): keep results only.
+            .filter(|l| {
+                !["NOTICE:", "WARNING:", "DETAIL:", "HINT:"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
             .collect())
     }
 
