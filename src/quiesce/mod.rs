@@ -189,6 +189,21 @@ pub struct Outcome {
     pub apps: Vec<Value>,
 }
 
+impl Outcome {
+    /// The snapshot record's capture: this outcome plus what the mount
+    /// measured (when the snapshot was asked for, RFC 3339 UTC; the barrier).
+    pub fn capture(&self, requested: String, barrier_ms: f64) -> crate::store::Capture {
+        crate::store::Capture {
+            requested,
+            consistency: self.consistency.to_string(),
+            why: self.why.clone(),
+            barrier_ms,
+            frozen_ms: self.frozen_ms,
+            apps: self.apps.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct St {
     state: Option<AppState>,

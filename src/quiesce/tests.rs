@@ -210,6 +210,10 @@ fn quiesce_order_freeze_by_level_thaw_reverse() {
     assert!(o.frozen_ms.unwrap() > 0.0);
     assert_eq!(o.apps.len(), 3);
     assert!(o.apps[0]["timings_ms"]["freeze"].as_f64().is_some());
+    let c = o.capture("2026-11-22T03:04:05.123456Z".into(), 0.8);
+    assert_eq!(c.consistency, "app_consistent");
+    assert_eq!(c.frozen_ms, o.frozen_ms);
+    assert_eq!(c.apps.len(), 3);
     assert_eq!(
         l.lines(),
         [
