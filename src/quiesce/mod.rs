@@ -10,6 +10,24 @@
 //! a watchdog thread of its own thaws any application frozen longer than the
 //! profile's cap; a marker file names what is frozen, so a restarted daemon
 //! (or `bkfs thaw --force`) thaws it first.
+//!
+//! A mount's snapshot request, in outline:
+//!
+//! ```no_run
+//! # use bkfs::quiesce::{Profile, Quiescer};
+//! # fn barrier() -> f64 { 0.0 }
+//! let profile = Profile::load("/etc/bkfs/data.toml".as_ref())?; // refused if not root's alone
+//! let q = Quiescer::new(profile, "/run/bkfs/quiesce/mnt-data.json".into()); // thaws a dead daemon's leftovers
+//! match q.freeze() {
+//!     Err(e) => { /* require = "app" and one failed: ECANCELED (e.errno()), reason e.to_string() */ }
+//!     Ok(frozen) => {
+//!         let barrier_ms = barrier(); // raise the barrier, fix the point in time, release it
+//!         let outcome = frozen.thaw(); // reverse order, retried; then post (positions)
+//!         let _capture = outcome.capture("2026-11-22T03:04:05Z".into(), barrier_ms);
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod plugins;
 pub mod profile;
