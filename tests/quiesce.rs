@@ -416,23 +416,31 @@ fn as_postgres(cmd: &mut Command) -> &mut Command {
     cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw())
 }
 
+fn postgres_bin() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .max()
+}
+
+/// A directory owned by postgres.
+fn pg_dir() -> tempfile::TempDir {
+    let dir = tmp();
+    let u = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    nix::unistd::chown(dir.path(), Some(u.uid), Some(u.gid)).unwrap();
+    dir
+}
+
 impl Pg {
     fn start() -> Option<Pg> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .filter(|b| b.join("initdb").exists())
-            .max()?;
+        let bin = postgres_bin()?;
         if !is_root() || nix::unistd::User::from_name("postgres").ok()?.is_none() {
             return None;
         }
-        let dir = tmp();
-        let u = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-        nix::unistd::chown(dir.path(), Some(u.uid), Some(u.gid)).unwrap();
+        let dir = pg_dir();
         let data = dir.path().join("data");
-        let sock = dir.path().to_path_buf();
-        let port = 20000 + (std::process::id() % 20000) as u16;
         let st = as_postgres(
             Command::new(bin.join("initdb"))
                 .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
@@ -442,10 +450,19 @@ impl Pg {
         .status()
         .unwrap();
         assert!(st.success(), "initdb failed");
+        Some(Pg::launch(bin, dir, data))
+    }
+
+    /// Starts the cluster in `data` with its socket in `dir`, on a port of its own.
+    fn launch(bin: PathBuf, dir: tempfile::TempDir, data: PathBuf) -> Pg {
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let port = 20000
+            + (std::process::id() % 5000) as u16 * 4
+            + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 4;
         let pg = Pg {
             bin,
             data,
-            sock,
+            sock: dir.path().to_path_buf(),
             port,
             _dir: dir,
         };
@@ -457,6 +474,8 @@ impl Pg {
                 .arg(pg.sock.join("log"))
                 .args([
                     "-w",
+                    "-t",
+                    "60",
                     "-o",
                     &format!(
                         "-p {} -k {} -c listen_addresses='' -c fsync=off",
@@ -474,7 +493,7 @@ impl Pg {
             "pg_ctl start failed: {}",
             std::fs::read_to_string(pg.sock.join("log")).unwrap_or_default()
         );
-        Some(pg)
+        pg
     }
 
     fn connect(&self) -> String {
@@ -970,4 +989,89 @@ fn redis_bgsave_waits_for_lastsave() {
             ..
         })
     ));
+}
+
+/// docs/PLUGINS.md's procedure for the backup_label: a copy of the data
+/// directory made while bkfs holds the backup (here a plain `cp -a` under a
+/// concurrent writer, not atomic), plus the backup_label bkfs recorded, plus
+/// the WAL up to stop_lsn, starts and passes pg_amcheck.
+#[test]
+fn postgresql_backup_label_restores_a_copy() {
+    let Some(pg) = Pg::start() else {
+        assert!(
+            !ci(),
+            "PostgreSQL (initdb) is missing, and CI=true requires it"
+        );
+        eprintln!("skipped: no PostgreSQL server binaries, or not root");
+        return;
+    };
+    pg.psql("CREATE TABLE t(x int primary key, pad text); INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;");
+    let writer = Proc::sh(&format!(
+        "i=100000; while :; do i=$((i+1)); {} -X -q -d '{}' -c \"INSERT INTO t VALUES ($i, 'w'); UPDATE t SET pad = 'u' WHERE x = $i - 99990\" >/dev/null 2>&1; done",
+        pg.bin.join("psql").display(),
+        pg.connect()
+    ));
+    wait_for("the writer", Duration::from_secs(10), || {
+        pg.psql("SELECT count(*) FROM t WHERE x > 100000")
+            .parse::<u32>()
+            .unwrap()
+            > 5
+    });
+    let d = tmp();
+    let text = format!(
+        "[[app]]\nname = \"db\"\nplugin = \"postgresql\"\nuser = \"postgres\"\nmode = \"backup_api\"\nconnect = \"{}\"\npsql = \"{}\"\n",
+        pg.connect(),
+        pg.bin.join("psql").display()
+    );
+    let q = quiescer(d.path(), &text);
+    let f = q.freeze().unwrap_or_else(|e| panic!("{e}"));
+    let copy_dir = pg_dir();
+    let copy = copy_dir.path().join("data");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&pg.data)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = f.thaw();
+    drop(writer);
+    let label = o.apps[0]["positions"]["backup_label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The restore: backup_label in, the server's leftovers out, WAL through stop_lsn.
+    let u = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    std::fs::write(copy.join("backup_label"), label).unwrap();
+    nix::unistd::chown(&copy.join("backup_label"), Some(u.uid), Some(u.gid)).unwrap();
+    let _ = std::fs::remove_file(copy.join("postmaster.pid"));
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/pg_wal/.", pg.data.display()))
+        .arg(copy.join("pg_wal"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let restored = Pg::launch(pg.bin.clone(), copy_dir, copy);
+    let n: u32 = restored.psql("SELECT count(*) FROM t").parse().unwrap();
+    assert!(n >= 20000, "{n}");
+    let o = Command::new(restored.bin.join("pg_amcheck"))
+        .args(["--install-missing", "--heapallindexed", "-h"])
+        .arg(&restored.sock)
+        .args([
+            "-p",
+            &restored.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pg_amcheck: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

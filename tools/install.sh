@@ -2,7 +2,10 @@
 # Builds bkfs in release mode and installs it:
 #   bkfs        -> $PREFIX/bin/bkfs   (PREFIX defaults to /usr/local)
 #   mount.bkfs  -> $SBINDIR/mount.bkfs (SBINDIR defaults to /sbin), so that
-#                  `mount -t bkfs` and /etc/fstab lines work.
+#                  `mount -t bkfs` and /etc/fstab lines work;
+#   bkfs@.service -> /etc/systemd/system/ if systemd is there (docs/PLUGINS.md);
+#   hypervisor hooks -> /etc/qemu/fsfreeze-hook.d/bkfs and
+#                  /etc/vmware-tools/backupScripts.d/bkfs, where those tools are installed.
 # Usage: sudo tools/install.sh   (run from anywhere inside the repository)
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,3 +18,16 @@ sed "s|^BKFS=\${BKFS_BIN:-}|BKFS=\${BKFS_BIN:-$PREFIX/bin/bkfs}|" mount/mount.bk
 chmod 0755 "$SBINDIR/mount.bkfs.tmp"
 mv "$SBINDIR/mount.bkfs.tmp" "$SBINDIR/mount.bkfs"
 echo "installed $PREFIX/bin/bkfs and $SBINDIR/mount.bkfs"
+if [ -d /etc/systemd/system ]; then
+    sed "s|/usr/local/bin/bkfs|$PREFIX/bin/bkfs|g" mount/systemd/bkfs@.service > /etc/systemd/system/bkfs@.service
+    chmod 0644 /etc/systemd/system/bkfs@.service
+    echo "installed /etc/systemd/system/bkfs@.service"
+fi
+if [ -d /etc/qemu ]; then
+    install -D -m 0755 mount/fsfreeze-hook.d/bkfs /etc/qemu/fsfreeze-hook.d/bkfs
+    echo "installed /etc/qemu/fsfreeze-hook.d/bkfs"
+fi
+if [ -d /etc/vmware-tools ]; then
+    install -D -m 0755 mount/backupScripts.d/bkfs /etc/vmware-tools/backupScripts.d/bkfs
+    echo "installed /etc/vmware-tools/backupScripts.d/bkfs"
+fi

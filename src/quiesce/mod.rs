@@ -10,6 +10,24 @@
 //! a watchdog thread of its own thaws any application frozen longer than the
 //! profile's cap; a marker file names what is frozen, so a restarted daemon
 //! (or `bkfs thaw --force`) thaws it first.
+//!
+//! A mount's snapshot request, in outline:
+//!
+//! ```no_run
+//! # use bkfs::quiesce::{Profile, Quiescer};
+//! # fn barrier() -> f64 { 0.0 }
+//! let profile = Profile::load("/etc/bkfs/data.toml".as_ref())?; // refused if not root's alone
+//! let q = Quiescer::new(profile, "/run/bkfs/quiesce/mnt-data.json".into()); // thaws a dead daemon's leftovers
+//! match q.freeze() {
+//!     Err(e) => { /* require = "app" and one failed: ECANCELED (e.errno()), reason e.to_string() */ }
+//!     Ok(frozen) => {
+//!         let barrier_ms = barrier(); // raise the barrier, fix the point in time, release it
+//!         let outcome = frozen.thaw(); // reverse order, retried; then post (positions)
+//!         let _capture = outcome.capture("2026-11-22T03:04:05Z".into(), barrier_ms);
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod plugins;
 pub mod profile;
@@ -85,6 +103,56 @@ impl AppStatus {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+
+    /// The read-only files of `.quiesce/APP/` (besides the `freeze`, `thaw`
+    /// and, for handshake apps, `ack` control files).
+    pub const FILES: &'static [&'static str] =
+        &["state", "result", "status", "status.json", "request"];
+
+    /// The content of one of [`AppStatus::FILES`], newline-terminated; None
+    /// for a name that is not one (or `request` of a non-handshake app).
+    /// `status` is `key: value` lines, stable: name, plugin, state, result,
+    /// description, frozen_ms, watchdog, then `PHASE_ms` per phase run and
+    /// `position.KEY` per recorded position (multi-line values on one line,
+    /// newlines as `\n`).
+    pub fn render(&self, file: &str) -> Option<String> {
+        Some(match file {
+            "state" => format!("{}\n", self.state.as_str()),
+            "result" => format!("{}\n", self.result),
+            "status.json" => format!("{}\n", self.to_json()),
+            "request" => format!("{}\n", self.request?),
+            "status" => {
+                let one = |s: &str| s.replace('\n', "\\n");
+                let mut out = format!(
+                    "name: {}\nplugin: {}\nstate: {}\nresult: {}\ndescription: {}\nfrozen_ms: {}\nwatchdog: {}\n",
+                    self.name,
+                    self.plugin,
+                    self.state.as_str(),
+                    one(&self.result),
+                    one(&self.description),
+                    self.frozen_for_ms.map(|m| format!("{m:.1}")).unwrap_or_default(),
+                    one(self.watchdog.as_deref().unwrap_or("")),
+                );
+                for p in ["identify", "prepare", "freeze", "thaw", "post"] {
+                    if let Some(ms) = self.timings_ms.get(p) {
+                        out.push_str(&format!("{p}_ms: {ms:.1}\n"));
+                    }
+                }
+                for (k, v) in &self.positions {
+                    if k == "commands" {
+                        continue;
+                    }
+                    let v = v
+                        .as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string());
+                    out.push_str(&format!("position.{k}: {}\n", one(&v)));
+                }
+                out
+            }
+            _ => return None,
+        })
+    }
 }
 
 /// Why a quiesce operation failed.
@@ -142,6 +210,21 @@ pub struct Outcome {
     pub apps: Vec<Value>,
 }
 
+impl Outcome {
+    /// The snapshot record's capture: this outcome plus what the mount
+    /// measured (when the snapshot was asked for, RFC 3339 UTC; the barrier).
+    pub fn capture(&self, requested: String, barrier_ms: f64) -> crate::store::Capture {
+        crate::store::Capture {
+            requested,
+            consistency: self.consistency.to_string(),
+            why: self.why.clone(),
+            barrier_ms,
+            frozen_ms: self.frozen_ms,
+            apps: self.apps.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct St {
     state: Option<AppState>,
@@ -156,8 +239,9 @@ struct St {
     by_hand: bool,
     frozen_since: Option<Instant>,
     watchdog: Option<String>,
-    /// The watchdog thawed it during the current cycle.
-    watchdog_thawed: bool,
+    /// Thawed during the current cycle before the requester's thaw (by the
+    /// watchdog, by hand, by a forced thaw): how.
+    thawed_early: Option<String>,
 }
 
 struct AppRt {
@@ -431,7 +515,7 @@ impl Quiescer {
             a.set(|st| {
                 st.timings.clear();
                 st.positions.clear();
-                st.watchdog_thawed = false;
+                st.thawed_early = None;
             });
         }
         let mut failures: Vec<String> = Vec::new();
@@ -539,7 +623,7 @@ impl Quiescer {
             st.state = Some(AppState::Freezing);
             st.held = true;
             st.by_hand = true;
-            st.watchdog_thawed = false;
+            st.thawed_early = None;
         });
         inner.update_marker();
         let r = {
@@ -583,7 +667,7 @@ impl Quiescer {
             .inner
             .app(name)
             .ok_or_else(|| QuiesceError::NoSuchApp(name.into()))?;
-        let r = self.inner.thaw_one(&a, None);
+        let r = self.inner.thaw_one(&a, Some("by hand"));
         if r.is_ok() {
             self.inner.post_one(&a);
         }
@@ -600,7 +684,7 @@ impl Quiescer {
     pub fn thaw_all_force(&self) {
         let apps: Vec<Arc<AppRt>> = self.inner.apps.read().unwrap().clone();
         for a in apps.iter().rev() {
-            let _ = self.inner.thaw_one(a, Some("forced thaw"));
+            let _ = self.inner.thaw_one(a, Some("by a forced thaw"));
         }
         let orphans = std::mem::take(&mut *self.inner.orphans.lock().unwrap());
         let failed = recover_entries(&orphans, |_, _| {});
@@ -631,6 +715,13 @@ impl Quiescer {
         *inner.apps.write().unwrap() = apps;
         *inner.profile.write().unwrap() = profile;
         Ok(())
+    }
+}
+
+impl Drop for Quiescer {
+    /// The mount is going away: nothing may stay frozen.
+    fn drop(&mut self) {
+        self.thaw_all_force();
     }
 }
 
@@ -745,7 +836,8 @@ impl Inner {
                 st.by_hand = false;
                 st.frozen_since = None;
                 if let Some(w) = why {
-                    st.result = format!("ok ({w})");
+                    st.result = format!("ok (thawed {w})");
+                    st.thawed_early = Some(w.to_string());
                 }
             }
             Err(e) => {
@@ -889,9 +981,8 @@ fn watchdog(inner: Weak<Inner>) {
                         cap
                     );
                     tracing::error!("quiesce: {}: {note}", a.spec.name);
-                    let r = inner.thaw_one(&a, Some("watchdog"));
+                    let r = inner.thaw_one(&a, Some("by the watchdog"));
                     a.set(|st| {
-                        st.watchdog_thawed = true;
                         st.watchdog = Some(match &r {
                             Ok(()) => note.clone(),
                             Err(e) => format!("{note}; thaw failed: {e}"),
@@ -949,11 +1040,11 @@ impl Frozen {
         }
         let frozen_ms = self.first_freeze.map(|t| ms(t.elapsed()));
         for a in &self.apps {
-            let wd = a.st.lock().unwrap().watchdog_thawed;
-            if wd {
+            let early = a.st.lock().unwrap().thawed_early.clone();
+            if let Some(how) = early {
                 consistency = "crash_consistent";
                 why.push(format!(
-                    "the watchdog thawed {} before the snapshot was released",
+                    "{} was thawed {how} before the snapshot was released",
                     a.spec.name
                 ));
             }

@@ -210,6 +210,10 @@ fn quiesce_order_freeze_by_level_thaw_reverse() {
     assert!(o.frozen_ms.unwrap() > 0.0);
     assert_eq!(o.apps.len(), 3);
     assert!(o.apps[0]["timings_ms"]["freeze"].as_f64().is_some());
+    let c = o.capture("2026-11-22T03:04:05.123456Z".into(), 0.8);
+    assert_eq!(c.consistency, "app_consistent");
+    assert_eq!(c.frozen_ms, o.frozen_ms);
+    assert_eq!(c.apps.len(), 3);
     assert_eq!(
         l.lines(),
         [
@@ -514,4 +518,123 @@ fn quiesce_handshake_state_machine() {
     let e = q.freeze().err().unwrap();
     assert!(e.to_string().contains("not acknowledged"), "{e}");
     assert_eq!(q.app("hs").unwrap().request, Some("thaw"));
+}
+
+#[test]
+fn quiesce_keep_selects_per_period() {
+    let h = 3600;
+    let d = 86_400;
+    // 2026-11-22 is a Sunday; t0 = 2026-11-22T12:00:00Z.
+    let t0 = 1_795_348_800;
+    assert_eq!(profile::civil_from_days(t0 / d), (2026, 11, 22));
+    let snaps: Vec<(String, i64)> = [
+        ("a", t0),
+        ("b", t0 + 600),        // same hour as a, newer
+        ("c", t0 - h),          // previous hour
+        ("d", t0 - d),          // Saturday
+        ("e", t0 - 6 * d),      // Monday 16th: same week as a
+        ("f", t0 - 7 * d),      // Sunday 15th: previous week
+        ("g", t0 - 30 * d),     // October 23rd
+        ("h", t0 - 60 * d - h), // September
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), *t))
+    .collect();
+    let names = |k: Keep| k.select(&snaps).into_iter().collect::<Vec<_>>().join(",");
+    assert_eq!(names(Keep::default()), "a,b,c,d,e,f,g,h");
+    assert_eq!(
+        names(Keep {
+            last: Some(2),
+            ..Keep::default()
+        }),
+        "a,b"
+    );
+    assert_eq!(
+        names(Keep {
+            hourly: Some(2),
+            ..Keep::default()
+        }),
+        "b,c"
+    );
+    assert_eq!(
+        names(Keep {
+            daily: Some(3),
+            ..Keep::default()
+        }),
+        "b,d,e"
+    );
+    assert_eq!(
+        names(Keep {
+            weekly: Some(2),
+            ..Keep::default()
+        }),
+        "b,f"
+    );
+    assert_eq!(
+        names(Keep {
+            monthly: Some(3),
+            ..Keep::default()
+        }),
+        "b,g,h"
+    );
+    assert_eq!(
+        names(Keep {
+            last: Some(1),
+            monthly: Some(2),
+            ..Keep::default()
+        }),
+        "b,g"
+    );
+}
+
+#[test]
+fn quiesce_status_files() {
+    let l = Log::new();
+    let q = l.quiescer(&l.app("a", "", "true"));
+    let s = q.app("a").unwrap();
+    assert_eq!(s.render("state").unwrap(), "thawed\n");
+    assert!(s.render("request").is_none());
+    assert!(s.render("nope").is_none());
+    q.freeze().unwrap().thaw();
+    let s = q.app("a").unwrap();
+    let st = s.render("status").unwrap();
+    assert!(
+        st.starts_with("name: a\nplugin: exec\nstate: thawed\nresult: ok\n"),
+        "{st}"
+    );
+    assert!(
+        st.contains("\nfreeze_ms: ") && st.contains("\nthaw_ms: "),
+        "{st}"
+    );
+    let v: Value = serde_json::from_str(&s.render("status.json").unwrap()).unwrap();
+    assert_eq!(v["state"], "thawed");
+    for f in AppStatus::FILES.iter().filter(|f| **f != "request") {
+        assert!(s.render(f).unwrap().ends_with('\n'));
+    }
+}
+
+#[test]
+fn quiesce_early_thaws_downgrade_and_drop_thaws() {
+    let l = Log::new();
+    let text = format!("{}{}", l.app("a", "", "true"), l.app("b", "", "true"));
+    let q = l.quiescer(&text);
+    let f = q.freeze().unwrap();
+    q.thaw_app("b").unwrap();
+    let o = f.thaw();
+    assert_eq!(o.consistency, "crash_consistent");
+    assert!(o.why.contains("b was thawed by hand"), "{}", o.why);
+    let f = q.freeze().unwrap();
+    q.thaw_all_force();
+    let o = f.thaw();
+    assert_eq!(o.consistency, "crash_consistent");
+    assert!(o.why.contains("by a forced thaw"), "{}", o.why);
+    let o = q.freeze().unwrap().thaw();
+    assert_eq!(o.consistency, "app_consistent", "{}", o.why);
+    // Dropping the quiescer (unmount) thaws what was frozen by hand.
+    q.freeze_app("a").unwrap();
+    let n = l.lines().len();
+    drop(q);
+    assert_eq!(l.lines().len(), n + 1);
+    assert_eq!(l.lines().last().unwrap(), "thaw a");
+    assert!(!l.marker().exists());
 }

@@ -97,7 +97,12 @@ impl Postgres {
         }
         Ok(out
             .into_iter()
-            .filter(|l| !l.starts_with("NOTICE:") && !l.starts_with("WARNING:"))
+            // Notices come on stderr, merged in ("psql:<stdin>:3: NOTICE: ..."): keep results only.
+            .filter(|l| {
+                !["NOTICE:", "WARNING:", "DETAIL:", "HINT:"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
             .collect())
     }
 
@@ -187,9 +192,7 @@ impl Plugin for Postgres {
     fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
         let lsn = self.one(cx, LSN_SQL, cx.timeout)?;
         self.pos.insert("lsn".into(), json!(lsn.trim()));
-        if self.mode == Mode::Checkpoint {
-            self.close();
-        }
+        // The session ends at thaw, outside the frozen window.
         Ok(())
     }
 

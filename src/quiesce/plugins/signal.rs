@@ -178,18 +178,21 @@ impl Plugin for SignalTree {
         }
         // Wait until each is really stopped.
         loop {
-            let running: Vec<i32> = self
+            let running: Vec<(i32, char)> = self
                 .stopped
                 .iter()
-                .filter(|(p, _)| matches!(stat(*p), Some((_, st, _)) if st != 'T' && st != 't' && st != 'Z' && st != 'X'))
-                .map(|s| s.0)
+                // A process that exited and whose pid was reused has another start time: gone.
+                .filter(|(p, start)| {
+                    matches!(stat(*p), Some((_, st, s)) if s == *start && !matches!(st, 'T' | 't' | 'Z' | 'X'))
+                })
+                .map(|s| (s.0, stat(s.0).map(|x| x.1).unwrap_or('?')))
                 .collect();
             if running.is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "processes {running:?} did not stop within {:.1}s",
+                    "processes (pid, state) {running:?} did not stop within {:.1}s",
                     cx.timeout.as_secs_f64()
                 ));
             }
