@@ -85,13 +85,17 @@ const FILES: [File; 5] = [
 
 /// The files of an application's directory in `.quiesce/`, by offset from
 /// the directory's id.
-const APP_FILES: [(u64, &str, u16); 6] = [
+/// (`state`, `result`, `status`, `status.json`, `request` are
+/// [`crate::quiesce::AppStatus::FILES`]; `freeze`, `thaw` and `ack` act.)
+const APP_FILES: [(u64, &str, u16); 8] = [
     (1, "state", 0o444),
-    (2, "status", 0o444),
-    (3, "request", 0o444),
-    (4, "freeze", 0o200),
-    (5, "thaw", 0o200),
-    (6, "ack", 0o200),
+    (2, "result", 0o444),
+    (3, "status", 0o444),
+    (4, "status.json", 0o444),
+    (5, "request", 0o444),
+    (6, "freeze", 0o200),
+    (7, "thaw", 0o200),
+    (8, "ack", 0o200),
 ];
 
 /// What an id of the quiesce tree names.
@@ -268,15 +272,8 @@ impl Control {
         let name = self.app_name(k)?;
         let q = self.snapshotter.quiescer().ok_or(Errno::ENOENT)?;
         let st = q.app(&name).ok_or(Errno::ENOENT)?;
-        Ok(match file {
-            "state" => format!("{}\n", st.state.as_str()),
-            "status" => format!(
-                "{}\n",
-                serde_json::to_string_pretty(&st.to_json()).unwrap_or_default()
-            ),
-            "request" => format!("{}\n", st.request.unwrap_or("")),
-            _ => String::new(),
-        })
+        // `request` of an application that does not hand-shake reads empty.
+        Ok(st.render(file).unwrap_or_default())
     }
 
     /// A write to a file of `.quiesce/APP/`.

@@ -358,6 +358,14 @@ impl Snapshotter {
         let Some((name, committed)) = self.snaps.pending() else {
             return;
         };
+        // Killed after the record was written but before the pre-images
+        // were released: the copy is complete.
+        if store::snapshot::path(&self.store.snapshots_dir(), &name).exists() {
+            tracing::info!("snapshot {name} was sealed before the restart");
+            self.snaps.sealed(&name);
+            return;
+        }
+
         tracing::info!("resuming the copy of snapshot {name}");
         let op = OpStatus {
             name: name.clone(),
@@ -426,8 +434,24 @@ impl Snapshotter {
             capture: Some(capture),
             cancel: Some(&self.cancel),
         };
+        // Totals for `files: N/TOTAL`, counted beside the copy.
+        {
+            let (pit, progress, store) = (pit.clone(), progress.clone(), self.store.clone());
+            let changes = changes.clone();
+            let _ = std::thread::Builder::new()
+                .name("bkfs-scan".into())
+                .spawn(move || {
+                    // SAFETY: setpriority on the calling thread has no memory effects.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 15) };
+                    match &changes {
+                        Some(cs) => ingest::scan_changes(&store, &*pit, cs, &progress),
+                        None => ingest::scan(&*pit, &progress),
+                    }
+                });
+        }
         // Providers yield to the applications writing live: their threads
         // run at a lower priority.
+
         let pool = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("bkfs-copy-{i}"))
             .start_handler(|_| {
@@ -477,31 +501,29 @@ impl Snapshotter {
     /// not keep (after each sealed snapshot).
     fn apply_retention(&self) {
         let Some(q) = self.quiescer() else { return };
-        let k = q.keep();
-        let keep = store::prune::Keep {
-            last: k.last,
-            hourly: k.hourly,
-            daily: k.daily,
-            weekly: k.weekly,
-            monthly: k.monthly,
-        };
+        let keep = q.keep();
         if keep.is_empty() {
             return;
         }
         let source = self.source.to_string_lossy();
-        let snaps: Vec<(String, SystemTime)> = match self.store.snapshots() {
+        let snaps: Vec<(String, i64)> = match self.store.snapshots() {
             Ok(v) => v
                 .into_iter()
                 .filter(|s| s.source == source)
-                .filter_map(|s| Some((s.name.clone(), humantime::parse_rfc3339(&s.time).ok()?)))
+                .filter_map(|s| {
+                    let t = humantime::parse_rfc3339(&s.time).ok()?;
+                    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+                    Some((s.name.clone(), secs))
+                })
                 .collect(),
             Err(e) => {
                 self.note(format!("retention: cannot list snapshots: {e}"));
                 return;
             }
         };
-        for name in store::prune::to_forget(&snaps, &keep) {
-            match self.forget(&name) {
+        let kept = keep.select(&snaps);
+        for (name, _) in snaps.iter().filter(|(n, _)| !kept.contains(n)) {
+            match self.forget(name) {
                 Ok(()) => tracing::info!("retention: forgot snapshot {name}"),
                 Err(e) => self.note(format!("retention: cannot forget {name}: {e}")),
             }

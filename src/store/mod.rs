@@ -21,7 +21,6 @@ pub mod id;
 pub mod index;
 pub mod lock;
 pub mod pack;
-pub mod prune;
 pub mod reader;
 pub mod snapshot;
 #[doc(hidden)]
