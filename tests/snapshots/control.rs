@@ -312,3 +312,26 @@ fn a_new_snapshot_while_a_copy_runs_is_refused_with_ebusy() {
         assert!(st.contains("refused"), "{st}");
     }
 }
+
+#[test]
+fn a_source_whose_store_folder_is_not_a_store_is_refused_clearly() {
+    if !can_mount() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, mnt) = (tmp.path().join("src"), tmp.path().join("mnt"));
+    fs::create_dir_all(src.join(".bkfs")).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    fs::write(src.join(".bkfs/mine"), "not a store").unwrap();
+    let out = std::process::Command::new(BKFS)
+        .arg("mount")
+        .arg(&src)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(".bkfs") && err.contains("not a bkfs store"), "{err}");
+    assert!(!is_mounted(&mnt));
+    assert_eq!(fs::read_to_string(src.join(".bkfs/mine")).unwrap(), "not a store");
+}
