@@ -129,17 +129,23 @@ pub fn status(mount: &Path, json: bool) -> Result<i32, Error> {
     let status = read(mount, "status")?;
     let snapshot = read(mount, "snapshot")?;
     if json {
+        // `note:` and `app:` lines repeat: lists in JSON.
+        let lines = |text: &str, key: &str| -> Vec<String> {
+            let prefix = format!("{key}: ");
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+                .collect()
+        };
         let mut st = parse(&status);
         st.remove("note");
-        let notes: Vec<String> = status
-            .lines()
-            .filter_map(|l| l.strip_prefix("note: ").map(str::to_string))
-            .collect();
+        let mut snap = parse(&snapshot);
+        snap.remove("app");
         let v = serde_json::json!({
             "mount": mount,
             "status": st,
-            "notes": notes,
-            "snapshot": parse(&snapshot),
+            "notes": lines(&status, "note"),
+            "snapshot": snap,
+            "apps": lines(&snapshot, "app"),
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
     } else {

@@ -51,17 +51,24 @@ pub fn backup_summary(s: &Snapshot) -> String {
 pub fn snapshot_table(snaps: &[Snapshot]) -> String {
     let w = snaps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
     let mut out = format!(
-        "{:w$}  {:30}  {:>9}  {:>10}  SOURCE\n",
-        "NAME", "TIME", "FILES", "SIZE"
+        "{:w$}  {:30}  {:>9}  {:>10}  {:16}  SOURCE\n",
+        "NAME", "TIME", "FILES", "SIZE", "CONSISTENCY"
     );
     for s in snaps {
+        // A backup of a plain directory is "as read", not a point in time.
+        let consistency = s
+            .capture
+            .as_ref()
+            .map(|c| c.consistency.as_str())
+            .unwrap_or("as_read");
         let _ = writeln!(
             out,
-            "{:w$}  {:30}  {:>9}  {:>10}  {}",
+            "{:w$}  {:30}  {:>9}  {:>10}  {:16}  {}",
             s.name,
             s.time,
             s.stats.files,
             bytes(s.stats.bytes),
+            consistency,
             s.source
         );
     }

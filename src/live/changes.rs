@@ -68,6 +68,12 @@ pub trait Changes: Send + Sync {
     fn unlinking(&self, dir: &Obj, name: &CStr, victim: &Obj) -> Result<()>;
     /// `obj` was just created (it did not exist at any barrier before now).
     fn created(&self, obj: &Obj);
+    /// Names of inode `key` the listener added itself (a link that keeps a
+    /// removed object for a pending snapshot): the live tree reports a link
+    /// count without them, as the source would have it.
+    fn hidden_links(&self, _key: InodeKey) -> u64 {
+        0
+    }
 }
 
 /// Nobody listens: the live tree of a mount without snapshots.

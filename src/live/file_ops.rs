@@ -250,7 +250,7 @@ impl Live {
                 &[timespec(set.atime), timespec(set.mtime)],
             )?;
         }
-        Ok(Attr::new(sys::fstat(node.fd()?.as_fd())?, id))
+        Ok(self.attr(sys::fstat(node.fd()?.as_fd())?, id))
     }
 
     pub(super) fn proc_fd(&self) -> std::os::fd::BorrowedFd<'_> {

@@ -175,7 +175,7 @@ impl Live {
 
     pub fn getattr(&self, id: u64) -> Result<Attr> {
         let node = self.node(id)?;
-        Ok(Attr::new(sys::fstat(node.fd()?.as_fd())?, id))
+        Ok(self.attr(sys::fstat(node.fd()?.as_fd())?, id))
     }
 
     pub fn forget(&self, id: u64, n: u64) {

@@ -44,7 +44,7 @@ impl Live {
         if let Some(node) = self.nodes.acquire_existing((st.st_dev, st.st_ino)) {
             node.set_parent(dir.id);
             return Ok(Entry {
-                attr: Attr::new(st, node.id),
+                attr: self.attr(st, node.id),
             });
         }
         let fd = sys::openat(dir.fd()?.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
@@ -52,7 +52,7 @@ impl Live {
         let node = self.nodes.acquire(fd, &st);
         node.set_parent(dir.id);
         Ok(Entry {
-            attr: Attr::new(st, node.id),
+            attr: self.attr(st, node.id),
         })
     }
 
@@ -78,7 +78,7 @@ impl Live {
             let node = self.nodes.get(entry.id())?;
             self.after_create(&dir, &node);
             if self.give_to_caller(caller, &dir, &node)? {
-                entry.attr = Attr::new(sys::fstat(node.fd()?.as_fd())?, node.id);
+                entry.attr = self.attr(sys::fstat(node.fd()?.as_fd())?, node.id);
             }
             Ok(entry)
         })
@@ -276,7 +276,7 @@ impl Live {
 
         let node = self.nodes.acquire_id(node.id).ok_or(Errno::ESTALE)?;
         Ok(Entry {
-            attr: Attr::new(sys::fstat(node.fd()?.as_fd())?, node.id),
+            attr: self.attr(sys::fstat(node.fd()?.as_fd())?, node.id),
         })
     }
 
@@ -355,7 +355,7 @@ impl Live {
                 }
             } else if dot && plus {
                 let st = sys::fstat(dir.fd()?.as_fd())?;
-                attr = Some(Attr::new(st, ino));
+                attr = Some(self.attr(st, ino));
             }
             let listed = ListedEntry {
                 name: raw.name,

@@ -4,6 +4,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, OwnedFd};
 
+use super::attr::Attr;
 use super::changes::{Changes, Obj};
 use super::ids::{InodeKey, ROOT_ID};
 use super::nodes::Node;
@@ -73,6 +74,16 @@ impl Live {
             fd: fd.as_fd(),
             lineage: &lineage,
         })
+    }
+
+    /// The attributes the kernel gets for stat `st` of node `id`: the link
+    /// count without the listener's own links.
+    pub(super) fn attr(&self, mut st: libc::stat, id: u64) -> Attr {
+        if self.changes.active() && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            let hidden = self.changes.hidden_links((st.st_dev, st.st_ino));
+            st.st_nlink = st.st_nlink.saturating_sub(hidden as libc::nlink_t).max(1);
+        }
+        Attr::new(st, id)
     }
 
     /// Before a change to `node`'s attributes or xattrs.

@@ -20,6 +20,20 @@ pub enum Xattr {
     Data(Vec<u8>),
 }
 
+impl Xattr {
+    /// The answer to a get or list request of `size` bytes: the size when
+    /// asked with 0, `ERANGE` when the value does not fit.
+    pub fn answer(data: Vec<u8>, size: u32) -> Result<Xattr> {
+        if size == 0 {
+            Ok(Xattr::Size(data.len()))
+        } else if data.len() > size as usize {
+            Err(Errno::ERANGE)
+        } else {
+            Ok(Xattr::Data(data))
+        }
+    }
+}
+
 fn xattr_name(name: &OsStr) -> Result<std::ffi::CString> {
     std::ffi::CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
 }

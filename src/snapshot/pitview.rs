@@ -392,7 +392,7 @@ impl<A: AsOf> PitView<A> {
             all.extend_from_slice(&x.name);
             all.push(0);
         }
-        sized(all, size)
+        Xattr::answer(all, size)
     }
 
     pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> Result<Xattr> {
@@ -401,21 +401,11 @@ impl<A: AsOf> PitView<A> {
             .into_iter()
             .find(|x| x.name == name.as_bytes())
             .ok_or(Errno::ENODATA)?;
-        sized(x.value, size)
+        Xattr::answer(x.value, size)
     }
 
     /// The parent of the view's root.
     pub fn parent_id(&self) -> u64 {
         self.parent_id
-    }
-}
-
-fn sized(data: Vec<u8>, size: u32) -> Result<Xattr> {
-    if size == 0 {
-        Ok(Xattr::Size(data.len()))
-    } else if data.len() > size as usize {
-        Err(Errno::ERANGE)
-    } else {
-        Ok(Xattr::Data(data))
     }
 }

@@ -680,7 +680,7 @@ impl SnapView {
                 }
             }
         }
-        sized(list, size)
+        Xattr::answer(list, size)
     }
 
     pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> Result<Xattr> {
@@ -692,7 +692,7 @@ impl SnapView {
             .node()
             .and_then(|n| n.xattrs.iter().find(|x| x.name == name.as_bytes()))
             .ok_or(Errno::ENODATA)?;
-        sized(value.value.clone(), size)
+        Xattr::answer(value.value.clone(), size)
     }
 
     /// Figures of the store's filesystem, with nothing free: the view is
@@ -720,16 +720,5 @@ fn node_kind(node: &ViewNode) -> u32 {
     match node.node() {
         Some(n) => attr::kind_bits(n.kind),
         None => libc::S_IFLNK,
-    }
-}
-
-/// The answer to a get/list request of `size` bytes (0: just the size).
-fn sized(data: Vec<u8>, size: u32) -> Result<Xattr> {
-    if size == 0 {
-        Ok(Xattr::Size(data.len()))
-    } else if data.len() > size as usize {
-        Err(Errno::ERANGE)
-    } else {
-        Ok(Xattr::Data(data))
     }
 }

@@ -331,7 +331,13 @@ fn a_source_whose_store_folder_is_not_a_store_is_refused_clearly() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(".bkfs") && err.contains("not a bkfs store"), "{err}");
+    assert!(
+        err.contains(".bkfs") && err.contains("not a bkfs store"),
+        "{err}"
+    );
     assert!(!is_mounted(&mnt));
-    assert_eq!(fs::read_to_string(src.join(".bkfs/mine")).unwrap(), "not a store");
+    assert_eq!(
+        fs::read_to_string(src.join(".bkfs/mine")).unwrap(),
+        "not a store"
+    );
 }

@@ -11,21 +11,11 @@ use std::path::{Path, PathBuf};
 use crate::common::*;
 use crate::tree::*;
 
-struct Rng(u64);
+trait Bytes {
+    fn bytes(&mut self, max: u64) -> Vec<u8>;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
+impl Bytes for Rng {
     fn bytes(&mut self, max: u64) -> Vec<u8> {
         let len = self.below(max + 1) as usize;
         let seed = self.next();

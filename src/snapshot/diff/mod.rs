@@ -381,6 +381,13 @@ impl Changes for Snapshots {
         true
     }
 
+    fn hidden_links(&self, key: crate::live::ids::InodeKey) -> u64 {
+        match self.current() {
+            Some(p) => u64::from(p.pit().linked(key)),
+            None => 0,
+        }
+    }
+
     fn attrs(&self, obj: &Obj) -> LiveResult<()> {
         self.track(obj);
         match self.current() {

@@ -531,6 +531,12 @@ impl Pit {
         )
     }
 
+    /// Whether the diff dir holds a link to inode `key`.
+    pub fn linked(&self, key: Key) -> bool {
+        let g = self.stripe(key).read().expect("stripe lock");
+        g.get(&key).is_some_and(|r| r.linked)
+    }
+
     pub fn created(&self, obj: &Obj) {
         let mut g = self.stripe(obj.key).write().expect("stripe lock");
         g.entry(obj.key).or_default().created = true;
