@@ -73,11 +73,11 @@ pub struct MountFs {
     live_core: Arc<Live>,
     view: Arc<SnapView>,
     snapfs: SnapViewFs,
-    control: Control,
+    control: Arc<Control>,
     snapshotter: Arc<Snapshotter>,
     names: VirtualNames,
-    /// Views of unsealed snapshots the kernel may still hold, by name.
-    pits: RwLock<HashMap<String, Arc<PitView<PointInTime>>>>,
+    /// Views of unsealed snapshots the kernel may still hold.
+    pits: Arc<Pits>,
     /// Contents of open control files, made at open.
     control_files: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     /// Nodes of unsealed views whose snapshot has been sealed since: the
@@ -100,6 +100,57 @@ enum PitRoute {
     Sealed(u64),
     /// The view or its snapshot is gone (a failed copy).
     Gone,
+}
+
+/// The views of unsealed snapshots the kernel may still hold, by name.
+struct Pits {
+    snapshotter: Arc<Snapshotter>,
+    map: RwLock<HashMap<String, Arc<PitView<PointInTime>>>>,
+}
+
+impl Pits {
+    /// The view of the pending snapshot `name`, made on first use; views
+    /// of snapshots sealed since are dropped once the kernel holds nothing
+    /// of them.
+    fn named(&self, name: &[u8]) -> Option<Arc<PitView<PointInTime>>> {
+        let (pending, pit) = self.snapshotter.pending()?;
+        if pending.as_bytes() != name {
+            return None;
+        }
+        if let Some(v) = self.map.read().unwrap().get(&pending) {
+            return Some(v.clone());
+        }
+        let mut map = self.map.write().unwrap();
+        map.retain(|n, v| *n == pending || v.in_use());
+        let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID) {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                tracing::error!("view of snapshot {pending}: {e}");
+                return None;
+            }
+        };
+        map.insert(pending, v.clone());
+        Some(v)
+    }
+
+    /// The unsealed view that knows id `ino`.
+    fn of(&self, ino: u64) -> Option<Arc<PitView<PointInTime>>> {
+        let map = self.map.read().unwrap();
+        map.values().find(|v| v.knows(ino)).cloned()
+    }
+}
+
+/// Runs `f` on a thread of its own. A request that waits for applications
+/// (quiescing runs their hooks, which may use the mount) must not hold a
+/// FUSE worker: the mount would wait for itself. Its reply is sent from
+/// that thread.
+fn off_worker(what: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(format!("bkfs-{what}"))
+        .spawn(f)
+    {
+        tracing::error!("cannot start a thread for {what}: {e}");
+    }
 }
 
 enum Route {
@@ -144,10 +195,13 @@ impl MountFs {
             live_core,
             snapfs: SnapViewFs::new(view.clone()),
             view,
-            control: Control::new(snapshotter.clone(), ROOT_ID),
+            control: Arc::new(Control::new(snapshotter.clone(), ROOT_ID)),
+            pits: Arc::new(Pits {
+                snapshotter: snapshotter.clone(),
+                map: RwLock::new(HashMap::new()),
+            }),
             snapshotter,
             names,
-            pits: RwLock::new(HashMap::new()),
             control_files: Mutex::new(HashMap::new()),
             forwarded: Mutex::new(HashMap::new()),
             forwarded_dirs: Mutex::new(HashMap::new()),
@@ -161,34 +215,12 @@ impl MountFs {
         *n
     }
 
-    /// The view of the pending snapshot `name`, made on first use; views
-    /// of snapshots sealed since are dropped once the kernel holds nothing
-    /// of them.
     fn pit_named(&self, name: &[u8]) -> Option<Arc<PitView<PointInTime>>> {
-        let (pending, pit) = self.snapshotter.pending()?;
-        if pending.as_bytes() != name {
-            return None;
-        }
-        if let Some(v) = self.pits.read().unwrap().get(&pending) {
-            return Some(v.clone());
-        }
-        let mut pits = self.pits.write().unwrap();
-        pits.retain(|n, v| *n == pending || v.in_use());
-        let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID) {
-            Ok(v) => Arc::new(v),
-            Err(e) => {
-                tracing::error!("view of snapshot {pending}: {e}");
-                return None;
-            }
-        };
-        pits.insert(pending, v.clone());
-        Some(v)
+        self.pits.named(name)
     }
 
-    /// The unsealed view that knows id `ino`.
     fn pit_of(&self, ino: u64) -> Option<Arc<PitView<PointInTime>>> {
-        let pits = self.pits.read().unwrap();
-        pits.values().find(|v| v.knows(ino)).cloned()
+        self.pits.of(ino)
     }
 
     /// Where a request for node `ino` of an unsealed view goes. Once its
@@ -487,23 +519,33 @@ impl Filesystem for MountFs {
             Route::Live => self.live.mkdir(req, parent, name, mode, umask, reply),
             Route::View if parent.0 == SNAPSHOTS_DIR_ID => {
                 // `mkdir .snapshots/NAME` takes snapshot NAME.
-                let Some(name) = name.to_str() else {
+                let Some(name) = name.to_str().map(str::to_string) else {
                     return reply.error(Errno::EINVAL);
                 };
-                match self.snapshotter.take(Some(name)) {
-                    Ok(name) => match self.pit_named(name.as_bytes()) {
-                        Some(pit) => self.virt_entry(reply, pit.lookup_root()),
+                let (snapshotter, pits, view) = (
+                    self.snapshotter.clone(),
+                    self.pits.clone(),
+                    self.view.clone(),
+                );
+                off_worker("mkdir", move || {
+                    let name = match snapshotter.take(Some(&name)) {
+                        Ok(name) => name,
+                        Err(r) => return reply.error(errno(r.errno)),
+                    };
+                    let r = match pits.named(name.as_bytes()) {
+                        Some(pit) => pit.lookup_root(),
                         None => {
                             // Sealed already (an empty tree copies fast).
-                            self.view.refresh();
-                            match self.view.lookup(parent.0, OsStr::new(&name)) {
-                                Ok(e) => reply.entry(&VIRT_TTL, &file_attr(&e.attr), Generation(0)),
-                                Err(e) => reply.error(errno(e)),
-                            }
+                            view.refresh();
+                            view.lookup(SNAPSHOTS_DIR_ID, OsStr::new(&name))
+                                .map(|e| e.attr)
                         }
-                    },
-                    Err(r) => reply.error(errno(r.errno)),
-                }
+                    };
+                    match r {
+                        Ok(a) => reply.entry(&VIRT_TTL, &file_attr(&a), Generation(0)),
+                        Err(e) => reply.error(errno(e)),
+                    }
+                });
             }
             Route::Control => reply.error(Errno::EPERM),
             _ => reply.error(Errno::EROFS),
@@ -531,10 +573,11 @@ impl Filesystem for MountFs {
                 if name == crate::snapview::LATEST {
                     return reply.error(Errno::ENOTDIR);
                 }
-                match self.snapshotter.forget(name) {
+                let (snapshotter, name) = (self.snapshotter.clone(), name.to_string());
+                off_worker("rmdir", move || match snapshotter.forget(&name) {
                     Ok(()) => reply.ok(),
                     Err(r) => reply.error(errno(r.errno)),
-                }
+                });
             }
             Route::Control => reply.error(Errno::EPERM),
             _ => reply.error(Errno::EROFS),
@@ -706,10 +749,13 @@ impl Filesystem for MountFs {
                 lock_owner,
                 reply,
             ),
-            Route::Control => match self.control.write(ino.0, data) {
-                Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(errno(e)),
-            },
+            Route::Control => {
+                let (control, data) = (self.control.clone(), data.to_vec());
+                off_worker("control", move || match control.write(ino.0, &data) {
+                    Ok(n) => reply.written(n as u32),
+                    Err(e) => reply.error(errno(e)),
+                });
+            }
             _ => reply.error(Errno::EROFS),
         }
     }
