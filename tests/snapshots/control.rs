@@ -341,3 +341,43 @@ fn a_source_whose_store_folder_is_not_a_store_is_refused_clearly() {
         "not a store"
     );
 }
+
+#[test]
+fn the_command_line_takes_and_shows_snapshots_of_a_mount() {
+    if !can_mount() {
+        return;
+    }
+    let m = Mount::with_source("", fill);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BKFS)
+            .args(args)
+            .current_dir(m.path("d"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bkfs {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The mount is found from the current directory.
+    let out = run(&["snapshot", "cli", "--wait"]);
+    assert!(out.contains("sealed"), "{out}");
+    assert!(m.path(".snapshots/cli/a.txt").is_file());
+    let json: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
+    assert_eq!(json["snapshot"]["name"], "cli");
+    assert_eq!(json["snapshot"]["state"], "sealed");
+    assert_eq!(json["snapshot"]["consistency"], "fs_consistent");
+    assert_eq!(json["status"]["snapshots"], "1");
+    let store = m.backing(".bkfs");
+    let list = run(&["list", "--store", store.to_str().unwrap()]);
+    assert!(list.contains("cli") && list.contains("fs_consistent"), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["list", "--json", "--store", store.to_str().unwrap()])).unwrap();
+    assert!(json[0]["capture"]["barrier_ms"].as_f64().is_some(), "{json}");
+    // A refusal names its reason.
+    let out = std::process::Command::new(BKFS)
+        .args(["snapshot", "cli", "--mount"])
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"), "{out:?}");
+}
