@@ -73,7 +73,7 @@ pub struct MountFs {
     live_core: Arc<Live>,
     view: Arc<SnapView>,
     snapfs: SnapViewFs,
-    control: Control,
+    control: Arc<Control>,
     snapshotter: Arc<Snapshotter>,
     names: VirtualNames,
     /// Views of unsealed snapshots the kernel may still hold, by name.
@@ -144,7 +144,7 @@ impl MountFs {
             live_core,
             snapfs: SnapViewFs::new(view.clone()),
             view,
-            control: Control::new(snapshotter.clone(), ROOT_ID),
+            control: Arc::new(Control::new(snapshotter.clone(), ROOT_ID)),
             snapshotter,
             names,
             pits: RwLock::new(HashMap::new()),
@@ -706,10 +706,24 @@ impl Filesystem for MountFs {
                 lock_owner,
                 reply,
             ),
-            Route::Control => match self.control.write(ino.0, data) {
-                Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(errno(e)),
-            },
+            Route::Control => {
+                // A control write may take long (a snapshot quiesces the
+                // profile's applications, a hand freeze drains writes), and
+                // the applications being quiesced may use this very mount
+                // meanwhile: answer it from a thread of its own, so the FUSE
+                // workers (one, on a 2-CPU machine) go on serving them.
+                let control = self.control.clone();
+                let data = data.to_vec();
+                let spawned = std::thread::Builder::new()
+                    .name("bkfs-control".into())
+                    .spawn(move || match control.write(ino.0, &data) {
+                        Ok(n) => reply.written(n as u32),
+                        Err(e) => reply.error(errno(e)),
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("control write: cannot start a thread: {e}");
+                }
+            }
             _ => reply.error(Errno::EROFS),
         }
     }
