@@ -77,7 +77,7 @@ pub struct MountFs {
     snapshotter: Arc<Snapshotter>,
     names: VirtualNames,
     /// Views of unsealed snapshots the kernel may still hold, by name.
-    pits: RwLock<HashMap<String, Arc<PitView<PointInTime>>>>,
+    pits: Arc<Pits>,
     /// Contents of open control files, made at open.
     control_files: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     /// Nodes of unsealed views whose snapshot has been sealed since: the
@@ -86,6 +86,35 @@ pub struct MountFs {
     /// Listings of such nodes opened before the seal: the sealed view's.
     forwarded_dirs: Mutex<HashMap<(u64, u64), u64>>,
     next_fh: Mutex<u64>,
+}
+
+/// Views of unsealed snapshots, by name.
+type Pits = RwLock<HashMap<String, Arc<PitView<PointInTime>>>>;
+
+/// The view of snapshot `name` if it is the one being copied (made on first use).
+fn pit_named(
+    snapshotter: &Snapshotter,
+    pits: &Pits,
+    name: &[u8],
+) -> Option<Arc<PitView<PointInTime>>> {
+    let (pending, pit) = snapshotter.pending()?;
+    if pending.as_bytes() != name {
+        return None;
+    }
+    if let Some(v) = pits.read().unwrap().get(&pending) {
+        return Some(v.clone());
+    }
+    let mut pits = pits.write().unwrap();
+    pits.retain(|n, v| *n == pending || v.in_use());
+    let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID) {
+        Ok(v) => Arc::new(v),
+        Err(e) => {
+            tracing::error!("view of snapshot {pending}: {e}");
+            return None;
+        }
+    };
+    pits.insert(pending, v.clone());
+    Some(v)
 }
 
 /// Marks a directory handle of the sealed view given out for a node of an
@@ -147,7 +176,7 @@ impl MountFs {
             control: Arc::new(Control::new(snapshotter.clone(), ROOT_ID)),
             snapshotter,
             names,
-            pits: RwLock::new(HashMap::new()),
+            pits: Arc::new(RwLock::new(HashMap::new())),
             control_files: Mutex::new(HashMap::new()),
             forwarded: Mutex::new(HashMap::new()),
             forwarded_dirs: Mutex::new(HashMap::new()),
@@ -165,24 +194,7 @@ impl MountFs {
     /// of snapshots sealed since are dropped once the kernel holds nothing
     /// of them.
     fn pit_named(&self, name: &[u8]) -> Option<Arc<PitView<PointInTime>>> {
-        let (pending, pit) = self.snapshotter.pending()?;
-        if pending.as_bytes() != name {
-            return None;
-        }
-        if let Some(v) = self.pits.read().unwrap().get(&pending) {
-            return Some(v.clone());
-        }
-        let mut pits = self.pits.write().unwrap();
-        pits.retain(|n, v| *n == pending || v.in_use());
-        let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID) {
-            Ok(v) => Arc::new(v),
-            Err(e) => {
-                tracing::error!("view of snapshot {pending}: {e}");
-                return None;
-            }
-        };
-        pits.insert(pending, v.clone());
-        Some(v)
+        pit_named(&self.snapshotter, &self.pits, name)
     }
 
     /// The unsealed view that knows id `ino`.
@@ -490,19 +502,35 @@ impl Filesystem for MountFs {
                 let Some(name) = name.to_str() else {
                     return reply.error(Errno::EINVAL);
                 };
-                match self.snapshotter.take(Some(name)) {
-                    Ok(name) => match self.pit_named(name.as_bytes()) {
-                        Some(pit) => self.virt_entry(reply, pit.lookup_root()),
-                        None => {
-                            // Sealed already (an empty tree copies fast).
-                            self.view.refresh();
-                            match self.view.lookup(parent.0, OsStr::new(&name)) {
-                                Ok(e) => reply.entry(&VIRT_TTL, &file_attr(&e.attr), Generation(0)),
+                // From a thread of its own, as a write to .control/snapshot:
+                // the applications being quiesced may use the mount meanwhile.
+                let name = name.to_string();
+                let snapshotter = self.snapshotter.clone();
+                let pits = self.pits.clone();
+                let view = self.view.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("bkfs-control".into())
+                    .spawn(move || match snapshotter.take(Some(&name)) {
+                        Ok(name) => match pit_named(&snapshotter, &pits, name.as_bytes()) {
+                            Some(pit) => match pit.lookup_root() {
+                                Ok(a) => reply.entry(&VIRT_TTL, &file_attr(&a), Generation(0)),
                                 Err(e) => reply.error(errno(e)),
+                            },
+                            None => {
+                                // Sealed already (an empty tree copies fast).
+                                view.refresh();
+                                match view.lookup(parent.0, OsStr::new(&name)) {
+                                    Ok(e) => {
+                                        reply.entry(&VIRT_TTL, &file_attr(&e.attr), Generation(0))
+                                    }
+                                    Err(e) => reply.error(errno(e)),
+                                }
                             }
-                        }
-                    },
-                    Err(r) => reply.error(errno(r.errno)),
+                        },
+                        Err(r) => reply.error(errno(r.errno)),
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("mkdir in .snapshots: cannot start a thread: {e}");
                 }
             }
             Route::Control => reply.error(Errno::EPERM),

@@ -147,6 +147,18 @@ fn exec_hooks_that_fail_hang_or_exit_early() {
     );
     let apps = app_lines(&m.mnt);
     assert!(apps.len() == 1 && apps[0].starts_with(APP), "{apps:?}");
+    // The same through `mkdir .snapshots/NAME` (it too must not hold the
+    // FUSE worker the hook's write into the mount needs).
+    std::fs::remove_file(m.path("from-hook")).unwrap();
+    let t = Instant::now();
+    std::fs::create_dir(m.path(".snapshots/early-mkdir")).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let s = wait_settled(&m.mnt);
+    assert_eq!(s["consistency"], "app_consistent", "{s:?}");
+    assert_eq!(
+        std::fs::read_to_string(m.path(".snapshots/early-mkdir/from-hook")).unwrap(),
+        "before\n"
+    );
     check_store(&m.backing(".bkfs"));
 }
 
