@@ -304,7 +304,8 @@ fn maria_check(db: &Maria, what: &str) -> u64 {
 
 #[test]
 fn mariadb_backup_stage_on_a_mount() {
-    if !can_mount() || !have(&["mariadbd", "mariadb", "mariadb-install-db"]) {
+    if !can_mount() || !have_user("mysql") || !have(&["mariadbd", "mariadb", "mariadb-install-db"])
+    {
         return;
     }
     let conf = tmp();

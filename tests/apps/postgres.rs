@@ -188,10 +188,12 @@ fn pgbench_run(mode: &str, snapshots: usize) {
         eprintln!("skipped: no PostgreSQL server");
         return;
     };
-    if !have(&[
-        bin.join("pgbench").to_str().unwrap(),
-        bin.join("pg_amcheck").to_str().unwrap(),
-    ]) {
+    if !have_user("postgres")
+        || !have(&[
+            bin.join("pgbench").to_str().unwrap(),
+            bin.join("pg_amcheck").to_str().unwrap(),
+        ])
+    {
         return;
     }
     // Outside the mount: the profile, the live server's socket, the restores.

@@ -42,6 +42,17 @@ pub fn have(tools: &[&str]) -> bool {
     false
 }
 
+/// Whether system user `name` exists (the server packages create them); like
+/// [`have`], a failure under `CI=true`.
+pub fn have_user(name: &str) -> bool {
+    if nix::unistd::User::from_name(name).ok().flatten().is_some() {
+        return true;
+    }
+    assert!(!ci(), "no user {name}, and CI=true requires it");
+    eprintln!("skipped: no user {name}");
+    false
+}
+
 /// A directory everyone can enter, owned by root (profiles live here).
 pub fn tmp() -> tempfile::TempDir {
     let d = tempfile::Builder::new()
