@@ -368,10 +368,21 @@ fn the_command_line_takes_and_shows_snapshots_of_a_mount() {
     assert_eq!(json["status"]["snapshots"], "1");
     let store = m.backing(".bkfs");
     let list = run(&["list", "--store", store.to_str().unwrap()]);
-    assert!(list.contains("cli") && list.contains("fs_consistent"), "{list}");
-    let json: serde_json::Value =
-        serde_json::from_str(&run(&["list", "--json", "--store", store.to_str().unwrap()])).unwrap();
-    assert!(json[0]["capture"]["barrier_ms"].as_f64().is_some(), "{json}");
+    assert!(
+        list.contains("cli") && list.contains("fs_consistent"),
+        "{list}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&run(&[
+        "list",
+        "--json",
+        "--store",
+        store.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert!(
+        json[0]["capture"]["barrier_ms"].as_f64().is_some(),
+        "{json}"
+    );
     // A refusal names its reason.
     let out = std::process::Command::new(BKFS)
         .args(["snapshot", "cli", "--mount"])
@@ -379,5 +390,8 @@ fn the_command_line_takes_and_shows_snapshots_of_a_mount() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exists"),
+        "{out:?}"
+    );
 }
