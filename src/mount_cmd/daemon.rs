@@ -350,7 +350,7 @@ fn start_mount(
     let snapshotter = Snapshotter::new(barrier.clone(), snaps, store, source.to_path_buf());
     if let Some(path) = &opts.profile {
         let profile = crate::quiesce::Profile::load(path).map_err(|e| failed(e.to_string()))?;
-        let marker = quiesce_marker(source);
+        let marker = quiesce_marker(mountpoint);
         if let Some(d) = marker.parent() {
             std::fs::create_dir_all(d).map_err(|e| failed(format!("{}: {e}", d.display())))?;
         }
@@ -386,11 +386,39 @@ fn start_mount(
     Ok(Session::Mount(Box::new(session), snapshotter))
 }
 
-/// The frozen marker of the mount of `source`: in /run (gone at reboot,
-/// as are the frozen applications), named after the source.
-fn quiesce_marker(source: &Path) -> std::path::PathBuf {
-    let id = blake3::hash(source.as_os_str().as_encoded_bytes()).to_hex();
-    Path::new(crate::quiesce::MARKER_DIR).join(format!("mount-{}.json", &id[..16]))
+/// The frozen marker of the mount on `mountpoint`: in /run (gone at
+/// reboot, as are the frozen applications), named as systemd escapes the
+/// path (`systemd-escape -p`, the instance name of `bkfs@.service`).
+fn quiesce_marker(mountpoint: &Path) -> std::path::PathBuf {
+    Path::new(crate::quiesce::MARKER_DIR).join(format!("{}.json", escape_path(mountpoint)))
+}
+
+/// `systemd-escape -p`: `/mnt/data` → `mnt-data`.
+fn escape_path(p: &Path) -> String {
+    let bytes = p.as_os_str().as_encoded_bytes();
+    let trimmed: Vec<&[u8]> = bytes
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    if trimmed.is_empty() {
+        return "-".to_string();
+    }
+    let mut out = String::new();
+    for (i, comp) in trimmed.iter().enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        for (j, &b) in comp.iter().enumerate() {
+            let plain =
+                b.is_ascii_alphanumeric() || b == b'_' || (b == b'.' && !(i == 0 && j == 0));
+            if plain {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+    }
+    out
 }
 
 /// Mounts `fs` with the session settings both kinds share.
@@ -439,6 +467,14 @@ pub fn unmount(mp: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markers_are_named_as_systemd_escapes_the_mount_point() {
+        assert_eq!(escape_path(Path::new("/mnt/data")), "mnt-data");
+        assert_eq!(escape_path(Path::new("/srv/my-data/")), "srv-my\\x2ddata");
+        assert_eq!(escape_path(Path::new("/")), "-");
+        assert_eq!(escape_path(Path::new("/a/.b")), "a-.b");
+    }
 
     #[test]
     fn a_store_directly_inside_the_source_is_hidden_too() {
