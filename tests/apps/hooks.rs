@@ -52,7 +52,7 @@ fn all_thawed(m: &Mount, log: &Path, what: &str) {
         app_file(m, "status")
     );
     assert!(
-        !marker_of(&m.src).exists(),
+        !marker_of(&m.mnt).exists(),
         "{what}: the frozen marker is left"
     );
 }
@@ -177,7 +177,7 @@ fn a_daemon_killed_while_an_app_is_frozen_thaws_it_at_the_next_mount() {
     );
     let options = format!("profile={}", prof.display());
     let mut m = Mount::new(&options);
-    let marker = marker_of(&m.src);
+    let marker = marker_of(&m.mnt);
 
     let freeze_by_hand = |m: &Mount| {
         std::fs::write(m.path(&format!(".quiesce/{APP}/freeze")), "\n").unwrap();

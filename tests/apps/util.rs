@@ -176,9 +176,27 @@ pub fn app_lines(mnt: &Path) -> Vec<String> {
 }
 
 /// The frozen marker of a mount of `source` (as the daemon names it).
-pub fn marker_of(source: &Path) -> PathBuf {
-    let id = blake3::hash(source.as_os_str().as_encoded_bytes()).to_hex();
-    Path::new("/run/bkfs/quiesce").join(format!("mount-{}.json", &id[..16]))
+pub fn marker_of(mountpoint: &Path) -> PathBuf {
+    // As `systemd-escape -p`: components joined by '-', other bytes \xNN.
+    let mut name = String::new();
+    for comp in mountpoint
+        .to_str()
+        .unwrap()
+        .split('/')
+        .filter(|c| !c.is_empty())
+    {
+        if !name.is_empty() {
+            name.push('-');
+        }
+        for (i, b) in comp.bytes().enumerate() {
+            if b.is_ascii_alphanumeric() || b == b'_' || (b == b'.' && i > 0) {
+                name.push(b as char);
+            } else {
+                name.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+    }
+    Path::new("/run/bkfs/quiesce").join(format!("{name}.json"))
 }
 
 /// A port nobody listens on now.
