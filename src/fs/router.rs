@@ -1076,6 +1076,22 @@ impl Filesystem for MountFs {
         reply.ok();
     }
 
+    /// No ioctls (isatty's TCGETS is the usual one): answered quietly, not
+    /// with fuser's "not implemented" warning on every `awk` of a control file.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn create(
         &self,
         req: &Request,

@@ -84,6 +84,9 @@ pub struct CopyOptions<'a> {
     /// Set (by an unmount) to stop soon: the copy then writes no record and
     /// returns [`Error::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
+    /// Counts of directory trees kept across copies (a mount's); `None`: this
+    /// copy's own.
+    pub counts: Option<&'a CountCache>,
 }
 
 impl CopyOptions<'_> {
@@ -97,6 +100,7 @@ impl CopyOptions<'_> {
             changes: None,
             capture: None,
             cancel: None,
+            counts: None,
         }
     }
 }
@@ -121,10 +125,36 @@ type LinkSeen = (Vec<Piece>, libc::stat);
 
 /// Files, directories and file bytes under a directory of the parent snapshot.
 #[derive(Clone, Copy, Default)]
-struct Counts {
+pub struct Counts {
     files: u64,
     dirs: u64,
     bytes: u64,
+}
+
+/// What each directory tree holds, by tree id: kept by a mount across its
+/// snapshots ([`CopyOptions::counts`]) so that an incremental copy counts a
+/// reused subtree without reading it back.
+pub type CountCache = Mutex<HashMap<Id, Counts>>;
+
+/// What a tree's own entries hold, its subdirectories' contents left out.
+fn own_counts(nodes: &[Node]) -> Counts {
+    nodes.iter().fold(
+        Counts {
+            dirs: 1,
+            ..Counts::default()
+        },
+        |mut c, n| {
+            match n.kind {
+                Kind::Dir => {}
+                Kind::File => {
+                    c.files += 1;
+                    c.bytes += n.size;
+                }
+                _ => c.files += 1,
+            }
+            c
+        },
+    )
 }
 
 struct Walk<'a, A: AsOf> {
@@ -137,7 +167,9 @@ struct Walk<'a, A: AsOf> {
     /// Content of hard-linked files already read, so other names reuse it.
     links: Mutex<HashMap<Key, LinkSeen>>,
     /// What the subtrees reused whole hold, by tree id.
-    counted: Mutex<HashMap<Id, Counts>>,
+    counted: CountCache,
+    /// The mount's cache, when it keeps one across copies.
+    shared_counts: Option<&'a CountCache>,
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
     stop: AtomicBool,
@@ -212,6 +244,7 @@ pub fn copy<A: AsOf>(
         progress,
         links: Mutex::new(HashMap::new()),
         counted: Mutex::new(HashMap::new()),
+        shared_counts: opts.counts,
         errors: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
@@ -381,23 +414,7 @@ fn count_tree(r: &StoreReader, memo: &Mutex<HashMap<Id, Counts>>, id: Id) -> Res
         return Ok(*c);
     }
     let tree = r.tree(&id)?;
-    let own = tree.nodes.iter().fold(
-        Counts {
-            dirs: 1,
-            ..Counts::default()
-        },
-        |mut c, n| {
-            match n.kind {
-                Kind::Dir => {}
-                Kind::File => {
-                    c.files += 1;
-                    c.bytes += n.size;
-                }
-                _ => c.files += 1,
-            }
-            c
-        },
-    );
+    let own = own_counts(&tree.nodes);
     let subs = tree
         .nodes
         .par_iter()
@@ -449,7 +466,11 @@ impl<A: AsOf> Walk<'_, A> {
     /// What a directory of the parent snapshot holds.
     fn count(&self, id: Id) -> Result<Counts> {
         let r = self.parent.expect("reuse needs a parent");
-        count_tree(r, &self.counted, id)
+        count_tree(r, self.counts_memo(), id)
+    }
+
+    fn counts_memo(&self) -> &CountCache {
+        self.shared_counts.unwrap_or(&self.counted)
     }
 
     /// One object (the root, or an entry found in its directory) and, for a
@@ -551,7 +572,21 @@ impl<A: AsOf> Walk<'_, A> {
                     .unwrap_or_else(|| Error::Other("stopped".into())),
             ));
         }
-        node.subtree = Some(put_tree(self.w, nodes).map_err(Failure::Store)?);
+        // What this tree holds, from its subdirectories' counts (known: each
+        // was written or counted just now), for the next copy to reuse.
+        let memo = self.counts_memo();
+        let counts = {
+            let m = memo.lock().unwrap();
+            nodes
+                .iter()
+                .filter(|n| n.kind == Kind::Dir)
+                .try_fold(own_counts(&nodes), |c, n| Some(c + *m.get(&n.subtree?)?))
+        };
+        let id = put_tree(self.w, nodes).map_err(Failure::Store)?;
+        if let Some(c) = counts {
+            memo.lock().unwrap().insert(id, c);
+        }
+        node.subtree = Some(id);
         self.progress.dirs.fetch_add(1, Ordering::Relaxed);
         Ok(node)
     }

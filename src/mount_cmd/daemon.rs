@@ -363,14 +363,19 @@ fn start_mount(
         let view = view.clone();
         snapshotter.set_on_change(move |_| view.refresh());
     }
-    // Writes must reach the daemon for their pre-images to be kept: kernel
-    // passthrough serves reads only.
+    // Every write must reach the daemon for its pre-image to be kept, so no
+    // kernel passthrough: the kernel makes a writer join the passthrough of
+    // an inode that readers hold open, and its writes would then bypass the
+    // daemon.
+    if opts.passthrough_explicit {
+        tracing::warn!("kernel passthrough is off on a mount with snapshots (every write must reach the daemon)");
+    }
     let live_fs = BkfsFs::new(
         live.clone(),
         barrier,
         FsConfig {
             ttl: opts.cache_timeout,
-            passthrough: opts.passthrough,
+            passthrough: false,
             passthrough_writes: false,
             writeback: opts.writeback,
         },

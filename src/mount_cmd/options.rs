@@ -46,6 +46,8 @@ pub struct MountOptions {
     /// Snapshots through the mount (`snapshots=off`: a plain passthrough
     /// mount, with kernel passthrough for writes too).
     pub snapshots: bool,
+    /// `passthrough` was given (it is ignored when snapshots are on).
+    pub passthrough_explicit: bool,
 }
 
 /// Default entry/attribute lifetime. Every change to the source is expected
@@ -75,6 +77,7 @@ impl Default for MountOptions {
             cache_timeout: DEFAULT_CACHE_TIMEOUT,
             fd_budget: None,
             snapshots: true,
+            passthrough_explicit: false,
         }
     }
 }
@@ -175,6 +178,7 @@ impl MountOptions {
             }
             "passthrough" => {
                 self.passthrough = true;
+                self.passthrough_explicit = true;
                 self.passthrough_writes = match value {
                     Some("ro") => false,
                     None | Some("rw") => true,

@@ -96,6 +96,11 @@ pub struct Snapshotter {
     quiescer: RwLock<Option<Arc<Quiescer>>>,
     /// The profile file (`profile=`), re-read on `reload`.
     profile: Mutex<Option<PathBuf>>,
+    /// What each directory tree copied so far holds: an incremental copy
+    /// counts the subtrees it reuses without reading them back.
+    counts: ingest::CountCache,
+    /// How long the last copy took, once it ended.
+    copy_took: Mutex<Option<f64>>,
 }
 
 /// Told the name of a snapshot sealed or forgotten.
@@ -129,6 +134,8 @@ impl Snapshotter {
             mounted_at: SystemTime::now(),
             quiescer: RwLock::new(None),
             profile: Mutex::new(None),
+            counts: Default::default(),
+            copy_took: Mutex::new(None),
         });
         Self::start_watchdog(&me);
         me
@@ -391,6 +398,7 @@ impl Snapshotter {
         let progress = Arc::new(Progress::default());
         *self.progress.lock().unwrap() = progress.clone();
         *self.copy_started.lock().unwrap() = Some(Instant::now());
+        *self.copy_took.lock().unwrap() = None;
         op.state = "copying";
         op.incremental = match &changes {
             Some(cs) => format!("changes since {}", cs.since),
@@ -433,9 +441,11 @@ impl Snapshotter {
             changes: changes.as_deref(),
             capture: Some(capture),
             cancel: Some(&self.cancel),
+            counts: Some(&self.counts),
         };
-        // Totals for `files: N/TOTAL`, counted beside the copy.
-        {
+        // Totals for `files: N/TOTAL`, counted beside a full copy (an
+        // incremental one is over before a count would be).
+        if changes.is_none() {
             let (pit, progress, store) = (pit.clone(), progress.clone(), self.store.clone());
             let changes = changes.clone();
             let _ = std::thread::Builder::new()
@@ -464,6 +474,21 @@ impl Snapshotter {
             Err(_) => ingest::copy(&self.store, &*pit, &opts, &progress),
         };
         drop(pit);
+        *self.copy_took.lock().unwrap() = self
+            .copy_started
+            .lock()
+            .unwrap()
+            .map(|t| t.elapsed().as_secs_f64());
+        if !progress.scan_done.load(Ordering::Relaxed) {
+            // What was copied is the total.
+            progress
+                .total_files
+                .store(progress.files.load(Ordering::Relaxed), Ordering::Relaxed);
+            progress
+                .total_bytes
+                .store(progress.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            progress.scan_done.store(true, Ordering::Relaxed);
+        }
         match r {
             Ok(report) => {
                 self.snaps.sealed(&name);
@@ -634,12 +659,15 @@ impl Snapshotter {
         let total_files = p.total_files.load(Ordering::Relaxed);
         let total_bytes = p.total_bytes.load(Ordering::Relaxed);
         let known = p.scan_done.load(Ordering::Relaxed);
-        let secs = self
-            .copy_started
-            .lock()
-            .unwrap()
-            .map(|t| t.elapsed().as_secs_f64())
-            .unwrap_or(0.0);
+        let secs = match *self.copy_took.lock().unwrap() {
+            Some(took) if op.state != "copying" => took,
+            _ => self
+                .copy_started
+                .lock()
+                .unwrap()
+                .map(|t| t.elapsed().as_secs_f64())
+                .unwrap_or(0.0),
+        };
         let copying = matches!(op.state, "copying" | "sealed" | "interrupted" | "failed");
         let total = |n: u64| {
             if known {

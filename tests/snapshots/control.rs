@@ -395,3 +395,29 @@ fn the_command_line_takes_and_shows_snapshots_of_a_mount() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_writer_beside_an_open_reader_still_keeps_the_pre_image() {
+    if !can_mount() {
+        return;
+    }
+    let m = Mount::with_source("", fill);
+    let want = digest(&m.mnt);
+    // A reader holds the file open across the snapshot and the writes.
+    let reader = fs::File::open(m.path("d/b.bin")).unwrap();
+    take(&m.mnt, "held");
+    {
+        let mut w = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("d/b.bin"))
+            .unwrap();
+        std::io::Write::write_all(&mut w, &[1u8; 100_000]).unwrap();
+        w.sync_all().unwrap();
+    }
+    let mut buf = vec![0u8; 10];
+    std::os::unix::fs::FileExt::read_at(&reader, &mut buf, 0).unwrap();
+    assert_eq!(buf, vec![1u8; 10], "the reader sees the live change");
+    let s = wait_settled(&m.mnt);
+    assert_eq!(s["state"], "sealed", "{s:?}");
+    assert_same("held", &want, &digest(&m.path(".snapshots/held")));
+}
