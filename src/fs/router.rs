@@ -378,7 +378,12 @@ impl Filesystem for MountFs {
                 if let Some(pit) = self.pit_named(name.as_bytes()) {
                     return self.virt_entry(reply, pit.lookup_root());
                 }
-                match self.view.lookup(parent.0, name) {
+                let r = self.view.lookup(parent.0, name).or_else(|e| {
+                    // Sealed a moment ago: the view's list may not know it yet.
+                    self.view.refresh();
+                    self.view.lookup(parent.0, name).map_err(|_| e)
+                });
+                match r {
                     // The root of `.snapshots` changes with every snapshot:
                     // no long-lived negative entries there.
                     Ok(e) => reply.entry(&VIRT_TTL, &file_attr(&e.attr), Generation(0)),

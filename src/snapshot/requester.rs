@@ -491,6 +491,8 @@ impl Snapshotter {
         }
         match r {
             Ok(report) => {
+                // The store's view learns of it before the pending view goes.
+                self.changed(&name);
                 self.snaps.sealed(&name);
                 op.state = "sealed";
                 op.sealed = Some(SystemTime::now());

@@ -121,8 +121,15 @@ fn run(seed: u64, rounds: usize, ops_per_round: usize) {
         let s = wait_settled(&m.mnt);
         assert_eq!(s["state"], "sealed", "seed {seed} {name}: {s:?}");
         // The record counts what the snapshot holds, reused subtrees included.
-        let files = want.values().filter(|d| !d.starts_with("type=40000")).count();
-        assert_eq!(s["files"], format!("{files}/{files}"), "seed {seed} {name}: {s:?}");
+        let files = want
+            .values()
+            .filter(|d| !d.starts_with("type=40000"))
+            .count();
+        assert_eq!(
+            s["files"],
+            format!("{files}/{files}"),
+            "seed {seed} {name}: {s:?}"
+        );
         assert_same(&format!("seed {seed} {name} sealed"), &want, &digest(&snap));
         expected.insert(name, want);
     }
