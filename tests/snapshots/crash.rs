@@ -89,12 +89,21 @@ fn a_clean_unmount_during_a_copy_resumes_it_at_the_next_mount() {
     let mut m = Mount::with_source("", fill);
     let want = digest(&m.mnt);
     take(&m.mnt, "resumed");
+    // Unmount at once, while the copy of 160 MB runs.
+    let s = status(&m.mnt);
+    assert!(
+        matches!(s["state"].as_str(), "committed" | "copying"),
+        "{s:?}"
+    );
+    m.remount("");
+    // The point in time is kept across the restart: changes made through
+    // the new mount preserve their pre-images for the resumed copy.
     mutate(&m.mnt);
     let changed = digest(&m.mnt);
-    m.remount("");
     let s = wait_settled(&m.mnt);
     assert_eq!(s["state"], "sealed", "{s:?}");
     assert_eq!(s["name"], "resumed");
+    assert!(s["why"].contains("resumed"), "{s:?}");
     assert_same("resumed", &want, &digest(&m.path(".snapshots/resumed")));
     assert_same("live after remount", &changed, &digest(&m.mnt));
     check_store(&m.backing(".bkfs"));
