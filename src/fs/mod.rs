@@ -244,12 +244,13 @@ impl Shared {
         }
     }
 
-    /// FOPEN flags of a page-cached open. With the writeback cache (and so
-    /// no passthrough) every change reaches the backing file through this
-    /// page cache, so it stays valid across opens; otherwise an inode may
-    /// have been written by passthrough since, and the cache is dropped.
+    /// FOPEN flags of a page-cached open. Without passthrough (the writeback
+    /// cache, or a mount with snapshots) every change reaches the backing
+    /// file through this page cache, so it stays valid across opens;
+    /// otherwise an inode may have been written by passthrough since, and
+    /// the cache is dropped.
     fn cached_open_flags(&self) -> FopenFlags {
-        if self.cfg.writeback {
+        if self.cfg.writeback || !self.cfg.passthrough {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
             FopenFlags::empty()
@@ -399,7 +400,7 @@ impl Shared {
                 &attr,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                self.cached_open_flags(),
             ),
             None => {
                 self.live.release(fh);
