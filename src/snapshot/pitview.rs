@@ -93,8 +93,6 @@ pub struct PitView<A: AsOf> {
     name: String,
     src: Arc<A>,
     root_id: u64,
-    /// The id of the directory the view hangs under (`.snapshots`).
-    parent_id: u64,
     nodes: RwLock<HashMap<u64, PitNode<A::Obj>>>,
     files: Mutex<HashMap<u64, Arc<A::File>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<Vec<u8>>>>>,
@@ -122,7 +120,6 @@ impl<A: AsOf> PitView<A> {
             name,
             src,
             root_id,
-            parent_id,
             nodes: RwLock::new(nodes),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
@@ -402,10 +399,5 @@ impl<A: AsOf> PitView<A> {
             .find(|x| x.name == name.as_bytes())
             .ok_or(Errno::ENODATA)?;
         Xattr::answer(x.value, size)
-    }
-
-    /// The parent of the view's root.
-    pub fn parent_id(&self) -> u64 {
-        self.parent_id
     }
 }

@@ -197,14 +197,6 @@ impl Snapshotter {
         self.quiescer.read().unwrap().clone()
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn barrier(&self) -> &Arc<Barrier> {
-        &self.barrier
-    }
-
     /// `f(name)` runs after a snapshot is sealed or forgotten.
     pub fn set_on_change(&self, f: impl Fn(&str) + Send + Sync + 'static) {
         *self.on_change.lock().unwrap() = Some(Box::new(f));
@@ -637,13 +629,6 @@ impl Snapshotter {
     pub fn shutdown(&self) {
         self.cancel.store(true, Ordering::Relaxed);
         self.thaw();
-        if let Some(h) = self.copier.lock().unwrap().take() {
-            let _ = h.join();
-        }
-    }
-
-    /// Waits for the running copy, if any, to end (tests, `--wait`).
-    pub fn wait_copy(&self) {
         if let Some(h) = self.copier.lock().unwrap().take() {
             let _ = h.join();
         }
