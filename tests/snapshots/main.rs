@@ -9,3 +9,4 @@ mod tree;
 mod control;
 mod crash;
 mod model;
+mod pit;
