@@ -23,6 +23,7 @@ use fuser::{
 
 use crate::live::{self, encode_dev, Attr, Caller, Live, SetAttr, SetTime, Xattr};
 use crate::snapshot::barrier::Barrier;
+use crate::snapshot::fence::Fences;
 use iomode::{Backing, IoModes, Mode, Refusal};
 
 /// Settings of the adapter.
@@ -36,6 +37,10 @@ pub struct FsConfig {
     pub passthrough_writes: bool,
     /// Ask for the kernel's writeback cache (excludes passthrough).
     pub writeback: bool,
+    /// Points in time are fixed on this mount: every write(2) must hold its
+    /// inode's lock until its last request is answered, so no asynchronous
+    /// direct I/O (see [`crate::snapshot::fence`]).
+    pub point_in_time: bool,
 }
 
 impl Default for FsConfig {
@@ -45,6 +50,7 @@ impl Default for FsConfig {
             passthrough: true,
             passthrough_writes: true,
             writeback: false,
+            point_in_time: false,
         }
     }
 }
@@ -66,6 +72,8 @@ pub struct Shared {
     live: Arc<Live>,
     /// Write-class operations pass it (see [`crate::snapshot::barrier`]).
     barrier: Arc<Barrier>,
+    /// Writable opens pass its gate; it holds fence FSYNCs.
+    fences: Arc<Fences>,
     cfg: FsConfig,
     /// Passthrough was negotiated and still works.
     passthrough: AtomicBool,
@@ -171,11 +179,17 @@ pub(crate) fn reply_read(
 }
 
 impl BkfsFs {
-    pub fn new(live: Arc<Live>, barrier: Arc<Barrier>, cfg: FsConfig) -> BkfsFs {
+    pub fn new(
+        live: Arc<Live>,
+        barrier: Arc<Barrier>,
+        fences: Arc<Fences>,
+        cfg: FsConfig,
+    ) -> BkfsFs {
         BkfsFs {
             s: Arc::new(Shared {
                 live,
                 barrier,
+                fences,
                 cfg,
                 passthrough: AtomicBool::new(false),
                 killpriv: AtomicBool::new(false),
@@ -450,7 +464,12 @@ impl Filesystem for BkfsFs {
             InitFlags::FUSE_CACHE_SYMLINKS,
             "FUSE_CACHE_SYMLINKS",
         );
-        want(config, InitFlags::FUSE_ASYNC_DIO, "FUSE_ASYNC_DIO");
+        // Asynchronous direct I/O lets an aio write(2) return, and its
+        // inode lock go, before its requests are answered: a fence could
+        // not wait for it.
+        if !self.cfg.point_in_time {
+            want(config, InitFlags::FUSE_ASYNC_DIO, "FUSE_ASYNC_DIO");
+        }
         // Without this the kernel asks for security.capability before every
         // write (a round trip each); with it the daemon removes privileges.
         if want(
@@ -628,14 +647,21 @@ impl Filesystem for BkfsFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let writes = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        if flags.0 & libc::O_TRUNC != 0 && writes {
-            // Truncates: a change, and so behind the barrier.
-            let root = req.uid() == 0;
-            self.gated(move |s| s.open(ino.0, flags.0, root, reply));
-        } else {
-            self.s.open(ino.0, flags.0, req.uid() == 0, reply);
+        let root = req.uid() == 0;
+        if flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
+            return self.s.open(ino.0, flags.0, root, reply);
         }
+        // A new writer: past the fences' gate (see crate::snapshot::fence).
+        let s = self.s.clone();
+        self.fences.writable_open(Some(ino.0), move || {
+            if flags.0 & libc::O_TRUNC != 0 {
+                // Truncates: a change, and so behind the barrier.
+                let t = s.clone();
+                s.barrier.defer(move || t.open(ino.0, flags.0, root, reply));
+            } else {
+                s.open(ino.0, flags.0, root, reply);
+            }
+        });
     }
     fn read(
         &self,
@@ -694,12 +720,16 @@ impl Filesystem for BkfsFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        // A fence's FSYNC is held until its point in time is committed.
+        if self.fences.is_fence(req.pid()) {
+            return self.fences.hold(req.pid(), Box::new(move || reply.ok()));
+        }
         Self::reply_empty(reply, self.live.fsync(fh.0, datasync));
     }
 
@@ -841,7 +871,18 @@ impl Filesystem for BkfsFs {
     ) {
         let caller = Self::caller(req, umask);
         let name = name.to_owned();
-        self.gated(move |s| s.create(caller, parent.0, &name, mode, umask, flags, reply));
+        let s = self.s.clone();
+        let create = move || {
+            let t = s.clone();
+            s.barrier
+                .defer(move || t.create(caller, parent.0, &name, mode, umask, flags, reply));
+        };
+        if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            create();
+        } else {
+            // A new writer: past the fences' gate (see crate::snapshot::fence).
+            self.fences.writable_open(None, create);
+        }
     }
 
     fn fallocate(

@@ -45,7 +45,7 @@ impl Live {
             self.before_truncate(&node, 0)?;
         }
         let file = self.reopen(&node, flags)?;
-        Ok(self.files.insert(FileHandle::new(node, flags, file)))
+        Ok(self.add_file(FileHandle::new(node, flags, file)))
     }
 
     /// A descriptor of open file `fh`'s inode to register as its kernel
@@ -118,10 +118,6 @@ impl Live {
             Ok(()) | Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    pub fn release(&self, fh: u64) {
-        self.files.remove(fh);
     }
 
     /// Reads up to `buf.len()` bytes at `off`; short only at end of file.

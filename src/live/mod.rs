@@ -85,6 +85,8 @@ impl Default for LiveOptions {
 pub struct Live {
     nodes: NodeTable,
     files: Handles<FileHandle>,
+    /// How many handles of each node are open for writing.
+    writers: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
     dirs: Handles<DirHandle>,
     /// `/proc/self/fd`, opened `O_PATH`: the directory to reopen nodes from.
     proc_fd: OwnedFd,
@@ -117,6 +119,7 @@ impl Live {
                 opts.fd_budget.unwrap_or_else(nodes::default_budget),
             )?,
             files: Handles::new(),
+            writers: Default::default(),
             dirs: Handles::new(),
             proc_fd,
             opts,
@@ -142,6 +145,48 @@ impl Live {
     /// kernel passthrough).
     pub fn file(&self, fh: u64) -> Result<Arc<FileHandle>> {
         self.files.get(fh)
+    }
+
+    /// The nodes open for writing now: the inodes a write(2) may be in
+    /// progress on.
+    pub fn open_for_writing(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.writers.lock().unwrap().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Whether node `id` has a handle open for writing.
+    pub fn is_open_for_writing(&self, id: u64) -> bool {
+        self.writers.lock().unwrap().contains_key(&id)
+    }
+
+    /// Registers an open file; its handle number.
+    fn add_file(&self, file: FileHandle) -> u64 {
+        if file.writable() {
+            *self
+                .writers
+                .lock()
+                .unwrap()
+                .entry(file.node.id)
+                .or_default() += 1;
+        }
+        self.files.insert(file)
+    }
+
+    /// Forgets open file `fh`.
+    pub fn release(&self, fh: u64) {
+        let Some(file) = self.files.remove(fh) else {
+            return;
+        };
+        if file.writable() {
+            let mut w = self.writers.lock().unwrap();
+            if let Some(n) = w.get_mut(&file.node.id) {
+                *n -= 1;
+                if *n == 0 {
+                    w.remove(&file.node.id);
+                }
+            }
+        }
     }
 
     /// Number of open file and directory handles.

@@ -171,7 +171,7 @@ impl Live {
         })?;
         let file = file.expect("create_entry ran the closure");
         let node = self.nodes.get(entry.id())?;
-        let fh = self.files.insert(FileHandle::new(node, open_flags, file));
+        let fh = self.add_file(FileHandle::new(node, open_flags, file));
         Ok((entry, fh))
     }
 

@@ -65,15 +65,38 @@ impl RawHandle {
         Ok(h)
     }
 
+    /// The handle the kernel's FUSE client gives node `id` of a FUSE mount
+    /// (`fuse_encode_fh`: type `FILEID_INO64_GEN`, the node id's high and
+    /// low 32 bits, then the generation, which bkfs always answers 0). The
+    /// kernel finds an inode it has cached from it without asking the
+    /// daemon, so it reaches any inode a process holds open.
+    pub fn fuse_node(id: u64) -> RawHandle {
+        let mut h = RawHandle {
+            handle_bytes: 12,
+            handle_type: 0x81,
+            f_handle: [0; MAX_HANDLE_SZ],
+        };
+        let words = [(id >> 32) as u32, id as u32, 0u32];
+        for (i, w) in words.iter().enumerate() {
+            h.f_handle[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        h
+    }
+
     /// Opens the inode (`O_PATH`) through `mount`, any descriptor on its filesystem.
     pub fn open(&self, mount: BorrowedFd<'_>) -> Result<OwnedFd> {
+        self.open_with(mount, libc::O_PATH)
+    }
+
+    /// Opens the inode with open flags `flags` through `mount`.
+    pub fn open_with(&self, mount: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd> {
         // SAFETY: `self` is a valid file_handle; the result is a new descriptor we own.
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_open_by_handle_at,
                 mount.as_raw_fd(),
                 self as *const RawHandle,
-                libc::O_PATH | libc::O_CLOEXEC,
+                flags | libc::O_CLOEXEC,
             )
         };
         if fd == -1 {

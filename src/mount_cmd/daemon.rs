@@ -21,6 +21,7 @@ use crate::fs::{BkfsFs, FsConfig};
 use crate::live::{Live, LiveOptions};
 use crate::snapshot::barrier::Barrier;
 use crate::snapshot::diff::Snapshots;
+use crate::snapshot::fence::Fences;
 use crate::snapshot::requester::Snapshotter;
 use crate::snapview::fuse::SnapViewFs;
 use crate::snapview::ids::SNAPSHOTS_DIR_ID;
@@ -277,14 +278,19 @@ fn start_live(
     // The source is opened before the mount covers anything.
     let live = Live::new(source, live_opts)
         .map_err(|e| failed(format!("source {}: {e}", source.display())))?;
+    let live = Arc::new(live);
+    // No points in time on this mount: the barrier and the fences' gate
+    // stay open.
     let fs = BkfsFs::new(
-        Arc::new(live),
+        live.clone(),
         Barrier::new(),
+        Fences::new(live),
         FsConfig {
             ttl: opts.cache_timeout,
             passthrough: opts.passthrough,
             passthrough_writes: opts.passthrough_writes,
             writeback: opts.writeback,
+            point_in_time: false,
         },
     );
     session(
@@ -347,7 +353,18 @@ fn start_mount(
     )
     .map_err(|e| failed(format!("store {}: {e}", store_path.display())))?;
     let view = Arc::new(view);
-    let snapshotter = Snapshotter::new(barrier.clone(), snaps, store, source.to_path_buf());
+    let fences = Fences::new(live.clone());
+    // Absolute, and resolved before the mount covers it.
+    fences.set_mountpoint(
+        std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+    );
+    let snapshotter = Snapshotter::new(
+        barrier.clone(),
+        fences.clone(),
+        snaps,
+        store,
+        source.to_path_buf(),
+    );
     if let Some(path) = &opts.profile {
         let profile = crate::quiesce::Profile::load(path).map_err(|e| failed(e.to_string()))?;
         let marker = quiesce_marker(mountpoint);
@@ -373,11 +390,13 @@ fn start_mount(
     let live_fs = BkfsFs::new(
         live.clone(),
         barrier,
+        fences,
         FsConfig {
             ttl: opts.cache_timeout,
             passthrough: false,
             passthrough_writes: false,
             writeback: opts.writeback,
+            point_in_time: true,
         },
     );
     let fs = MountFs::new(live_fs, live, view.clone(), snapshotter.clone(), names);

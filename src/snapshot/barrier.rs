@@ -75,6 +75,14 @@ impl Barrier {
         Some(Pass { barrier: self })
     }
 
+    /// Admits an operation even while the barrier is held: a hold waits for
+    /// it like for any other in flight. For operations that must not wait
+    /// (see [`crate::snapshot::fence`]: an open of an inode fenced already).
+    pub fn enter_anyway(&self) -> Pass<'_> {
+        self.lock().active += 1;
+        Pass { barrier: self }
+    }
+
     fn leave(&self) {
         let mut s = self.lock();
         s.active -= 1;
@@ -256,6 +264,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_hold_waits_for_operations_admitted_anyway() {
+        let b = Barrier::new();
+        let pass = b.enter_anyway();
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || b2.hold(Duration::from_millis(50)).map(|_| ()));
+        assert_eq!(t.join().unwrap(), Err(Busy { in_flight: 1 }));
+        drop(pass);
+        let h = b.hold(Duration::from_secs(1)).unwrap();
+        // Held: still admitted, and counted.
+        let late = b.enter_anyway();
+        assert!(b.enter().is_none());
+        drop(late);
+        h.release();
+        assert!(b.enter().is_some());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod asof;
 pub mod barrier;
 pub mod changeset;
 pub mod diff;
+pub mod fence;
 pub mod pitview;
 pub mod requester;
 

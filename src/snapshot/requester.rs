@@ -19,6 +19,7 @@ use nix::errno::Errno;
 
 use super::barrier::{Barrier, Hold};
 use super::diff::{PointInTime, Snapshots};
+use super::fence::{FenceError, Fences, Fixed};
 use crate::ingest::{self, CopyOptions, Progress};
 use crate::quiesce::Quiescer;
 use crate::store::{self, Capture, Store};
@@ -65,6 +66,9 @@ pub struct OpStatus {
     pub committed: Option<SystemTime>,
     pub sealed: Option<SystemTime>,
     pub barrier_ms: Option<f64>,
+    /// How long fencing the files open for writing took, and how many.
+    pub fence_ms: Option<f64>,
+    pub fenced_files: Option<usize>,
     pub frozen_ms: Option<f64>,
     /// Whether the copy compared with a change record, and against what.
     pub incremental: String,
@@ -75,6 +79,7 @@ pub struct OpStatus {
 
 pub struct Snapshotter {
     barrier: Arc<Barrier>,
+    fences: Arc<Fences>,
     snaps: Arc<Snapshots>,
     store: Store,
     source: PathBuf,
@@ -85,8 +90,8 @@ pub struct Snapshotter {
     cancel: Arc<AtomicBool>,
     /// Serializes requests: one commits at a time.
     requesting: Mutex<()>,
-    /// A hold taken by hand (`.control/freeze`) and when.
-    manual: Mutex<Option<(Hold, Instant)>>,
+    /// A hold taken by hand (`.control/freeze`), its fences, and when.
+    manual: Mutex<Option<(Hold, Fixed, Instant)>>,
     /// Notes for `.control/status` (a forced thaw, a failed resume).
     notes: Mutex<Vec<String>>,
     /// Called after a snapshot is sealed or forgotten (refresh views).
@@ -113,12 +118,14 @@ fn ms(d: Duration) -> f64 {
 impl Snapshotter {
     pub fn new(
         barrier: Arc<Barrier>,
+        fences: Arc<Fences>,
         snaps: Arc<Snapshots>,
         store: Store,
         source: PathBuf,
     ) -> Arc<Snapshotter> {
         let me = Arc::new(Snapshotter {
             barrier,
+            fences,
             snaps,
             store,
             source,
@@ -310,20 +317,14 @@ impl Snapshotter {
         };
         *self.last.lock().unwrap() = Some(op.clone());
         // On every error below, dropping `frozen` thaws the applications.
-        let hold = self.barrier.hold(DRAIN_TIMEOUT).map_err(|b| {
-            Refusal::new(
-                Errno::EBUSY,
-                format!(
-                    "{} write operations did not finish within {} s",
-                    b.in_flight,
-                    DRAIN_TIMEOUT.as_secs()
-                ),
-            )
-        })?;
+        let (hold, fixed) = self.fix()?;
         let time = SystemTime::now();
         let r = self.snaps.commit(name, time);
         let held = hold.held_for();
         hold.release();
+        op.fence_ms = Some(ms(fixed.took));
+        op.fenced_files = Some(fixed.files);
+        fixed.release();
         let cs = r.map_err(|e| {
             let errno = match e.raw_os_error() {
                 Some(libc::EBUSY) => Errno::EBUSY,
@@ -570,13 +571,22 @@ impl Snapshotter {
         Ok(())
     }
 
-    /// Holds the barrier by hand (`.control/freeze`) until [`Self::thaw`] or
-    /// [`FREEZE_CAP`].
-    pub fn freeze(&self) -> Result<(), Refusal> {
-        let mut manual = self.manual.lock().unwrap();
-        if manual.is_some() {
-            return Ok(());
-        }
+    /// Fixes a point in time: fences the writes to files open for writing
+    /// (no write(2) in progress, see [`super::fence`]), then holds the
+    /// barrier (no write-class operation in flight). In this order: a
+    /// fence waits for a truncate holding its inode's lock, which must
+    /// pass the barrier to finish.
+    fn fix(&self) -> Result<(Hold, Fixed), Refusal> {
+        let fixed = self.fences.fix(DRAIN_TIMEOUT).map_err(|e| {
+            let errno = match e {
+                FenceError::OpensBusy(_) | FenceError::Busy { .. } => Errno::EBUSY,
+                FenceError::NoMount(_) | FenceError::Open { .. } => Errno::EIO,
+            };
+            Refusal::new(
+                errno,
+                format!("fencing writes: {e} within {} s", DRAIN_TIMEOUT.as_secs()),
+            )
+        })?;
         let hold = self.barrier.hold(DRAIN_TIMEOUT).map_err(|b| {
             Refusal::new(
                 Errno::EBUSY,
@@ -587,15 +597,27 @@ impl Snapshotter {
                 ),
             )
         })?;
-        *manual = Some((hold, Instant::now()));
+        Ok((hold, fixed))
+    }
+
+    /// Holds the barrier by hand (`.control/freeze`) until [`Self::thaw`] or
+    /// [`FREEZE_CAP`].
+    pub fn freeze(&self) -> Result<(), Refusal> {
+        let mut manual = self.manual.lock().unwrap();
+        if manual.is_some() {
+            return Ok(());
+        }
+        let (hold, fixed) = self.fix()?;
+        *manual = Some((hold, fixed, Instant::now()));
         Ok(())
     }
 
     /// Releases a hand-held barrier; true if one was held.
     pub fn thaw(&self) -> bool {
         match self.manual.lock().unwrap().take() {
-            Some((hold, _)) => {
+            Some((hold, fixed, _)) => {
                 hold.release();
+                fixed.release();
                 true
             }
             None => false,
@@ -615,7 +637,7 @@ impl Snapshotter {
                     .lock()
                     .unwrap()
                     .as_ref()
-                    .is_some_and(|(_, t)| t.elapsed() >= FREEZE_CAP);
+                    .is_some_and(|(_, _, t)| t.elapsed() >= FREEZE_CAP);
                 if expired && me.thaw() {
                     me.note(format!(
                         "barrier held by hand released by the watchdog after {} s",
@@ -680,6 +702,11 @@ impl Snapshotter {
         kv("committed", &opt_time(op.committed));
         kv("sealed", &opt_time(op.sealed));
         kv("barrier_ms", &opt_ms(op.barrier_ms));
+        kv("fence_ms", &opt_ms(op.fence_ms));
+        kv(
+            "fenced_files",
+            &op.fenced_files.map(|n| n.to_string()).unwrap_or_default(),
+        );
         kv("frozen_ms", &opt_ms(op.frozen_ms));
         kv("copy", &op.incremental);
         if copying {
@@ -780,6 +807,7 @@ impl Snapshotter {
                 .unwrap_or_default(),
         );
         kv("deferred_ops", self.barrier.waiting().to_string());
+        kv("waiting_opens", self.fences.waiting_opens().to_string());
         let notes = self.notes.lock().unwrap();
         kv("notes", notes.len().to_string());
         for n in notes.iter() {
@@ -791,7 +819,7 @@ impl Snapshotter {
     /// `cat .control/freeze`.
     pub fn freeze_text(&self) -> String {
         match &*self.manual.lock().unwrap() {
-            Some((_, t)) => format!(
+            Some((_, _, t)) => format!(
                 "frozen: yes\nheld_ms: {:.1}\ncap_s: {}\n",
                 ms(t.elapsed()),
                 FREEZE_CAP.as_secs()
