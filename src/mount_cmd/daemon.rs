@@ -91,12 +91,16 @@ fn hidden_names(source: &Path, opts: &MountOptions) -> Vec<OsString> {
     names
 }
 
-/// The kernel mount options; `fsname` shows as the device in /proc/mounts.
+/// The kernel mount options. `fsname` shows as the source in /proc/mounts,
+/// findmnt and df, and the type shows as `fuse.bkfs`.
 fn mount_options(fsname: &Path, read_only: bool, opts: &MountOptions) -> Vec<MountOption> {
     let flag = |on: bool, yes: MountOption, no: MountOption| if on { yes } else { no };
     let mut v = vec![
         MountOption::FSName(fsname.display().to_string()),
-        MountOption::Subtype("bkfs".to_string()),
+        // fuser hands `Subtype` to fusermount only; mounting by itself, it
+        // would leave the type plain `fuse`. The kernel takes `subtype=` as
+        // a mount option (and fusermount3 accepts it too).
+        MountOption::CUSTOM("subtype=bkfs".to_string()),
         MountOption::DefaultPermissions,
         flag(opts.dev, MountOption::Dev, MountOption::NoDev),
         flag(opts.suid, MountOption::Suid, MountOption::NoSuid),
