@@ -153,6 +153,10 @@ pub fn serve(
         (None, true) => Target::Stderr,
         (None, false) => Target::Syslog,
     };
+    // Whoever started the mount prints the error that fails it: the
+    // command waiting on `notify`, or `main` in the foreground. Where the
+    // log is that same stderr, logging the error too would print it twice.
+    let log_is_stderr = matches!(target, Target::Stderr);
     let mut notify = notify.map(File::from);
     let mut report = |msg: &str| {
         if let Some(mut pipe) = notify.take() {
@@ -172,7 +176,9 @@ pub fn serve(
     let session = match start(served, mountpoint, opts, flags) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("mount of {served} on {} failed: {e}", mountpoint.display());
+            if !log_is_stderr {
+                tracing::error!("mount of {served} on {} failed: {e}", mountpoint.display());
+            }
             report(&e.to_string());
             return Err(e);
         }

@@ -605,3 +605,53 @@ fn the_mount_never_honours_what_the_source_s_filesystems_withhold() {
     );
     umount(&d.mnt);
 }
+
+#[test]
+fn a_failed_foreground_mount_reports_its_error_once() {
+    if !can_mount() {
+        return;
+    }
+    // In the foreground without log=, the daemon's log is stderr, where the
+    // command prints the error it fails with, as under bkfs@.service.
+    let d = Dirs::new();
+    let out = Command::new(BKFS)
+        .arg("mount")
+        .arg(&d.src)
+        .arg(&d.mnt)
+        .args(["--foreground", "-o", "profile=/nonexistent/p.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("/nonexistent/p.toml").count(), 1, "{err}");
+    assert!(!err.contains('\x1b'), "colours, off a terminal: {err:?}");
+    assert!(!is_mounted(&d.mnt));
+}
+
+#[test]
+fn the_daemon_log_has_each_event_once() {
+    if !can_mount() {
+        return;
+    }
+    let d = Dirs::new();
+    let log = d.root.join("log");
+    let out = bkfs_mount(&d.src, &d.mnt, &["-o", &format!("log={}", log.display())]);
+    assert!(out.status.success(), "{out:?}");
+    fs::write(d.mnt.join(".control/snapshot"), b"one\n").unwrap();
+    assert_eq!(fs::read(d.mnt.join("hello")).unwrap(), b"world");
+    umount(&d.mnt);
+    let log = fs::read_to_string(&log).unwrap();
+    let about = |word: &str| {
+        log.lines()
+            .filter(|l| l.to_lowercase().contains(word))
+            .count()
+    };
+    assert_eq!(about(" mounted "), 1, "{log}");
+    assert_eq!(about("unmount"), 1, "{log}");
+    // No line says what another already said (timestamps aside).
+    let mut seen = std::collections::HashSet::new();
+    for line in log.lines() {
+        let text = line.split_once(' ').map_or(line, |(_, rest)| rest);
+        assert!(seen.insert(text), "repeated: {text}\n{log}");
+    }
+}
