@@ -97,7 +97,16 @@ fn failed(msg: impl Into<String>) -> MountError {
 /// Mounts SOURCE on MOUNTPOINT; returns when the mount is live (daemon mode)
 /// or when it is unmounted again (foreground).
 pub fn run(args: &MountArgs) -> Result<(), MountError> {
-    let opts = MountOptions::parse(&args.options).map_err(MountError::Usage)?;
+    let mut opts = MountOptions::parse(&args.options).map_err(MountError::Usage)?;
+    // The daemon works from `/`: a relative store=, profile= or log= means
+    // the directory `bkfs mount` was run in, as SOURCE and MOUNTPOINT do.
+    for path in [&mut opts.store, &mut opts.profile, &mut opts.log]
+        .into_iter()
+        .flatten()
+    {
+        *path =
+            std::path::absolute(&*path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    }
     let (served, mountpoint) = args.target()?;
     let served = match served {
         Served::Live(source) => Served::Live(check_source(&source)?),

@@ -655,3 +655,27 @@ fn the_daemon_log_has_each_event_once() {
         assert!(seen.insert(text), "repeated: {text}\n{log}");
     }
 }
+
+#[test]
+fn relative_option_paths_mean_the_directory_mount_was_run_in() {
+    if !can_mount() {
+        return;
+    }
+    // The daemon works from /: store= and log= relative to where `bkfs
+    // mount` ran, as SOURCE and MOUNTPOINT are, not to /.
+    let d = Dirs::new();
+    let out = Command::new(BKFS)
+        .current_dir(&d.root)
+        .arg("mount")
+        .arg(&d.src)
+        .arg(&d.mnt)
+        .args(["-o", "store=rel.bkfs,log=rel.log"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    fs::write(d.mnt.join(".control/snapshot"), b"one\n").unwrap();
+    umount(&d.mnt);
+    assert!(d.root.join("rel.bkfs").is_dir());
+    let log = fs::read_to_string(d.root.join("rel.log")).unwrap();
+    assert!(log.contains("unmounted"), "{log}");
+}
