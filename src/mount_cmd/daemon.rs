@@ -14,7 +14,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{fork, ForkResult};
 
 use super::logging::{self, Target};
-use super::options::MountOptions;
+use super::options::{Flags, MountOptions};
 use super::{failed, MountError, Served};
 use crate::fs::router::{MountFs, VirtualNames};
 use crate::fs::{BkfsFs, FsConfig};
@@ -28,7 +28,12 @@ use crate::snapview::ids::SNAPSHOTS_DIR_ID;
 use crate::snapview::{SnapView, ViewConfig};
 
 /// Forks the daemon and waits until it reports the mount live or failed.
-pub fn spawn(served: &Served, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
+pub fn spawn(
+    served: &Served,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    flags: Flags,
+) -> Result<(), MountError> {
     let (rx, tx) = nix::unistd::pipe().map_err(|e| failed(format!("pipe: {e}")))?;
     // SAFETY: no thread has been started yet (argument parsing and checks
     // only), so the child may run any code after fork.
@@ -51,7 +56,7 @@ pub fn spawn(served: &Served, mountpoint: &Path, opts: &MountOptions) -> Result<
             let _ = nix::unistd::setsid();
             let _ = std::env::set_current_dir("/");
             detach_stdio();
-            let code = match serve(served, mountpoint, opts, Some(tx), false) {
+            let code = match serve(served, mountpoint, opts, flags, Some(tx), false) {
                 Ok(()) => 0,
                 Err(e) => e.exit_code(),
             };
@@ -92,17 +97,26 @@ fn hidden_names(source: &Path, opts: &MountOptions) -> Vec<OsString> {
     names
 }
 
-/// The kernel mount options; `fsname` shows as the device in /proc/mounts.
-fn mount_options(fsname: &Path, read_only: bool, opts: &MountOptions) -> Vec<MountOption> {
+/// The kernel mount options. `fsname` shows as the source in /proc/mounts,
+/// findmnt and df, and the type shows as `fuse.bkfs`.
+fn mount_options(
+    fsname: &Path,
+    read_only: bool,
+    flags: Flags,
+    opts: &MountOptions,
+) -> Vec<MountOption> {
     let flag = |on: bool, yes: MountOption, no: MountOption| if on { yes } else { no };
     let mut v = vec![
         MountOption::FSName(fsname.display().to_string()),
-        MountOption::Subtype("bkfs".to_string()),
+        // fuser hands `Subtype` to fusermount only; mounting by itself, it
+        // would leave the type plain `fuse`. The kernel takes `subtype=` as
+        // a mount option (and fusermount3 accepts it too).
+        MountOption::CUSTOM("subtype=bkfs".to_string()),
         MountOption::DefaultPermissions,
-        flag(opts.dev, MountOption::Dev, MountOption::NoDev),
-        flag(opts.suid, MountOption::Suid, MountOption::NoSuid),
+        flag(flags.dev, MountOption::Dev, MountOption::NoDev),
+        flag(flags.suid, MountOption::Suid, MountOption::NoSuid),
         flag(read_only, MountOption::RO, MountOption::RW),
-        flag(opts.exec, MountOption::Exec, MountOption::NoExec),
+        flag(flags.exec, MountOption::Exec, MountOption::NoExec),
     ];
     if opts.noatime {
         v.push(MountOption::NoAtime);
@@ -131,6 +145,7 @@ pub fn serve(
     served: &Served,
     mountpoint: &Path,
     opts: &MountOptions,
+    flags: Flags,
     notify: Option<OwnedFd>,
     foreground: bool,
 ) -> Result<(), MountError> {
@@ -139,6 +154,10 @@ pub fn serve(
         (None, true) => Target::Stderr,
         (None, false) => Target::Syslog,
     };
+    // Whoever started the mount prints the error that fails it: the
+    // command waiting on `notify`, or `main` in the foreground. Where the
+    // log is that same stderr, logging the error too would print it twice.
+    let log_is_stderr = matches!(target, Target::Stderr);
     let mut notify = notify.map(File::from);
     let mut report = |msg: &str| {
         if let Some(mut pipe) = notify.take() {
@@ -155,10 +174,12 @@ pub fn serve(
     let signals = stop_signals();
     let _ = signals.thread_block();
 
-    let session = match start(served, mountpoint, opts) {
+    let session = match start(served, mountpoint, opts, flags) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("mount of {served} on {} failed: {e}", mountpoint.display());
+            if !log_is_stderr {
+                tracing::error!("mount of {served} on {} failed: {e}", mountpoint.display());
+            }
             report(&e.to_string());
             return Err(e);
         }
@@ -238,11 +259,16 @@ impl Session {
     }
 }
 
-fn start(served: &Served, mountpoint: &Path, opts: &MountOptions) -> Result<Session, MountError> {
+fn start(
+    served: &Served,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    flags: Flags,
+) -> Result<Session, MountError> {
     match served {
-        Served::Live(source) if opts.snapshots => start_mount(source, mountpoint, opts),
-        Served::Live(source) => start_live(source, mountpoint, opts).map(Session::Live),
-        Served::Store(store) => start_view(store, mountpoint, opts).map(Session::View),
+        Served::Live(source) if opts.snapshots => start_mount(source, mountpoint, opts, flags),
+        Served::Live(source) => start_live(source, mountpoint, opts, flags).map(Session::Live),
+        Served::Store(store) => start_view(store, mountpoint, opts, flags).map(Session::View),
     }
 }
 
@@ -252,13 +278,19 @@ fn start_view(
     store: &Path,
     mountpoint: &Path,
     opts: &MountOptions,
+    flags: Flags,
 ) -> Result<fuser::Session<SnapViewFs>, MountError> {
     let view = crate::store::Store::open(store)
         .and_then(|s| SnapView::new(s, ViewConfig::default()))
         .map_err(|e| failed(format!("store {}: {e}", store.display())))?;
     let view = Arc::new(view);
     let fs = SnapViewFs::new(view.clone());
-    let session = session(fs, mountpoint, mount_options(store, true, opts), opts)?;
+    let session = session(
+        fs,
+        mountpoint,
+        mount_options(store, true, flags, opts),
+        opts,
+    )?;
     view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));
     Ok(session)
 }
@@ -267,10 +299,11 @@ fn start_live(
     source: &Path,
     mountpoint: &Path,
     opts: &MountOptions,
+    flags: Flags,
 ) -> Result<fuser::Session<BkfsFs>, MountError> {
     let live_opts = LiveOptions {
         hidden_names: hidden_names(source, opts),
-        allow_devices: opts.dev,
+        allow_devices: flags.dev,
         writeback: opts.writeback,
         fd_budget: opts.fd_budget,
     };
@@ -296,7 +329,7 @@ fn start_live(
     session(
         fs,
         mountpoint,
-        mount_options(source, opts.read_only, opts),
+        mount_options(source, opts.read_only, flags, opts),
         opts,
     )
 }
@@ -308,6 +341,7 @@ fn start_mount(
     source: &Path,
     mountpoint: &Path,
     opts: &MountOptions,
+    flags: Flags,
 ) -> Result<Session, MountError> {
     let store_path = opts
         .store
@@ -322,7 +356,7 @@ fn start_mount(
     let snaps = Arc::new(snaps);
     let live_opts = LiveOptions {
         hidden_names: hidden,
-        allow_devices: opts.dev,
+        allow_devices: flags.dev,
         writeback: opts.writeback,
         fd_budget: opts.fd_budget,
     };
@@ -403,7 +437,7 @@ fn start_mount(
     let session = session(
         fs,
         mountpoint,
-        mount_options(source, opts.read_only, opts),
+        mount_options(source, opts.read_only, flags, opts),
         opts,
     )?;
     view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));

@@ -2,18 +2,20 @@
 //! (which journald also collects).
 
 use std::ffi::CString;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// `BKFS_LOG` (an env-filter directive) or info. fuser warns when its own
-/// unmount at the end fails, which it does after every `umount`: hidden.
+/// `BKFS_LOG` (an env-filter directive) or info. When the session ends,
+/// fuser unmounts once more, after the kernel already has: it announces it
+/// (`fuser::mnt`, info: a second "unmounting" line beside the daemon's own
+/// "unmounted") and warns that it failed (`fuser::session`). Both hidden.
 fn filter() -> EnvFilter {
     EnvFilter::try_from_env("BKFS_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,fuser::session=error"))
+        .unwrap_or_else(|_| EnvFilter::new("info,fuser::mnt=warn,fuser::session=error"))
 }
 
 pub enum Target<'a> {
@@ -36,7 +38,10 @@ pub fn init(target: Target<'_>) -> std::io::Result<()> {
                 .with_writer(Mutex::new(file))
                 .try_init()
         }
-        Target::Stderr => builder.with_writer(std::io::stderr).try_init(),
+        Target::Stderr => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
         Target::Syslog => {
             // SAFETY: the identity is a static C string, valid for the process's life.
             unsafe { libc::openlog(c"bkfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };

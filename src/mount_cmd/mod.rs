@@ -13,6 +13,7 @@ pub mod options;
 use std::path::{Path, PathBuf};
 
 pub use options::MountOptions;
+use options::Withheld;
 
 /// Arguments of `bkfs mount` (and of the `mount.bkfs` helper).
 #[derive(clap::Args, Debug, Clone)]
@@ -96,7 +97,16 @@ fn failed(msg: impl Into<String>) -> MountError {
 /// Mounts SOURCE on MOUNTPOINT; returns when the mount is live (daemon mode)
 /// or when it is unmounted again (foreground).
 pub fn run(args: &MountArgs) -> Result<(), MountError> {
-    let opts = MountOptions::parse(&args.options).map_err(MountError::Usage)?;
+    let mut opts = MountOptions::parse(&args.options).map_err(MountError::Usage)?;
+    // The daemon works from `/`: a relative store=, profile= or log= means
+    // the directory `bkfs mount` was run in, as SOURCE and MOUNTPOINT do.
+    for path in [&mut opts.store, &mut opts.profile, &mut opts.log]
+        .into_iter()
+        .flatten()
+    {
+        *path =
+            std::path::absolute(&*path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    }
     let (served, mountpoint) = args.target()?;
     let served = match served {
         Served::Live(source) => Served::Live(check_source(&source)?),
@@ -109,12 +119,80 @@ pub fn run(args: &MountArgs) -> Result<(), MountError> {
             Served::Store(check_store(&store)?)
         }
     };
+    let flags = match &served {
+        Served::Live(source) => {
+            let (flags, notes) = opts.live_flags(&withheld(source));
+            for note in notes {
+                eprintln!("bkfs mount: warning: {note}");
+            }
+            flags
+        }
+        Served::Store(_) => opts.view_flags(),
+    };
     let mountpoint = check_mountpoint(mountpoint)?;
     if args.foreground {
-        daemon::serve(&served, &mountpoint, &opts, None, true)
+        daemon::serve(&served, &mountpoint, &opts, flags, None, true)
     } else {
-        daemon::spawn(&served, &mountpoint, &opts)
+        daemon::spawn(&served, &mountpoint, &opts, flags)
     }
+}
+
+/// Which mounts under `source` (canonical) withhold devices, set-id bits or
+/// execution: the one holding it, and those mounted below it now (a mount
+/// made below it later is not seen).
+fn withheld(source: &Path) -> Withheld {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let mut w = Withheld::default();
+    let mounts = mountinfo();
+    let mark = |on: bool, slot: &mut Option<PathBuf>, at: &Path| {
+        if on && slot.is_none() {
+            *slot = Some(at.to_path_buf());
+        }
+    };
+    // The mount holding the source: its flags from statvfs, its mount point
+    // (for messages) the deepest one above the source.
+    if let Ok(st) = statvfs(source) {
+        let f = st.flags();
+        let at = mounts
+            .iter()
+            .filter(|m| source.starts_with(&m.point))
+            .max_by_key(|m| m.point.components().count())
+            .map_or(source, |m| m.point.as_path());
+        mark(f.contains(FsFlags::ST_NODEV), &mut w.dev, at);
+        mark(f.contains(FsFlags::ST_NOSUID), &mut w.suid, at);
+        mark(f.contains(FsFlags::ST_NOEXEC), &mut w.exec, at);
+    }
+    for m in mounts
+        .iter()
+        .filter(|m| m.point != source && m.point.starts_with(source))
+    {
+        let has = |o: &str| m.options.split(',').any(|x| x == o);
+        mark(has("nodev"), &mut w.dev, &m.point);
+        mark(has("nosuid"), &mut w.suid, &m.point);
+        mark(has("noexec"), &mut w.exec, &m.point);
+    }
+    w
+}
+
+/// One line of /proc/self/mountinfo: mount point and per-mount options.
+struct MountEntry {
+    point: PathBuf,
+    options: String,
+}
+
+fn mountinfo() -> Vec<MountEntry> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ').skip(4);
+            let point = fields.next()?;
+            let options = fields.next()?;
+            Some(MountEntry {
+                point: PathBuf::from(unescape_mountinfo(point)),
+                options: options.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The store must open (the daemon opens it again and takes its read lock).
@@ -168,12 +246,7 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf, MountError> {
 
 /// Whether `path` (canonical) is the mount point of some mount.
 pub fn is_mountpoint(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|field| Path::new(&unescape_mountinfo(field)) == path)
+    mountinfo().iter().any(|m| m.point == path)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.

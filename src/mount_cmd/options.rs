@@ -24,9 +24,12 @@ pub struct MountOptions {
     /// `allow_other`/`noallow_other`; unset means "yes when mounted by root".
     pub allow_other: Option<bool>,
     pub snapdir: SnapDir,
-    pub dev: bool,
-    pub suid: bool,
-    pub exec: bool,
+    /// `dev`/`nodev`, `suid`/`nosuid`, `exec`/`noexec` as given (`None`:
+    /// not given); what the mount gets is [`MountOptions::live_flags`] or
+    /// [`MountOptions::view_flags`].
+    pub dev: Option<bool>,
+    pub suid: Option<bool>,
+    pub exec: Option<bool>,
     pub noatime: bool,
     pub sync: bool,
     pub dirsync: bool,
@@ -64,9 +67,9 @@ impl Default for MountOptions {
             read_only: false,
             allow_other: None,
             snapdir: SnapDir::Hidden,
-            dev: false,
-            suid: false,
-            exec: true,
+            dev: None,
+            suid: None,
+            exec: None,
             noatime: false,
             sync: false,
             dirsync: false,
@@ -96,30 +99,52 @@ pub fn default_threads() -> usize {
     (cpus / 2).clamp(1, 8)
 }
 
-/// Options mount(8) passes to helpers or keeps for itself; accepted, ignored.
-fn ignored(name: &str) -> bool {
+/// Options of mount(8), fstab and systemd that mean nothing to bkfs: accepted
+/// and ignored, so that one fstab line works through mount(8) and with
+/// `bkfs mount` alike. mount(8) keeps most of them from the helper
+/// (`defaults`, `auto`, `noauto`, `nouser`, `async`, `x-*`, `comment=`) and
+/// passes `nofail`, `_netdev` and the atime options on (checked with
+/// util-linux 2.38; docs/MOUNT.md).
+fn ignored(opt: &str) -> bool {
     matches!(
-        name,
+        opt,
         "defaults"
             | "auto"
             | "noauto"
             | "_netdev"
             | "nofail"
-            | "user"
             | "nouser"
-            | "users"
-            | "owner"
-            | "group"
             | "relatime"
+            | "norelatime"
             | "strictatime"
+            | "nostrictatime"
             | "lazytime"
             | "nolazytime"
-            | "default_permissions"
-            | "async"
-            | "nodiratime"
             | "diratime"
-    ) || name.starts_with("x-")
-        || name.starts_with("comment=")
+            | "nodiratime"
+            | "silent"
+            | "loud"
+            | "default_permissions"
+    ) || opt.starts_with("x-")
+        || opt.starts_with("comment=")
+}
+
+/// Whether the mount honours device files, set-user-id and set-group-id
+/// bits, and execution: its `nodev`, `nosuid` and `noexec` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    pub dev: bool,
+    pub suid: bool,
+    pub exec: bool,
+}
+
+/// The mounts under a source that withhold devices, set-id bits or
+/// execution: the first mount point found for each, or `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Withheld {
+    pub dev: Option<PathBuf>,
+    pub suid: Option<PathBuf>,
+    pub exec: Option<PathBuf>,
 }
 
 impl MountOptions {
@@ -136,6 +161,47 @@ impl MountOptions {
             o.passthrough = false;
         }
         Ok(o)
+    }
+
+    /// The flags of a mount of a live tree. Each is on, as for any
+    /// filesystem that root mounts with mount(8), unless an option turns it
+    /// off (`nodev`, `nosuid`, `noexec`, or `user` and the others that imply
+    /// them), or a mount under the source withholds it: like a bind mount,
+    /// bkfs never honours in the source what the source's own filesystems do
+    /// not. An option asking for what such a mount withholds gets a note.
+    pub fn live_flags(&self, withheld: &Withheld) -> (Flags, Vec<String>) {
+        let mut notes = Vec::new();
+        let mut flag = |asked: Option<bool>, by: &Option<PathBuf>, name: &str| match by {
+            None => asked.unwrap_or(true),
+            Some(mp) => {
+                if asked == Some(true) {
+                    notes.push(format!(
+                        "{name} ignored: {} is mounted no{name}, and what the source's \
+                         filesystems withhold the mount withholds too",
+                        mp.display()
+                    ));
+                }
+                false
+            }
+        };
+        let flags = Flags {
+            dev: flag(self.dev, &withheld.dev, "dev"),
+            suid: flag(self.suid, &withheld.suid, "suid"),
+            exec: flag(self.exec, &withheld.exec, "exec"),
+        };
+        (flags, notes)
+    }
+
+    /// The flags of a store's snapshot view: `nodev` and `nosuid` unless
+    /// `dev` and `suid` are given (snapshots keep device files and set-id
+    /// programs as they were, old vulnerable versions included), `exec`
+    /// unless `noexec`.
+    pub fn view_flags(&self) -> Flags {
+        Flags {
+            dev: self.dev.unwrap_or(false),
+            suid: self.suid.unwrap_or(false),
+            exec: self.exec.unwrap_or(true),
+        }
     }
 
     fn apply(&mut self, opt: &str) -> Result<(), String> {
@@ -206,16 +272,35 @@ impl MountOptions {
             "rw" => self.read_only = false,
             "allow_other" => self.allow_other = Some(true),
             "noallow_other" => self.allow_other = Some(false),
-            "dev" => self.dev = true,
-            "nodev" => self.dev = false,
-            "suid" => self.suid = true,
-            "nosuid" => self.suid = false,
-            "exec" => self.exec = true,
-            "noexec" => self.exec = false,
+            "dev" => self.dev = Some(true),
+            "nodev" => self.dev = Some(false),
+            "suid" => self.suid = Some(true),
+            "nosuid" => self.suid = Some(false),
+            "exec" => self.exec = Some(true),
+            "noexec" => self.exec = Some(false),
+            // As mount(8) has them: a mount users may make is noexec,
+            // nosuid, nodev unless later options say otherwise; one the
+            // device's owner or group may make, nosuid, nodev.
+            "user" | "users" => {
+                self.exec = Some(false);
+                self.suid = Some(false);
+                self.dev = Some(false);
+            }
+            "owner" | "group" => {
+                self.suid = Some(false);
+                self.dev = Some(false);
+            }
             "atime" => self.noatime = false,
             "noatime" => self.noatime = true,
             "sync" => self.sync = true,
+            "async" => self.sync = false,
             "dirsync" => self.dirsync = true,
+            "remount" => {
+                return Err(
+                    "remount is not supported: unmount, then mount with the new options"
+                        .to_string(),
+                )
+            }
             "writeback" => self.writeback = true,
             "nowriteback" => self.writeback = false,
             "nopassthrough" => self.passthrough = false,
@@ -249,10 +334,84 @@ mod tests {
     #[test]
     fn mount8_options_are_accepted_and_ignored() {
         let o = MountOptions::parse(&[
-            "defaults,noauto,_netdev,nofail,user,auto,x-systemd.automount,x-gvfs-show,relatime",
+            "defaults,noauto,_netdev,nofail,auto,nouser,x-systemd.automount,x-systemd.requires=a.service",
+            "x-gvfs-show,comment=x,relatime,strictatime,lazytime,nodiratime,silent,default_permissions",
         ])
         .unwrap();
         assert_eq!(o, MountOptions::default());
+    }
+
+    #[test]
+    fn every_line_of_the_fstab_example_parses() {
+        let example = include_str!("../../mount/fstab.example");
+        let lines: Vec<&str> = example
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .collect();
+        assert!(lines.len() >= 3);
+        for line in lines {
+            let opts = line.split_whitespace().nth(3).unwrap();
+            MountOptions::parse(&[opts]).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+
+    #[test]
+    fn user_mounts_imply_what_mount8_implies() {
+        // mount(8) passes `user` as "noexec,nosuid,nodev,user", and the
+        // positive options of an fstab line after them ("users,dev").
+        let o = MountOptions::parse(&["user"]).unwrap();
+        assert_eq!(
+            (o.dev, o.suid, o.exec),
+            (Some(false), Some(false), Some(false))
+        );
+        let o = MountOptions::parse(&["users,exec,suid,dev"]).unwrap();
+        assert_eq!(
+            (o.dev, o.suid, o.exec),
+            (Some(true), Some(true), Some(true))
+        );
+        let o = MountOptions::parse(&["owner"]).unwrap();
+        assert_eq!((o.dev, o.suid, o.exec), (Some(false), Some(false), None));
+        let o = MountOptions::parse(&["sync,async"]).unwrap();
+        assert!(!o.sync);
+    }
+
+    #[test]
+    fn flags_default_to_what_the_source_allows() {
+        let all = Flags {
+            dev: true,
+            suid: true,
+            exec: true,
+        };
+        let none = Withheld::default();
+        let o = MountOptions::default();
+        assert_eq!(o.live_flags(&none), (all, vec![]));
+        let o = MountOptions::parse(&["nodev,noexec"]).unwrap();
+        let (f, notes) = o.live_flags(&none);
+        assert!(!f.dev && f.suid && !f.exec && notes.is_empty());
+        // What a mount under the source withholds stays withheld; asking for
+        // it gets a note.
+        let tmp = Withheld {
+            dev: Some(PathBuf::from("/tmp")),
+            suid: Some(PathBuf::from("/tmp")),
+            exec: None,
+        };
+        let (f, notes) = MountOptions::default().live_flags(&tmp);
+        assert!(!f.dev && !f.suid && f.exec && notes.is_empty());
+        let o = MountOptions::parse(&["dev,suid"]).unwrap();
+        let (f, notes) = o.live_flags(&tmp);
+        assert!(!f.dev && !f.suid && f.exec);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with("dev ignored: /tmp is mounted nodev"),
+            "{notes:?}"
+        );
+        // A store's view: nodev, nosuid unless asked.
+        let f = MountOptions::default().view_flags();
+        assert!(!f.dev && !f.suid && f.exec);
+        let f = MountOptions::parse(&["dev,suid,noexec"])
+            .unwrap()
+            .view_flags();
+        assert!(f.dev && f.suid && !f.exec);
     }
 
     #[test]
@@ -261,7 +420,8 @@ mod tests {
             "dev,suid,allow_other,snapdir=visible,writeback,log=/tmp/l,cache_timeout=0.5",
         ])
         .unwrap();
-        assert!(o.dev && o.suid && o.writeback && !o.passthrough);
+        assert_eq!((o.dev, o.suid), (Some(true), Some(true)));
+        assert!(o.writeback && !o.passthrough);
         assert_eq!(o.allow_other, Some(true));
         assert_eq!(o.snapdir, SnapDir::Visible);
         assert_eq!(o.log, Some(PathBuf::from("/tmp/l")));
@@ -284,6 +444,8 @@ mod tests {
             ("snapdir=maybe", "snapdir="),
             ("ro=1", "unknown mount option 'ro=1'"),
             ("cache_timeout=-1", "cache_timeout=-1"),
+            ("user=nobody", "unknown mount option 'user=nobody'"),
+            ("remount,ro", "remount is not supported"),
         ] {
             let err = MountOptions::parse(&[bad]).unwrap_err();
             assert!(err.contains(msg), "{bad}: {err}");

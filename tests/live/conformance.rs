@@ -372,10 +372,12 @@ fn setattr_chmod_chown_truncate_utimens() {
 }
 
 #[test]
-fn fifos_work_and_devices_need_the_dev_option() {
+fn fifos_and_devices_work_and_nodev_refuses_devices() {
     if !can_mount() {
         return;
     }
+    // Devices by default, as on any filesystem root mounts (the source's,
+    // here, honours them).
     let m = Mount::new("");
     sh(&format!("mkfifo {}", m.path("fifo").display()));
     assert!(fs::metadata(m.backing("fifo"))
@@ -386,15 +388,6 @@ fn fifos_work_and_devices_need_the_dev_option() {
     let writer = std::thread::spawn(move || fs::write(p, b"through the pipe").unwrap());
     assert_eq!(fs::read(m.path("fifo")).unwrap(), b"through the pipe");
     writer.join().unwrap();
-    let out = std::process::Command::new("mknod")
-        .arg(m.path("null"))
-        .args(["c", "1", "3"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not permitted"));
-
-    let m = Mount::new("dev");
     sh(&format!("mknod {} c 1 3", m.path("null").display()));
     let md = fs::metadata(m.backing("null")).unwrap();
     assert!(md.file_type().is_char_device());
@@ -404,6 +397,20 @@ fn fifos_work_and_devices_need_the_dev_option() {
         libc::makedev(1, 3)
     );
     fs::write(m.path("null"), b"discarded").unwrap();
+    drop(m);
+
+    let m = Mount::with_source("nodev", |src| {
+        sh(&format!("mknod {}/null c 1 3", src.display()));
+    });
+    let out = std::process::Command::new("mknod")
+        .arg(m.path("zero"))
+        .args(["c", "1", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not permitted"));
+    let err = fs::OpenOptions::new().write(true).open(m.path("null"));
+    assert_eq!(errno_of(err), libc::EACCES);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Mounting and unmounting: the daemon, the mount(8) helper, errors, signals.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ struct Dirs {
     root: PathBuf,
     src: PathBuf,
     mnt: PathBuf,
+    /// `root` is bound on itself as a shared mount ([`Dirs::share`]).
+    shared: bool,
 }
 
 impl Dirs {
@@ -20,11 +23,29 @@ impl Dirs {
             .tempdir_in("/tmp")
             .unwrap()
             .keep();
+        // nobody runs programs of the mount in some tests.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
         let (src, mnt) = (root.join("src"), root.join("mnt"));
         fs::create_dir(&src).unwrap();
         fs::create_dir(&mnt).unwrap();
         fs::write(src.join("hello"), b"world").unwrap();
-        Dirs { root, src, mnt }
+        Dirs {
+            root,
+            src,
+            mnt,
+            shared: false,
+        }
+    }
+
+    /// Binds `root` on itself as a shared mount of its own, so that a mount
+    /// made on `mnt` in another mount namespace ([`mount8`]) shows here too:
+    /// the namespace's copy of `root` is a peer of this one.
+    fn share(&mut self) {
+        let r = self.root.display();
+        sh(&format!(
+            "mount --bind {r} {r} && mount --make-private {r} && mount --make-shared {r}"
+        ));
+        self.shared = true;
     }
 }
 
@@ -33,9 +54,81 @@ impl Drop for Dirs {
         if is_mounted(&self.mnt) {
             let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         }
-        wait_gone(&self.mnt);
+        if !wait_gone(&self.mnt) {
+            // A daemon whose mount did not reach this namespace.
+            if let Some(pid) = daemon_of(&self.mnt) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+                wait_gone(&self.mnt);
+            }
+        }
+        if self.shared {
+            let _ = Command::new("umount").arg("-l").arg(&self.root).status();
+        }
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+/// Runs mount(8) with `args` as root, with this worktree's mount/mount.bkfs
+/// as the installed helper, without installing it: in a mount namespace of
+/// its own, where a read-only overlay lays the helper over /sbin for that
+/// namespace alone. mount(8) finds helpers only in /sbin, and passes them
+/// the environment: BKFS_BIN names the binary under test. Needs
+/// [`Dirs::share`] first for the mount to show here.
+fn mount8(d: &Dirs, args: &[&str]) -> std::process::Output {
+    assert!(d.shared, "mount8 needs Dirs::share");
+    let helper = d.root.join("helper");
+    if !helper.exists() {
+        fs::create_dir(&helper).unwrap();
+        let h = helper.join("mount.bkfs");
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("mount/mount.bkfs"),
+            &h,
+        )
+        .unwrap();
+        fs::set_permissions(&h, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The mount holding /sbin turns slave first, so the overlay cannot
+    // propagate out even where / is shared.
+    let script = r#"set -e
+helper=$1; shift
+sbin=$(readlink -f /sbin)
+mount --make-slave "$(findmnt -n -o TARGET -T "$sbin")"
+mount -t overlay bkfs-test-helper -o "lowerdir=$helper:$sbin" "$sbin"
+exec mount "$@""#;
+    Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "unchanged",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&helper)
+        .args(args)
+        .env("BKFS_BIN", BKFS)
+        .output()
+        .unwrap()
+}
+
+/// The fields of the /proc/mounts line of `mnt`: source, type, options.
+fn proc_mounts(mnt: &Path) -> Option<(String, String, Vec<String>)> {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(1) == Some(&mnt.to_str().unwrap())).then(|| {
+            let opts = f[3].split(',').map(str::to_string).collect();
+            (f[0].to_string(), f[2].to_string(), opts)
+        })
+    })
+}
+
+fn umount(mnt: &Path) {
+    let out = Command::new("umount").arg(mnt).output().unwrap();
+    assert!(out.status.success(), "umount: {out:?}");
+    assert!(wait_gone(mnt), "daemon must exit after umount");
 }
 
 /// The pid of the daemon serving `mnt`, found by its command line.
@@ -210,25 +303,6 @@ fn the_mount_helper_accepts_mount8_arguments() {
     let out = run(&["-o", "ro,nosuchoption"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuchoption"));
-    // Through mount(8) itself when the helper is installed.
-    if Path::new("/sbin/mount.bkfs").exists() || Path::new("/usr/sbin/mount.bkfs").exists() {
-        let st = Command::new("mount")
-            .args(["-t", "bkfs"])
-            .arg(&d.src)
-            .arg(&d.mnt)
-            .args(["-o", "noatime"])
-            .env("BKFS_BIN", BKFS)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        assert!(is_mounted(&d.mnt));
-        assert!(Command::new("umount")
-            .arg(&d.mnt)
-            .status()
-            .unwrap()
-            .success());
-        assert!(wait_gone(&d.mnt));
-    }
 }
 
 #[test]
@@ -250,4 +324,358 @@ fn single_thread_and_nopassthrough_mounts_work() {
         let status = m.unmount();
         assert!(status.success(), "{opts}: {status}");
     }
+}
+
+/// `id -u` (the effective uid) of `prog` run as nobody.
+fn euid_as_nobody(prog: &Path) -> String {
+    nobody_ok(&format!("{} -u", prog.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn mount8_gives_a_native_mount_typed_fuse_bkfs() {
+    if !can_mount() {
+        return;
+    }
+    let mut d = Dirs::new();
+    d.share();
+    let out = mount8(
+        &d,
+        &[
+            "-t",
+            "bkfs",
+            d.src.to_str().unwrap(),
+            d.mnt.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(is_mounted(&d.mnt));
+    // The source as device and the FUSE subtype, as fuse.sshfs; no flag
+    // mount(8) was not asked for.
+    let (source, fstype, opts) = proc_mounts(&d.mnt).expect("in /proc/mounts");
+    assert_eq!(source, d.src.to_str().unwrap());
+    assert_eq!(fstype, "fuse.bkfs");
+    for flag in ["nodev", "nosuid", "noexec"] {
+        assert!(!opts.iter().any(|o| o == flag), "{flag} in {opts:?}");
+    }
+    let m = d.mnt.display();
+    let listed = sh(&format!(
+        "findmnt -n -t fuse.bkfs -o SOURCE,FSTYPE --mountpoint {m}"
+    ));
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        [d.src.to_str().unwrap(), "fuse.bkfs"]
+    );
+    assert_eq!(
+        sh(&format!("df --output=source {m} | tail -n 1")).trim(),
+        d.src.to_str().unwrap()
+    );
+    // Device files work, as on the filesystem below.
+    sh(&format!("mknod {m}/null c 1 3 && mknod {m}/zero c 1 5"));
+    fs::write(d.mnt.join("null"), b"discarded").unwrap();
+    let mut zeros = [1u8; 8];
+    std::io::Read::read_exact(&mut fs::File::open(d.mnt.join("zero")).unwrap(), &mut zeros)
+        .unwrap();
+    assert_eq!(zeros, [0; 8]);
+    // A set-user-id program runs with its owner's uid.
+    let id = d.mnt.join("id");
+    fs::copy("/usr/bin/id", &id).unwrap();
+    fs::set_permissions(&id, fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(euid_as_nobody(&id), "0");
+    umount(&d.mnt);
+}
+
+#[test]
+fn mount8_honours_nodev_nosuid_and_noexec() {
+    if !can_mount() {
+        return;
+    }
+    let mut d = Dirs::new();
+    d.share();
+    // Made on the source directly: a device file and a set-user-id program.
+    sh(&format!("mknod {}/null c 1 3", d.src.display()));
+    let id = d.src.join("id");
+    fs::copy("/usr/bin/id", &id).unwrap();
+    fs::set_permissions(&id, fs::Permissions::from_mode(0o4755)).unwrap();
+    let (src, mnt) = (d.src.to_str().unwrap(), d.mnt.to_str().unwrap());
+
+    let out = mount8(&d, &["-t", "bkfs", "-o", "nodev,nosuid", src, mnt]);
+    assert!(out.status.success(), "{out:?}");
+    let (_, _, opts) = proc_mounts(&d.mnt).unwrap();
+    assert!(
+        opts.contains(&"nodev".into()) && opts.contains(&"nosuid".into()),
+        "{opts:?}"
+    );
+    assert!(!opts.contains(&"noexec".into()), "{opts:?}");
+    let err = fs::OpenOptions::new().write(true).open(d.mnt.join("null"));
+    assert_eq!(errno_of(err), libc::EACCES);
+    assert_eq!(euid_as_nobody(&d.mnt.join("id")), NOBODY.to_string());
+    umount(&d.mnt);
+
+    let out = mount8(&d, &["-t", "bkfs", "-o", "noexec", src, mnt]);
+    assert!(out.status.success(), "{out:?}");
+    let (_, _, opts) = proc_mounts(&d.mnt).unwrap();
+    assert!(
+        opts.contains(&"noexec".into()) && !opts.contains(&"nodev".into()),
+        "{opts:?}"
+    );
+    let err = Command::new(d.mnt.join("id")).output();
+    assert_eq!(errno_of(err), libc::EACCES);
+    fs::write(d.mnt.join("null"), b"discarded").unwrap();
+    umount(&d.mnt);
+}
+
+#[test]
+fn fstab_lines_mount_with_their_options_and_mount8_s_own_are_accepted() {
+    if !can_mount() {
+        return;
+    }
+    let mut d = Dirs::new();
+    d.share();
+    let (src, mnt) = (d.src.display(), d.mnt.display());
+    let fstab = d.root.join("fstab");
+    let run = |line: &str, args: &[&str]| {
+        fs::write(&fstab, format!("{src} {mnt} bkfs {line} 0 0\n")).unwrap();
+        let mut all = vec!["--fstab", fstab.to_str().unwrap()];
+        all.extend_from_slice(args);
+        mount8(&d, &all)
+    };
+
+    // Options of mount(8), systemd and fstab beside bkfs's own, mounted by
+    // its mount point as `mount /mnt/data` does.
+    let out = run(
+        "defaults,noauto,nofail,_netdev,x-systemd.requires=network.target,x-systemd.automount,\
+         comment=bkfs,snapdir=visible",
+        &[d.mnt.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let (source, fstype, opts) = proc_mounts(&d.mnt).unwrap();
+    assert_eq!(
+        (source.as_str(), fstype.as_str()),
+        (d.src.to_str().unwrap(), "fuse.bkfs")
+    );
+    assert!(
+        !opts.iter().any(|o| o.starts_with("no") && o != "noatime"),
+        "{opts:?}"
+    );
+    let names: Vec<_> = fs::read_dir(&d.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.contains(&".snapshots".to_string()),
+        "snapdir=visible: {names:?}"
+    );
+    umount(&d.mnt);
+
+    // `user`: mount(8)'s nosuid, nodev, noexec, as for any filesystem.
+    let out = run("user,noauto", &[d.mnt.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let (_, _, opts) = proc_mounts(&d.mnt).unwrap();
+    for flag in ["nodev", "nosuid", "noexec"] {
+        assert!(opts.contains(&flag.to_string()), "{flag} not in {opts:?}");
+    }
+    umount(&d.mnt);
+
+    // mount -a mounts the line once.
+    let out = run("nofail", &["-a"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(is_mounted(&d.mnt));
+    let out = run("nofail", &["-a"]);
+    assert!(out.status.success(), "{out:?}");
+    umount(&d.mnt);
+
+    // An option neither bkfs's nor mount(8)'s is refused, naming it.
+    let out = run("frobnicate", &[d.mnt.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown mount option 'frobnicate'"), "{err}");
+    assert!(!is_mounted(&d.mnt));
+    let out = mount8(
+        &d,
+        &[
+            "-t",
+            "bkfs",
+            "-o",
+            "snapdir=sideways",
+            d.src.to_str().unwrap(),
+            d.mnt.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("snapdir= takes 'hidden' or 'visible'"),
+        "{err}"
+    );
+    assert!(!is_mounted(&d.mnt));
+}
+
+#[test]
+fn bkfs_mount_and_mount8_give_the_same_mount() {
+    if !can_mount() {
+        return;
+    }
+    let mut d = Dirs::new();
+    d.share();
+    let (src, mnt) = (d.src.to_str().unwrap(), d.mnt.to_str().unwrap());
+    // mount(8) passes neither `dev`, `suid`, `exec` nor `defaults` on; it
+    // adds noexec,nosuid,nodev for `user`, and keeps later positives.
+    for opts in [
+        "",
+        "dev,suid,exec",
+        "nodev",
+        "nosuid,noexec",
+        "ro,noatime",
+        "user",
+        "users,dev,suid",
+        "owner",
+        "defaults,nofail,_netdev",
+    ] {
+        let mut args = vec!["-t", "bkfs"];
+        let mut direct = vec![];
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+            direct.extend(["-o", opts]);
+        }
+        args.extend([src, mnt]);
+        let out = mount8(&d, &args);
+        assert!(out.status.success(), "{opts}: {out:?}");
+        let through_mount8 = proc_mounts(&d.mnt).unwrap();
+        umount(&d.mnt);
+        let out = bkfs_mount(&d.src, &d.mnt, &direct);
+        assert!(out.status.success(), "{opts}: {out:?}");
+        let direct = proc_mounts(&d.mnt).unwrap();
+        umount(&d.mnt);
+        assert_eq!(through_mount8, direct, "-o {opts}");
+    }
+}
+
+#[test]
+fn the_mount_never_honours_what_the_source_s_filesystems_withhold() {
+    if !can_mount() {
+        return;
+    }
+    let d = Dirs::new();
+    // A source on a tmpfs mounted nodev,nosuid,noexec, as /tmp often is.
+    let t = d.root.join("t");
+    fs::create_dir(&t).unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    sh(&format!(
+        "mount -t tmpfs -o nodev,nosuid,noexec bkfs-test {}",
+        t.display()
+    ));
+    let _t = Unmount(t.clone());
+    let src = t.join("src");
+    fs::create_dir(&src).unwrap();
+    let out = bkfs_mount(&src, &d.mnt, &["-o", "dev,suid"]);
+    assert!(out.status.success(), "{out:?}");
+    let (_, _, opts) = proc_mounts(&d.mnt).unwrap();
+    for flag in ["nodev", "nosuid", "noexec"] {
+        assert!(opts.contains(&flag.to_string()), "{flag} not in {opts:?}");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("dev ignored: {} is mounted nodev", t.display()))
+            && err.contains("suid ignored"),
+        "{err}"
+    );
+    umount(&d.mnt);
+
+    // A filesystem mounted inside the source counts too.
+    let sub = d.src.join("sub");
+    fs::create_dir(&sub).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o nosuid bkfs-test {}",
+        sub.display()
+    ));
+    let _sub = Unmount(sub.clone());
+    let out = bkfs_mount(&d.src, &d.mnt, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let (_, _, opts) = proc_mounts(&d.mnt).unwrap();
+    assert!(
+        opts.contains(&"nosuid".into()) && !opts.contains(&"nodev".into()),
+        "{opts:?}"
+    );
+    umount(&d.mnt);
+}
+
+#[test]
+fn a_failed_foreground_mount_reports_its_error_once() {
+    if !can_mount() {
+        return;
+    }
+    // In the foreground without log=, the daemon's log is stderr, where the
+    // command prints the error it fails with, as under bkfs@.service.
+    let d = Dirs::new();
+    let out = Command::new(BKFS)
+        .arg("mount")
+        .arg(&d.src)
+        .arg(&d.mnt)
+        .args(["--foreground", "-o", "profile=/nonexistent/p.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("/nonexistent/p.toml").count(), 1, "{err}");
+    assert!(!err.contains('\x1b'), "colours, off a terminal: {err:?}");
+    assert!(!is_mounted(&d.mnt));
+}
+
+#[test]
+fn the_daemon_log_has_each_event_once() {
+    if !can_mount() {
+        return;
+    }
+    let d = Dirs::new();
+    let log = d.root.join("log");
+    let out = bkfs_mount(&d.src, &d.mnt, &["-o", &format!("log={}", log.display())]);
+    assert!(out.status.success(), "{out:?}");
+    fs::write(d.mnt.join(".control/snapshot"), b"one\n").unwrap();
+    assert_eq!(fs::read(d.mnt.join("hello")).unwrap(), b"world");
+    umount(&d.mnt);
+    let log = fs::read_to_string(&log).unwrap();
+    let about = |word: &str| {
+        log.lines()
+            .filter(|l| l.to_lowercase().contains(word))
+            .count()
+    };
+    assert_eq!(about(" mounted "), 1, "{log}");
+    assert_eq!(about("unmount"), 1, "{log}");
+    // No line says what another already said (timestamps aside).
+    let mut seen = std::collections::HashSet::new();
+    for line in log.lines() {
+        let text = line.split_once(' ').map_or(line, |(_, rest)| rest);
+        assert!(seen.insert(text), "repeated: {text}\n{log}");
+    }
+}
+
+#[test]
+fn relative_option_paths_mean_the_directory_mount_was_run_in() {
+    if !can_mount() {
+        return;
+    }
+    // The daemon works from /: store= and log= relative to where `bkfs
+    // mount` ran, as SOURCE and MOUNTPOINT are, not to /.
+    let d = Dirs::new();
+    let out = Command::new(BKFS)
+        .current_dir(&d.root)
+        .arg("mount")
+        .arg(&d.src)
+        .arg(&d.mnt)
+        .args(["-o", "store=rel.bkfs,log=rel.log"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    fs::write(d.mnt.join(".control/snapshot"), b"one\n").unwrap();
+    umount(&d.mnt);
+    assert!(d.root.join("rel.bkfs").is_dir());
+    let log = fs::read_to_string(d.root.join("rel.log")).unwrap();
+    assert!(log.contains("unmounted"), "{log}");
 }
