@@ -355,7 +355,9 @@ fn node_from_stat(name: Vec<u8>, kind: Kind, st: &libc::stat) -> Node {
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
-        size: if kind == Kind::File || kind == Kind::Symlink {
+        // A directory's size is its filesystem's (ext4: its blocks), shown
+        // as such by the snapshot views.
+        size: if matches!(kind, Kind::File | Kind::Symlink | Kind::Dir) {
             st.st_size as u64
         } else {
             0
