@@ -12,6 +12,31 @@ use crate::store::Xattr;
 /// An inode's identity: `(st_dev, st_ino)`.
 pub type Key = (u64, u64);
 
+/// What an [`AsOf`] error carries when the tree can no longer be read as
+/// of its point in time (an object changed, or went, without a pre-image):
+/// a copy then fails rather than seal a snapshot without the object.
+#[derive(Debug)]
+pub struct Inconsistent(pub String);
+
+impl std::fmt::Display for Inconsistent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Inconsistent {}
+
+impl Inconsistent {
+    pub fn error(msg: String) -> io::Error {
+        io::Error::other(Inconsistent(msg))
+    }
+
+    /// Whether `e` is such an error.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|r| r.is::<Inconsistent>())
+    }
+}
+
 /// A tree as of a point in time, read-only. All methods may be called from
 /// many threads at once.
 pub trait AsOf: Send + Sync {

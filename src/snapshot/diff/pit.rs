@@ -23,7 +23,7 @@ use serde_bytes::ByteBuf;
 
 use super::area::{self, AttrsRec, EntryRec, State, ALL_BLOCKS, BLOCK};
 use crate::live::changes::Obj;
-use crate::snapshot::asof::{AsOf, AsOfFile, Key};
+use crate::snapshot::asof::{AsOf, AsOfFile, Inconsistent, Key};
 use crate::store::{Time, Xattr};
 
 const STRIPES: usize = 256;
@@ -127,7 +127,7 @@ fn realtime_now() -> Time {
 }
 
 fn gone(key: Key) -> io::Error {
-    io::Error::other(format!(
+    Inconsistent::error(format!(
         "object {}:{} of the pending snapshot is gone from the source and has no pre-image",
         key.0, key.1
     ))
@@ -254,7 +254,7 @@ impl Pit {
             nsec: st.st_ctime_nsec as u32,
         };
         if ctime > self.commit {
-            return Err(io::Error::other(format!(
+            return Err(Inconsistent::error(format!(
                 "object {}:{} changed after the point in time of snapshot {:?} without a \
                  pre-image (changed outside the mount?): ctime {}.{:09} > commit {}.{:09}",
                 st.st_dev,
