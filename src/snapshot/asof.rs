@@ -61,6 +61,25 @@ pub trait AsOf: Send + Sync {
     fn readlink(&self, obj: &Self::Obj) -> io::Result<Vec<u8>>;
     /// Opens a regular file for reading its content as of the point in time.
     fn open(&self, obj: &Self::Obj) -> io::Result<Self::File>;
+
+    /// Whether `obj` holds a descriptor of its own: a view keeping objects
+    /// for as long as the kernel caches them counts those in the daemon's
+    /// descriptor budget.
+    fn holds_fd(&self, _obj: &Self::Obj) -> bool {
+        false
+    }
+
+    /// `obj` in a form that holds no descriptor (a file handle), to keep
+    /// for long; [`AsOf::unpark`] makes it usable again. `None` where there
+    /// is none (the keeper then finds it again by name).
+    fn park(&self, obj: &Self::Obj) -> Option<Self::Obj> {
+        Some(obj.clone())
+    }
+
+    /// A parked object made usable (the others as they are).
+    fn unpark(&self, obj: &Self::Obj) -> io::Result<Self::Obj> {
+        Ok(obj.clone())
+    }
 }
 
 /// The content of a regular file as of a point in time.
