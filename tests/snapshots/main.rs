@@ -8,4 +8,5 @@ mod tree;
 
 mod control;
 mod crash;
+mod faults;
 mod model;
