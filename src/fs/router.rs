@@ -30,7 +30,8 @@ use fuser::{
 
 use super::{errno, reply_read, BkfsFs};
 use crate::control::{Control, CONTROL_DIR_ID, QUIESCE_DIR_ID};
-use crate::live::ids::{namespace, ROOT_ID};
+use crate::live::ids::{namespace, NAMESPACE_SNAPVIEW, ROOT_ID};
+use crate::live::nodes::FdBudget;
 use crate::live::Live;
 use crate::snapshot::diff::PointInTime;
 use crate::snapshot::pitview::{PitView, NAMESPACE_PIT};
@@ -106,6 +107,8 @@ enum PitRoute {
 struct Pits {
     snapshotter: Arc<Snapshotter>,
     map: RwLock<HashMap<String, Arc<PitView<PointInTime>>>>,
+    /// The daemon's descriptor budget, shared with the live tree's nodes.
+    budget: Arc<FdBudget>,
 }
 
 impl Pits {
@@ -122,7 +125,7 @@ impl Pits {
         }
         let mut map = self.map.write().unwrap();
         map.retain(|n, v| *n == pending || v.in_use());
-        let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID) {
+        let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID, self.budget.clone()) {
             Ok(v) => Arc::new(v),
             Err(e) => {
                 tracing::error!("view of snapshot {pending}: {e}");
@@ -137,6 +140,20 @@ impl Pits {
     fn of(&self, ino: u64) -> Option<Arc<PitView<PointInTime>>> {
         let map = self.map.read().unwrap();
         map.values().find(|v| v.knows(ino)).cloned()
+    }
+
+    /// Retires the views of snapshots sealed or failed since (their
+    /// descriptors go at once, whatever the kernel still caches), and
+    /// drops those the kernel holds nothing of.
+    fn retire_stale(&self) {
+        let pending = self.snapshotter.pending().map(|(n, _)| n);
+        let mut map = self.map.write().unwrap();
+        for (n, v) in map.iter() {
+            if pending.as_ref() != Some(n) {
+                v.retire();
+            }
+        }
+        map.retain(|n, v| pending.as_ref() == Some(n) || v.in_use());
     }
 }
 
@@ -160,16 +177,6 @@ enum Route {
     Pit,
 }
 
-fn route(ino: u64) -> Route {
-    match namespace(ino) {
-        0 => Route::Live,
-        1 => Route::Control,
-        2 => Route::View,
-        NAMESPACE_PIT => Route::Pit,
-        _ => Route::Live,
-    }
-}
-
 fn virt_type(kind: u32) -> FileType {
     match kind {
         libc::S_IFDIR => FileType::Directory,
@@ -190,6 +197,7 @@ impl MountFs {
         snapshotter: Arc<Snapshotter>,
         names: VirtualNames,
     ) -> MountFs {
+        let budget = live_core.nodes().budget().clone();
         MountFs {
             live,
             live_core,
@@ -199,6 +207,7 @@ impl MountFs {
             pits: Arc::new(Pits {
                 snapshotter: snapshotter.clone(),
                 map: RwLock::new(HashMap::new()),
+                budget: budget.clone(),
             }),
             snapshotter,
             names,
@@ -213,6 +222,30 @@ impl MountFs {
         let mut n = self.next_fh.lock().unwrap();
         *n += 1;
         *n
+    }
+
+    /// Where a request for node `ino` goes, by its namespace; an id of the
+    /// snapshot views' namespace may be a node of the pending snapshot's
+    /// view, which gives out the ids the sealed view will.
+    fn route(&self, ino: u64) -> Route {
+        match namespace(ino) {
+            0 => Route::Live,
+            1 => Route::Control,
+            2 if ino != SNAPSHOTS_DIR_ID && self.pits.of(ino).is_some() => Route::Pit,
+            2 => Route::View,
+            NAMESPACE_PIT => Route::Pit,
+            _ => Route::Live,
+        }
+    }
+
+    /// Refreshes the store's view and retires the views of snapshots no
+    /// longer pending: to run after a snapshot is sealed or failed.
+    pub fn on_change(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let (view, pits) = (self.view.clone(), self.pits.clone());
+        move |_| {
+            view.refresh();
+            pits.retire_stale();
+        }
     }
 
     fn pit_named(&self, name: &[u8]) -> Option<Arc<PitView<PointInTime>>> {
@@ -237,6 +270,8 @@ impl MountFs {
         {
             return PitRoute::Pending(p);
         }
+        // Sealed or failed: nothing of the view's objects serves any more.
+        p.retire();
         if let Some(v) = self.forwarded.lock().unwrap().get(&ino) {
             return PitRoute::Sealed(*v);
         }
@@ -371,7 +406,7 @@ impl Filesystem for MountFs {
                 return self.virt_entry(reply, r);
             }
         }
-        match route(parent.0) {
+        match self.route(parent.0) {
             Route::Live => self.live.lookup(req, parent, name, reply),
             Route::Control => self.virt_entry(reply, self.control.lookup(parent.0, name)),
             Route::View if parent.0 == SNAPSHOTS_DIR_ID => {
@@ -402,25 +437,31 @@ impl Filesystem for MountFs {
     }
 
     fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.forget(req, ino, nlookup),
             Route::Control => {}
             Route::View => self.snapfs.forget(req, ino, nlookup),
             Route::Pit => {
+                let mut rest = nlookup;
                 if let Some(p) = self.pit_of(ino.0) {
-                    p.forget(ino.0, nlookup);
+                    rest = p.forget(ino.0, nlookup);
                     if !p.knows(ino.0) {
                         if let Some(v) = self.forwarded.lock().unwrap().remove(&ino.0) {
                             self.view.forget(v, 1);
                         }
                     }
                 }
+                // The same id handed out by the store's view since the
+                // seal (a lookup under a node forwarded to it).
+                if rest > 0 && namespace(ino.0) == NAMESPACE_SNAPVIEW {
+                    self.view.forget(ino.0, rest);
+                }
             }
         }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.getattr(req, ino, fh, reply),
             Route::Control => self.virt_attr(reply, self.control.getattr(ino.0)),
             Route::View if ino.0 == SNAPSHOTS_DIR_ID => {
@@ -459,7 +500,7 @@ impl Filesystem for MountFs {
         flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.setattr(
                 req, ino, mode, uid, gid, size, atime, mtime, ctime, fh, crtime, chgtime, bkuptime,
                 flags, reply,
@@ -474,7 +515,7 @@ impl Filesystem for MountFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.readlink(req, ino, reply),
             Route::View => self.snapfs.readlink(req, ino, reply),
             Route::Pit => {
@@ -502,7 +543,7 @@ impl Filesystem for MountFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match route(parent.0) {
+        match self.route(parent.0) {
             Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EEXIST),
             Route::Live => self.live.mknod(req, parent, name, mode, umask, rdev, reply),
             Route::Control => reply.error(Errno::EPERM),
@@ -519,7 +560,7 @@ impl Filesystem for MountFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match route(parent.0) {
+        match self.route(parent.0) {
             Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EEXIST),
             Route::Live => self.live.mkdir(req, parent, name, mode, umask, reply),
             Route::View if parent.0 == SNAPSHOTS_DIR_ID => {
@@ -558,7 +599,7 @@ impl Filesystem for MountFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match route(parent.0) {
+        match self.route(parent.0) {
             Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EPERM),
             Route::Live => self.live.unlink(req, parent, name, reply),
             Route::Control => reply.error(Errno::EPERM),
@@ -567,7 +608,7 @@ impl Filesystem for MountFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match route(parent.0) {
+        match self.route(parent.0) {
             Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EPERM),
             Route::Live => self.live.rmdir(req, parent, name, reply),
             Route::View if parent.0 == SNAPSHOTS_DIR_ID => {
@@ -597,7 +638,7 @@ impl Filesystem for MountFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match route(parent.0) {
+        match self.route(parent.0) {
             Route::Live if self.reserved(parent.0, link_name) => reply.error(Errno::EEXIST),
             Route::Live => self.live.symlink(req, parent, link_name, target, reply),
             Route::Control => reply.error(Errno::EPERM),
@@ -615,7 +656,7 @@ impl Filesystem for MountFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match (route(parent.0), route(newparent.0)) {
+        match (self.route(parent.0), self.route(newparent.0)) {
             (Route::Live, Route::Live)
                 if self.reserved(parent.0, name) || self.reserved(newparent.0, newname) =>
             {
@@ -637,7 +678,7 @@ impl Filesystem for MountFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match (route(ino.0), route(newparent.0)) {
+        match (self.route(ino.0), self.route(newparent.0)) {
             (Route::Live, Route::Live) if self.reserved(newparent.0, newname) => {
                 reply.error(Errno::EEXIST)
             }
@@ -648,7 +689,7 @@ impl Filesystem for MountFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.open(req, ino, flags, reply),
             Route::Control => {
                 let contents = if flags.0 & libc::O_ACCMODE == libc::O_WRONLY {
@@ -699,7 +740,7 @@ impl Filesystem for MountFs {
         lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self
                 .live
                 .read(req, ino, fh, offset, size, flags, lock_owner, reply),
@@ -742,7 +783,7 @@ impl Filesystem for MountFs {
         lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.write(
                 req,
                 ino,
@@ -775,7 +816,7 @@ impl Filesystem for MountFs {
         flush: bool,
         reply: ReplyEmpty,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self
                 .live
                 .release(req, ino, fh, flags, lock_owner, flush, reply),
@@ -803,14 +844,14 @@ impl Filesystem for MountFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.fsync(req, ino, fh, datasync, reply),
             _ => reply.ok(),
         }
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.opendir(req, ino, flags, reply),
             Route::Control => match self.control.list(ino.0) {
                 Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
@@ -839,7 +880,7 @@ impl Filesystem for MountFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = match route(ino.0) {
+        let r = match self.route(ino.0) {
             Route::Live if ino.0 == ROOT_ID && self.names.visible => {
                 self.root_listing(fh.0, offset, false, |name, id, kind, _, _, next| {
                     !reply.add(INodeNo(id), next, virt_type(kind), name)
@@ -889,7 +930,7 @@ impl Filesystem for MountFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let dot = |id: u64, kind: u32| Attr::synthetic(id, kind, 0o555, (0, 0), Default::default());
-        let r = match route(ino.0) {
+        let r = match self.route(ino.0) {
             Route::Live if ino.0 == ROOT_ID && self.names.visible => {
                 let ttl = self.live.ttl();
                 self.root_listing(fh.0, offset, true, |name, id, kind, vattr, lattr, next| {
@@ -982,7 +1023,7 @@ impl Filesystem for MountFs {
         flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.releasedir(req, ino, fh, flags, reply),
             Route::View => self.snapfs.releasedir(req, ino, fh, flags, reply),
             Route::Pit => {
@@ -1008,7 +1049,7 @@ impl Filesystem for MountFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.fsyncdir(req, ino, fh, datasync, reply),
             _ => reply.ok(),
         }
@@ -1028,7 +1069,7 @@ impl Filesystem for MountFs {
         position: u32,
         reply: ReplyEmpty,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self
                 .live
                 .setxattr(req, ino, name, value, flags, position, reply),
@@ -1038,7 +1079,7 @@ impl Filesystem for MountFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.getxattr(req, ino, name, size, reply),
             Route::View => self.snapfs.getxattr(req, ino, name, size, reply),
             Route::Pit => reply_xattr(
@@ -1054,7 +1095,7 @@ impl Filesystem for MountFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.listxattr(req, ino, size, reply),
             Route::View => self.snapfs.listxattr(req, ino, size, reply),
             Route::Pit => reply_xattr(
@@ -1070,7 +1111,7 @@ impl Filesystem for MountFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.removexattr(req, ino, name, reply),
             Route::Control => reply.error(Errno::EPERM),
             _ => reply.error(Errno::EROFS),
@@ -1107,7 +1148,7 @@ impl Filesystem for MountFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match route(parent.0) {
+        match self.route(parent.0) {
             Route::Live if self.reserved(parent.0, name) => reply.error(Errno::EEXIST),
             Route::Live => self
                 .live
@@ -1127,7 +1168,7 @@ impl Filesystem for MountFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self
                 .live
                 .fallocate(req, ino, fh, offset, length, mode, reply),
@@ -1144,7 +1185,7 @@ impl Filesystem for MountFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match route(ino.0) {
+        match self.route(ino.0) {
             Route::Live => self.live.lseek(req, ino, fh, offset, whence, reply),
             _ => reply.error(Errno::ENOSYS),
         }
@@ -1163,7 +1204,7 @@ impl Filesystem for MountFs {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match (route(ino_in.0), route(ino_out.0)) {
+        match (self.route(ino_in.0), self.route(ino_out.0)) {
             (Route::Live, Route::Live) => self.live.copy_file_range(
                 req, ino_in, fh_in, offset_in, ino_out, fh_out, offset_out, len, flags, reply,
             ),

@@ -111,6 +111,10 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Entries skipped on purpose (sockets, the store itself).
     pub warnings: Vec<String>,
+    /// The change record given was not used: the snapshot it counts from
+    /// is gone from the store (forgotten since); metadata was compared with
+    /// the newest snapshot of the source instead.
+    pub changes_dropped: bool,
 }
 
 /// Why an entry could not be backed up: a problem of the source (reported,
@@ -233,13 +237,30 @@ pub fn copy<A: AsOf>(
     }
     let mut w = store.writer("backup")?;
     let reader = w.reader()?;
-    let parent_root = parent_root(store, &reader, &opts.source, parent)?;
+    // A change record counts from its snapshot. Forgotten since (through
+    // the mount or behind its back: the writer lock now keeps it as it is),
+    // the record says nothing of what changed since the snapshot before,
+    // so the copy compares metadata with the newest snapshot of the source.
+    let mut changes = opts.changes;
+    let parent_root = match parent_root(store, &reader, &opts.source, parent) {
+        Err(Error::NoSnapshot(gone)) if changes.is_some() => {
+            tracing::info!(
+                "snapshot {}: the change record counts from {gone:?}, which is gone; \
+                 comparing metadata with the newest snapshot instead",
+                opts.name
+            );
+            changes = None;
+            parent_root(store, &reader, &opts.source, None)?
+        }
+        r => r?,
+    };
+    let changes_dropped = opts.changes.is_some() && changes.is_none();
 
     let walk = Walk {
         src,
         w: &w,
         parent: parent_root.is_some().then_some(&reader),
-        changes: opts.changes.filter(|_| parent_root.is_some()),
+        changes: changes.filter(|_| parent_root.is_some()),
         cancel: opts.cancel,
         progress,
         links: Mutex::new(HashMap::new()),
@@ -307,6 +328,7 @@ pub fn copy<A: AsOf>(
         snapshot: snap,
         errors,
         warnings,
+        changes_dropped,
     })
 }
 
@@ -355,7 +377,9 @@ fn node_from_stat(name: Vec<u8>, kind: Kind, st: &libc::stat) -> Node {
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
-        size: if kind == Kind::File || kind == Kind::Symlink {
+        // A directory's size is its filesystem's (ext4: its blocks), shown
+        // as such by the snapshot views.
+        size: if matches!(kind, Kind::File | Kind::Symlink | Kind::Dir) {
             st.st_size as u64
         } else {
             0
@@ -601,14 +625,20 @@ impl<A: AsOf> Walk<'_, A> {
         old: Option<&Node>,
     ) -> Result<Option<Node>, Failure> {
         let path = path_of(dir_path, &name);
-        let report = |f: Failure| {
-            if let Failure::Source(e) = &f {
+        let report = |f: Failure| match f {
+            // The point in time is lost for this entry: no snapshot rather
+            // than one that lacks it.
+            Failure::Source(e) if crate::snapshot::asof::Inconsistent::is(&e) => {
+                Failure::Store(Error::Other(format!("{}: {e}", path.display())))
+            }
+            Failure::Source(e) => {
                 // Vanished since readdir: a live tree changes; it is simply not in the snapshot.
                 if e.raw_os_error() != Some(libc::ENOENT) {
-                    self.source_error(&path, e);
+                    self.source_error(&path, &e);
                 }
+                Failure::Source(e)
             }
-            f
+            f => f,
         };
         let obj = self
             .src

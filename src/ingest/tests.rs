@@ -604,12 +604,24 @@ fn changes_and_parent_must_agree() {
     o.changes = Some(&changes);
     o.parent = Some("other".into());
     assert!(copy(&store, &plain, &o, &Progress::default()).is_err());
+    // Changes counted from a snapshot forgotten since say nothing of what
+    // changed before it: metadata is compared with the newest snapshot.
     let missing = ChangeSet {
         since: "nope".into(),
         ..ChangeSet::default()
     };
     o.parent = None;
     o.changes = Some(&missing);
+    let r = copy_ok(&store, &plain, &o);
+    assert!(r.changes_dropped);
+    let full = copy_ok(&store, &plain, &opts("full", &src));
+    assert!(!full.changes_dropped);
+    let reader = store.reader().unwrap();
+    let tree = |r: &Report| reader.tree(&r.snapshot.tree).unwrap().nodes[0].subtree;
+    assert_eq!(tree(&r), tree(&full));
+    // A parent named by the caller must exist.
+    let mut o = opts("y", &src);
+    o.parent = Some("nope".into());
     assert!(matches!(
         copy(&store, &plain, &o, &Progress::default()),
         Err(Error::NoSnapshot(_))

@@ -26,6 +26,9 @@ pub struct Node {
     /// `st_mode & S_IFMT`; the type of an inode never changes.
     pub kind: u32,
     pin: Pin,
+    /// The budget's share a descriptor pin takes, given back when the node
+    /// (and so its descriptor) goes.
+    _share: Option<FdShare>,
     /// Id of the directory the kernel last found it in (0: unknown). Exact
     /// for directories (one parent, renames update it); for a file with
     /// several names, only one of them (see [`super::changes::Obj::lineage`]).
@@ -75,10 +78,75 @@ pub struct NodeTable {
     slots: RwLock<HashMap<u64, Slot>>,
     /// The source root opened for reading, to open handles through.
     mount: Arc<OwnedFd>,
-    /// How many nodes may be held by descriptors (directories always are).
-    budget: usize,
-    /// How many nodes are held by descriptors now.
-    pinned: AtomicUsize,
+    /// How many nodes may be held by descriptors, shared with the other
+    /// node tables of the daemon (the pending snapshot's view).
+    budget: Arc<FdBudget>,
+}
+
+/// The descriptors the daemon's nodes may hold at once, shared by every
+/// table of nodes the kernel may keep (the live tree's, the pending
+/// snapshot's view): the kernel caches as many inodes as memory allows,
+/// the process has only so many descriptors. Past the budget, nodes are
+/// held by file handles (or found again by name) instead.
+#[derive(Debug)]
+pub struct FdBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+/// One descriptor of an [`FdBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct FdShare(Arc<FdBudget>);
+
+impl Drop for FdShare {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl FdBudget {
+    pub fn new(limit: usize) -> Arc<FdBudget> {
+        Arc::new(FdBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// One descriptor more, if the budget has one left.
+    pub fn take(self: &Arc<Self>) -> Option<FdShare> {
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.limit {
+                return None;
+            }
+            match self.used.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(FdShare(self.clone())),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// One descriptor counted whatever is left: one that nothing else can
+    /// stand for (the root; an inode of another filesystem, which the
+    /// source's handles do not reach).
+    pub fn force(self: &Arc<Self>) -> FdShare {
+        self.used.fetch_add(1, Ordering::Relaxed);
+        FdShare(self.clone())
+    }
+
+    /// Descriptors held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
 }
 
 /// Default share of the open-file limit given to node descriptors; the
@@ -103,11 +171,13 @@ impl NodeTable {
         let st = sys::fstat(root_fd.as_fd())?;
         let key = (st.st_dev, st.st_ino);
         let mount = Arc::new(mount);
+        let budget = FdBudget::new(budget);
         let root = Arc::new(Node {
             id: ROOT_ID,
             key,
             kind: st.st_mode & libc::S_IFMT,
             pin: Pin::Fd(root_fd),
+            _share: Some(budget.force()),
             parent: AtomicU64::new(0),
         });
         let mut slots = HashMap::new();
@@ -123,8 +193,12 @@ impl NodeTable {
             slots: RwLock::new(slots),
             mount,
             budget,
-            pinned: AtomicUsize::new(1),
         })
+    }
+
+    /// The descriptor budget of the nodes, for other tables to share.
+    pub fn budget(&self) -> &Arc<FdBudget> {
+        &self.budget
     }
 
     /// The node with this id, or `ESTALE` if the kernel names one it forgot.
@@ -165,18 +239,20 @@ impl NodeTable {
     /// How the inode of `fd` is to be held: by `fd`, or by its handle once
     /// the descriptor budget is spent (never for inodes of another
     /// filesystem than the source root's: handles are opened through it).
-    fn pin_for(&self, fd: OwnedFd, st: &libc::stat) -> Pin {
-        let spent = self.pinned.load(Ordering::Relaxed) >= self.budget;
-        if spent && st.st_dev == self.ids.root_dev() {
+    fn pin_for(&self, fd: OwnedFd, st: &libc::stat) -> (Pin, Option<FdShare>) {
+        if let Some(share) = self.budget.take() {
+            return (Pin::Fd(fd), Some(share));
+        }
+        if st.st_dev == self.ids.root_dev() {
             if let Ok(handle) = RawHandle::of(fd.as_fd()) {
-                return Pin::Handle {
+                let pin = Pin::Handle {
                     handle: Box::new(handle),
                     mount: self.mount.clone(),
                 };
+                return (pin, None);
             }
         }
-        self.pinned.fetch_add(1, Ordering::Relaxed);
-        Pin::Fd(fd)
+        (Pin::Fd(fd), Some(self.budget.force()))
     }
 
     /// Adds one lookup to the node of the inode `fd` refers to (`st` is its
@@ -191,25 +267,27 @@ impl NodeTable {
         let mut slots = self.slots.write().expect("node table lock");
         if let Some(slot) = slots.get_mut(&id) {
             if !slot.node.pin.is_fd() {
-                let pin = self.pin_for(fd, st);
+                let (pin, share) = self.pin_for(fd, st);
                 let parent = AtomicU64::new(slot.node.parent());
                 slot.node = Arc::new(Node {
                     id,
                     key,
                     kind,
                     pin,
+                    _share: share,
                     parent,
                 });
             }
             slot.lookups += 1;
             return slot.node.clone();
         }
-        let pin = self.pin_for(fd, st);
+        let (pin, share) = self.pin_for(fd, st);
         let node = Arc::new(Node {
             id,
             key,
             kind,
             pin,
+            _share: share,
             parent: AtomicU64::new(0),
         });
         slots.insert(
@@ -231,9 +309,8 @@ impl NodeTable {
         if let Some(slot) = slots.get_mut(&id) {
             slot.lookups = slot.lookups.saturating_sub(n);
             if slot.lookups == 0 {
-                if slot.node.pin.is_fd() {
-                    self.pinned.fetch_sub(1, Ordering::Relaxed);
-                }
+                // Its descriptor (and budget share) goes with the last
+                // reference to the node.
                 slots.remove(&id);
             }
         }
@@ -254,8 +331,9 @@ impl NodeTable {
         self.len() == 0
     }
 
-    /// Number of nodes held by descriptors.
+    /// Number of nodes held by descriptors (in every table sharing the
+    /// budget).
     pub fn pinned(&self) -> usize {
-        self.pinned.load(Ordering::Relaxed)
+        self.budget.used()
     }
 }

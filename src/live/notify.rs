@@ -77,11 +77,13 @@ impl Live {
     }
 
     /// The attributes the kernel gets for stat `st` of node `id`: the link
-    /// count without the listener's own links.
+    /// count without the listener's own links. It may be 0, as natively: a
+    /// file still open whose last name is gone (kept alive by the diff
+    /// area's link or not) has no links.
     pub(super) fn attr(&self, mut st: libc::stat, id: u64) -> Attr {
         if self.changes.active() && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             let hidden = self.changes.hidden_links((st.st_dev, st.st_ino));
-            st.st_nlink = st.st_nlink.saturating_sub(hidden as libc::nlink_t).max(1);
+            st.st_nlink = st.st_nlink.saturating_sub(hidden as libc::nlink_t);
         }
         Attr::new(st, id)
     }

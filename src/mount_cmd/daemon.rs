@@ -410,10 +410,6 @@ fn start_mount(
         let q = Arc::new(crate::quiesce::Quiescer::new(profile, marker));
         snapshotter.set_profile(path.clone(), q);
     }
-    {
-        let view = view.clone();
-        snapshotter.set_on_change(move |_| view.refresh());
-    }
     // Every write must reach the daemon for its pre-image to be kept, so no
     // kernel passthrough: the kernel makes a writer join the passthrough of
     // an inode that readers hold open, and its writes would then bypass the
@@ -434,6 +430,9 @@ fn start_mount(
         },
     );
     let fs = MountFs::new(live_fs, live, view.clone(), snapshotter.clone(), names);
+    // After each seal or failure: the store's view refreshed, the views of
+    // snapshots no longer pending retired.
+    snapshotter.set_on_change(fs.on_change());
     let session = session(
         fs,
         mountpoint,

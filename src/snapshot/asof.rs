@@ -12,6 +12,31 @@ use crate::store::Xattr;
 /// An inode's identity: `(st_dev, st_ino)`.
 pub type Key = (u64, u64);
 
+/// What an [`AsOf`] error carries when the tree can no longer be read as
+/// of its point in time (an object changed, or went, without a pre-image):
+/// a copy then fails rather than seal a snapshot without the object.
+#[derive(Debug)]
+pub struct Inconsistent(pub String);
+
+impl std::fmt::Display for Inconsistent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Inconsistent {}
+
+impl Inconsistent {
+    pub fn error(msg: String) -> io::Error {
+        io::Error::other(Inconsistent(msg))
+    }
+
+    /// Whether `e` is such an error.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|r| r.is::<Inconsistent>())
+    }
+}
+
 /// A tree as of a point in time, read-only. All methods may be called from
 /// many threads at once.
 pub trait AsOf: Send + Sync {
@@ -36,6 +61,25 @@ pub trait AsOf: Send + Sync {
     fn readlink(&self, obj: &Self::Obj) -> io::Result<Vec<u8>>;
     /// Opens a regular file for reading its content as of the point in time.
     fn open(&self, obj: &Self::Obj) -> io::Result<Self::File>;
+
+    /// Whether `obj` holds a descriptor of its own: a view keeping objects
+    /// for as long as the kernel caches them counts those in the daemon's
+    /// descriptor budget.
+    fn holds_fd(&self, _obj: &Self::Obj) -> bool {
+        false
+    }
+
+    /// `obj` in a form that holds no descriptor (a file handle), to keep
+    /// for long; [`AsOf::unpark`] makes it usable again. `None` where there
+    /// is none (the keeper then finds it again by name).
+    fn park(&self, obj: &Self::Obj) -> Option<Self::Obj> {
+        Some(obj.clone())
+    }
+
+    /// A parked object made usable (the others as they are).
+    fn unpark(&self, obj: &Self::Obj) -> io::Result<Self::Obj> {
+        Ok(obj.clone())
+    }
 }
 
 /// The content of a regular file as of a point in time.

@@ -2,48 +2,53 @@
 //! served from its point in time (live objects and preserved pre-images,
 //! through [`AsOf`]), read-only.
 //!
-//! Ids are in namespace [`NAMESPACE_PIT`], hashed from (snapshot name, dev,
-//! ino) as the sealed view's are, so hard links share a number and numbers
-//! are stable across remounts. Once the snapshot is sealed, new lookups go
-//! to the store's view; this one serves what the kernel still holds until
-//! it forgets it (reads of an object whose pre-images were released then
-//! fail with `ESTALE`).
+//! Ids are the sealed view's ([`crate::snapview::ids::hashed`] of the
+//! snapshot's name and the object's source `(dev, ino)`), so hard links
+//! share a number, numbers are stable across remounts, and a tool reading
+//! the snapshot across its seal sees every object under one number. The
+//! router tells this view's nodes from the sealed view's by asking the view
+//! ([`PitView::knows`]). Should two objects hash alike, the newcomer gets
+//! an id of [`NAMESPACE_PIT`] from a table instead.
+//!
+//! Nodes keep their objects while the kernel caches them, which may be
+//! far longer than the daemon has descriptors: an object holding a
+//! descriptor of its own takes a share of the daemon's budget
+//! ([`FdBudget`]), and past it is parked as a file handle (or found again
+//! from its parent by name). Once the snapshot is sealed, new lookups go to
+//! the store's view and this one only routes what the kernel still holds
+//! ([`PitView::retire`] drops every object and open file).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use nix::errno::Errno;
 
-use super::asof::{AsOf, AsOfFile};
+use super::asof::{AsOf, AsOfFile, Key};
 use crate::live::ids::NAMESPACE_SHIFT;
+use crate::live::nodes::{FdBudget, FdShare};
 use crate::live::Xattr;
-use crate::snapview::Attr;
+use crate::snapview::{ids, Attr};
 use crate::store::Time;
 
 pub type Result<T> = std::result::Result<T, Errno>;
 
-/// Namespace of unsealed snapshot views.
+/// Namespace of the ids an unsealed view gives where the hashed one is
+/// taken (a collision).
 pub const NAMESPACE_PIT: u8 = 3;
 const NS: u64 = (NAMESPACE_PIT as u64) << NAMESPACE_SHIFT;
-const LOCAL_MASK: u64 = (1 << 55) - 1;
 
 fn errno(e: io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// The id of `(dev, ino)` in snapshot `name`.
+/// The id `(dev, ino)` has in snapshot `name`, in this view and, once
+/// sealed, in the store's (barring collisions).
 pub fn id_of(name: &str, key: (u64, u64)) -> u64 {
-    let mut h = blake3::Hasher::new();
-    h.update(b"bkfs pit inode");
-    h.update(name.as_bytes());
-    h.update(&[0]);
-    h.update(&key.0.to_le_bytes());
-    h.update(&key.1.to_le_bytes());
-    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
-    NS | (u64::from_le_bytes(bytes) & LOCAL_MASK).max(1)
+    ids::hashed(name, key.0, key.1)
 }
 
 fn time(sec: i64, nsec: i64) -> Time {
@@ -70,12 +75,29 @@ pub fn attr_of(id: u64, st: &libc::stat) -> Attr {
     }
 }
 
+/// How a node keeps its object.
+enum Held<O> {
+    /// The object; with a share of the budget if it holds a descriptor
+    /// (given back with it).
+    Obj(O, #[allow(dead_code)] Option<FdShare>),
+    /// Parked ([`AsOf::park`]): made usable again at each use.
+    Parked(O),
+    /// Found again from its parent by its name (past the budget, where it
+    /// cannot be parked).
+    ByName,
+    /// The snapshot is sealed or gone: the router serves the node from the
+    /// store's view.
+    Retired,
+}
+
 struct PitNode<O> {
-    obj: O,
+    key: Key,
+    held: Held<O>,
     kind: u32,
     parent: u64,
     /// Its name in `parent` (empty for the root): once the snapshot is
-    /// sealed, the node is found again by path in the store's view.
+    /// sealed, the node is found again by path in the store's view. For a
+    /// file with several names, the last one it was found by.
     name: Vec<u8>,
     lookups: u64,
 }
@@ -89,42 +111,64 @@ pub struct Listed {
     pub attr: Option<Attr>,
 }
 
+/// Ids handed out where the hashed id was another object's.
+#[derive(Default)]
+struct Table {
+    ids: HashMap<Key, u64>,
+    next: u64,
+}
+
 pub struct PitView<A: AsOf> {
     name: String,
     src: Arc<A>,
     root_id: u64,
     nodes: RwLock<HashMap<u64, PitNode<A::Obj>>>,
+    table: Mutex<Table>,
     files: Mutex<HashMap<u64, Arc<A::File>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<Vec<u8>>>>>,
     next_fh: Mutex<u64>,
+    budget: Arc<FdBudget>,
+    retired: AtomicBool,
 }
 
 impl<A: AsOf> PitView<A> {
-    pub fn new(name: String, src: Arc<A>, parent_id: u64) -> io::Result<PitView<A>> {
+    /// The view of `src`, snapshot `name`, whose root's parent is
+    /// `parent_id`; nodes holding descriptors share `budget`.
+    pub fn new(
+        name: String,
+        src: Arc<A>,
+        parent_id: u64,
+        budget: Arc<FdBudget>,
+    ) -> io::Result<PitView<A>> {
         let root = src.root()?;
-        let root_id = id_of(&name, src.key(&root));
-        let kind = libc::S_IFDIR;
-        let mut nodes = HashMap::new();
-        nodes.insert(
+        let key = src.key(&root);
+        let view = PitView {
+            name,
+            src,
+            root_id: 0,
+            nodes: RwLock::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: Mutex::new(1),
+            budget,
+            retired: AtomicBool::new(false),
+        };
+        let root_id = view.id_for(&HashMap::new(), key);
+        let held = view.hold(root);
+        view.nodes.write().expect("pit nodes").insert(
             root_id,
             PitNode {
-                obj: root,
-                kind,
+                key,
+                held,
+                kind: libc::S_IFDIR,
                 parent: parent_id,
                 name: Vec::new(),
                 // The adapter's lookup of the root takes lookups as they come.
                 lookups: 0,
             },
         );
-        Ok(PitView {
-            name,
-            src,
-            root_id,
-            nodes: RwLock::new(nodes),
-            files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
-            next_fh: Mutex::new(1),
-        })
+        Ok(PitView { root_id, ..view })
     }
 
     pub fn name(&self) -> &str {
@@ -135,20 +179,86 @@ impl<A: AsOf> PitView<A> {
         self.root_id
     }
 
+    /// Whether `id` can only be an unsealed view's (a table id); hashed ids
+    /// are in the sealed views' namespace, and [`PitView::knows`] tells.
     pub fn owns(id: u64) -> bool {
         crate::live::ids::namespace(id) == NAMESPACE_PIT
     }
 
+    /// The id of `key`: its hashed id, unless that is taken by another
+    /// object among `nodes` (or reserved), then one of the table.
+    fn id_for(&self, nodes: &HashMap<u64, PitNode<A::Obj>>, key: Key) -> u64 {
+        let mut table = self.table.lock().expect("pit id table");
+        if let Some(&id) = table.ids.get(&key) {
+            return id;
+        }
+        let id = id_of(&self.name, key);
+        if ids::usable_hash(id) && nodes.get(&id).is_none_or(|n| n.key == key) {
+            return id;
+        }
+        table.next += 1;
+        let id = NS | table.next;
+        table.ids.insert(key, id);
+        id
+    }
+
+    /// How a new node keeps `obj`: as it is while the descriptor budget
+    /// allows, else parked, else by name.
+    fn hold(&self, obj: A::Obj) -> Held<A::Obj> {
+        if !self.src.holds_fd(&obj) {
+            return Held::Obj(obj, None);
+        }
+        if let Some(share) = self.budget.take() {
+            return Held::Obj(obj, Some(share));
+        }
+        match self.src.park(&obj) {
+            Some(p) => Held::Parked(p),
+            None => Held::ByName,
+        }
+    }
+
+    /// Node `id`'s object (made usable), type and parent.
     fn obj(&self, id: u64) -> Result<(A::Obj, u32, u64)> {
-        let nodes = self.nodes.read().expect("pit nodes");
-        let n = nodes.get(&id).ok_or(Errno::ESTALE)?;
-        Ok((n.obj.clone(), n.kind, n.parent))
+        let (held, kind, parent, name) = {
+            let nodes = self.nodes.read().expect("pit nodes");
+            let n = nodes.get(&id).ok_or(Errno::ESTALE)?;
+            let held = match &n.held {
+                Held::Obj(o, _) => Some((o.clone(), false)),
+                Held::Parked(o) => Some((o.clone(), true)),
+                Held::ByName => None,
+                Held::Retired => return Err(Errno::ESTALE),
+            };
+            (held, n.kind, n.parent, n.name.clone())
+        };
+        let obj = match held {
+            Some((o, false)) => o,
+            Some((o, true)) => self.src.unpark(&o).map_err(errno)?,
+            None => {
+                let (dir, _, _) = self.obj(parent)?;
+                self.src.child(&dir, &name).map_err(errno)?
+            }
+        };
+        Ok((obj, kind, parent))
     }
 
     fn fh(&self) -> u64 {
         let mut n = self.next_fh.lock().expect("pit fh");
         *n += 1;
         *n
+    }
+
+    /// The snapshot is sealed (or its copy failed): drops every object
+    /// and open file this view holds, with their descriptors. The nodes
+    /// stay, for the router to find them again in the store's view.
+    pub fn retire(&self) {
+        if self.retired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for n in self.nodes.write().expect("pit nodes").values_mut() {
+            n.held = Held::Retired;
+        }
+        self.files.lock().expect("pit files").clear();
+        self.dirs.lock().expect("pit dirs").clear();
     }
 
     /// The root as an entry (`lookup` of the snapshot's name in `.snapshots`).
@@ -166,17 +276,39 @@ impl<A: AsOf> PitView<A> {
 
     /// Enters `obj` (named `name` in `parent`) and takes one lookup on it.
     fn enter(&self, parent: u64, name: &[u8], obj: A::Obj) -> Result<Attr> {
+        if self.retired.load(Ordering::SeqCst) {
+            return Err(Errno::ESTALE);
+        }
         let st = self.src.stat(&obj).map_err(errno)?;
-        let id = id_of(&self.name, self.src.key(&obj));
+        let key = self.src.key(&obj);
+        let kind = st.st_mode & libc::S_IFMT;
         let mut nodes = self.nodes.write().expect("pit nodes");
-        let n = nodes.entry(id).or_insert(PitNode {
-            obj,
-            kind: st.st_mode & libc::S_IFMT,
-            parent,
-            name: name.to_vec(),
-            lookups: 0,
-        });
-        n.lookups += 1;
+        let id = self.id_for(&nodes, key);
+        match nodes.get_mut(&id) {
+            Some(n) => {
+                n.lookups += 1;
+                if kind != libc::S_IFDIR && !matches!(n.held, Held::Retired) {
+                    // The name the kernel found it by last is the one
+                    // most likely cached: the best way back by name.
+                    n.parent = parent;
+                    n.name = name.to_vec();
+                }
+            }
+            None => {
+                let held = self.hold(obj);
+                nodes.insert(
+                    id,
+                    PitNode {
+                        key,
+                        held,
+                        kind,
+                        parent,
+                        name: name.to_vec(),
+                        lookups: 1,
+                    },
+                );
+            }
+        }
         Ok(attr_of(id, &st))
     }
 
@@ -206,14 +338,19 @@ impl<A: AsOf> PitView<A> {
         Some(out)
     }
 
-    pub fn forget(&self, id: u64, n: u64) {
+    /// The kernel dropped `n` lookups of `id`; returns those this view did
+    /// not hand out (once sealed, the store's view hands out the same ids).
+    pub fn forget(&self, id: u64, n: u64) -> u64 {
         let mut nodes = self.nodes.write().expect("pit nodes");
-        if let Some(node) = nodes.get_mut(&id) {
-            node.lookups = node.lookups.saturating_sub(n);
-            if node.lookups == 0 && id != self.root_id {
-                nodes.remove(&id);
-            }
+        let Some(node) = nodes.get_mut(&id) else {
+            return n;
+        };
+        let mine = n.min(node.lookups);
+        node.lookups -= mine;
+        if node.lookups == 0 && id != self.root_id {
+            nodes.remove(&id);
         }
+        n - mine
     }
 
     /// Whether node `id` belongs to this view.
@@ -358,9 +495,11 @@ impl<A: AsOf> PitView<A> {
                         }
                     } else {
                         let st = self.src.stat(&child).map_err(errno)?;
+                        let key = self.src.key(&child);
+                        let id = self.id_for(&self.nodes.read().expect("pit nodes"), key);
                         Listed {
                             name: name.clone(),
-                            id: id_of(&self.name, self.src.key(&child)),
+                            id,
                             kind: st.st_mode & libc::S_IFMT,
                             attr: None,
                         }

@@ -29,6 +29,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a hand-held barrier (`.control/freeze`) stays closed.
 pub const FREEZE_CAP: Duration = Duration::from_secs(10);
 
+/// The environment variable of the copy's failpoint (see `hold_for_tests`).
+pub const HOLD_COPY_ENV: &str = "BKFS_HOLD_COPY";
+
 /// A request refused: the errno the writer gets, and the reason shown in
 /// `.control/snapshot`.
 #[derive(Debug, Clone)]
@@ -386,7 +389,9 @@ impl Snapshotter {
         changes: Option<Arc<super::ChangeSet>>,
     ) {
         let Some(pit) = self.snaps.point_in_time() else {
-            return;
+            // Committed, yet nothing to copy: the request returned success,
+            // so the failure must be told.
+            return self.copy_failed(&name, op, "the point in time is gone before its copy");
         };
         let progress = Arc::new(Progress::default());
         *self.progress.lock().unwrap() = progress.clone();
@@ -400,10 +405,16 @@ impl Snapshotter {
         *self.last.lock().unwrap() = Some(op.clone());
         self.cancel.store(false, Ordering::Relaxed);
         let me = self.clone();
-        let handle = std::thread::Builder::new()
+        let (name2, op2) = (name.clone(), op.clone());
+        let spawned = std::thread::Builder::new()
             .name("bkfs-provider".into())
-            .spawn(move || me.copy(name, op, pit, changes, progress))
-            .expect("spawn the provider");
+            .spawn(move || me.copy(name, op, pit, changes, progress));
+        let handle = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                return self.copy_failed(&name2, op2, &format!("cannot start the copy: {e}"));
+            }
+        };
         let old = self.copier.lock().unwrap().replace(handle);
         if let Some(old) = old {
             let _ = old.join();
@@ -418,6 +429,7 @@ impl Snapshotter {
         changes: Option<Arc<super::ChangeSet>>,
         progress: Arc<Progress>,
     ) {
+        self.hold_for_tests();
         let capture = Capture {
             requested: op.requested.map(rfc3339).unwrap_or_default(),
             consistency: op.consistency.clone(),
@@ -462,9 +474,24 @@ impl Snapshotter {
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
             })
             .build();
+        // A panic in the copy (a bug) must not leave the snapshot pending
+        // for ever, shown as copying, refusing every later one.
+        let run = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ingest::copy(&self.store, &*pit, &opts, &progress)
+            }))
+            .unwrap_or_else(|p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(store::Error::Other(format!("the copy panicked: {what}")))
+            })
+        };
         let r = match pool {
-            Ok(pool) => pool.install(|| ingest::copy(&self.store, &*pit, &opts, &progress)),
-            Err(_) => ingest::copy(&self.store, &*pit, &opts, &progress),
+            Ok(pool) => pool.install(run),
+            Err(_) => run(),
         };
         drop(pit);
         *self.copy_took.lock().unwrap() = self
@@ -489,12 +516,22 @@ impl Snapshotter {
                 self.snaps.sealed(&name);
                 op.state = "sealed";
                 op.sealed = Some(SystemTime::now());
+                if report.changes_dropped {
+                    op.incremental = format!(
+                        "metadata compared with the parent ({} was forgotten)",
+                        changes
+                            .as_ref()
+                            .map(|c| c.since.as_str())
+                            .unwrap_or_default()
+                    );
+                }
                 if !report.errors.is_empty() {
                     op.error = format!(
                         "{} entries could not be read: {}",
                         report.errors.len(),
                         report.errors.first().cloned().unwrap_or_default()
                     );
+                    tracing::warn!("snapshot {name}: {}", op.error);
                 }
                 tracing::info!("snapshot {name} sealed");
                 *self.last.lock().unwrap() = Some(op);
@@ -502,18 +539,40 @@ impl Snapshotter {
                 self.apply_retention();
             }
             Err(store::Error::Cancelled) => {
+                tracing::info!(
+                    "the copy of snapshot {name} stops with the mount; it resumes at the next"
+                );
                 op.state = "interrupted";
                 op.error = "the mount is going away; the copy resumes at the next mount".into();
                 *self.last.lock().unwrap() = Some(op);
             }
-            Err(e) => {
-                tracing::error!("snapshot {name} failed: {e}");
-                self.snaps.failed(&name);
-                op.state = "failed";
-                op.error = e.to_string();
-                *self.last.lock().unwrap() = Some(op);
-                self.changed(&name);
-            }
+            Err(e) => self.copy_failed(&name, op, &e.to_string()),
+        }
+    }
+
+    /// The copy of snapshot `name`, whose request returned success, failed:
+    /// told in `.control/snapshot` (and so `bkfs status`) and the log; its
+    /// pre-images are released and its changes count for the next one.
+    fn copy_failed(&self, name: &str, mut op: OpStatus, why: &str) {
+        tracing::error!("snapshot {name} failed: {why}");
+        self.snaps.failed(name);
+        op.state = "failed";
+        op.error = why.to_string();
+        *self.last.lock().unwrap() = Some(op);
+        self.changed(name);
+    }
+
+    /// A failpoint for tests: while the file named by `BKFS_HOLD_COPY`
+    /// exists, the copy does not start (the snapshot stays pending for as
+    /// long as a test needs, whatever the machine's speed). Unset, it costs
+    /// one look-up of the environment per copy.
+    fn hold_for_tests(&self) {
+        let Some(path) = std::env::var_os(HOLD_COPY_ENV) else {
+            return;
+        };
+        let path = PathBuf::from(path);
+        while path.exists() && !self.cancel.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -567,6 +626,7 @@ impl Snapshotter {
             e => Refusal::new(Errno::EIO, e.to_string()),
         })?;
         drop(w);
+        self.snaps.forgotten(name);
         self.changed(name);
         Ok(())
     }

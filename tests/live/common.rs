@@ -62,6 +62,16 @@ impl Mount {
 
     /// Like [`Mount::new`], after `fill` has prepared the source.
     pub fn with_source(options: &str, fill: impl FnOnce(&Path)) -> Mount {
+        Mount::with_command(options, fill, |_| {})
+    }
+
+    /// Like [`Mount::with_source`]; `tweak` adjusts the daemon's command
+    /// (environment, resource limits) before it starts.
+    pub fn with_command(
+        options: &str,
+        fill: impl FnOnce(&Path),
+        tweak: impl FnOnce(&mut Command),
+    ) -> Mount {
         let tmp = tempfile::Builder::new()
             .prefix("bkfs-live-")
             .tempdir_in("/tmp")
@@ -80,11 +90,12 @@ impl Mount {
         if !options.is_empty() {
             cmd.arg("-o").arg(options);
         }
+        cmd.env(
+            "BKFS_LOG",
+            std::env::var("BKFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        tweak(&mut cmd);
         let daemon = cmd
-            .env(
-                "BKFS_LOG",
-                std::env::var("BKFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -8,5 +8,6 @@ mod tree;
 
 mod control;
 mod crash;
+mod faults;
 mod model;
 mod pit;

@@ -269,6 +269,15 @@ struct FileHandle {
 /// The file handle of `name` in `dir` (not following a symlink), encoded as
 /// in [`EntryRec::handle`]; `None` where the filesystem has none.
 pub fn handle_at(dir: BorrowedFd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+    name_to_handle(dir, name, 0)
+}
+
+/// The file handle of the object `fd` holds, as [`handle_at`] gives.
+pub fn handle_of(fd: BorrowedFd) -> io::Result<Option<Vec<u8>>> {
+    name_to_handle(fd, c"", libc::AT_EMPTY_PATH)
+}
+
+fn name_to_handle(dir: BorrowedFd, name: &CStr, flags: i32) -> io::Result<Option<Vec<u8>>> {
     let mut h = FileHandle {
         handle_bytes: MAX_HANDLE_SZ as u32,
         handle_type: 0,
@@ -284,7 +293,7 @@ pub fn handle_at(dir: BorrowedFd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
             name.as_ptr(),
             &mut h as *mut FileHandle,
             &mut mount_id as *mut libc::c_int,
-            0,
+            flags,
         )
     };
     if ret == -1 {

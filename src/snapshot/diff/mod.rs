@@ -261,6 +261,17 @@ impl Snapshots {
         t.baseline = Some(name.to_owned());
     }
 
+    /// Sealed snapshot `name` was forgotten. Should the change record count
+    /// from it, the next copy cannot use the record (it would compare with a
+    /// snapshot that is gone) and compares metadata with the newest
+    /// snapshot left instead.
+    pub fn forgotten(&self, name: &str) {
+        let mut t = self.tracking.lock().expect("tracking lock");
+        if t.baseline.as_deref() == Some(name) {
+            t.baseline = None;
+        }
+    }
+
     /// The copy of snapshot `name` failed or was abandoned: releases its
     /// pre-images; its changes count for the next snapshot.
     pub fn failed(&self, name: &str) {

@@ -23,7 +23,7 @@ use serde_bytes::ByteBuf;
 
 use super::area::{self, AttrsRec, EntryRec, State, ALL_BLOCKS, BLOCK};
 use crate::live::changes::Obj;
-use crate::snapshot::asof::{AsOf, AsOfFile, Key};
+use crate::snapshot::asof::{AsOf, AsOfFile, Inconsistent, Key};
 use crate::store::{Time, Xattr};
 
 const STRIPES: usize = 256;
@@ -127,7 +127,7 @@ fn realtime_now() -> Time {
 }
 
 fn gone(key: Key) -> io::Error {
-    io::Error::other(format!(
+    Inconsistent::error(format!(
         "object {}:{} of the pending snapshot is gone from the source and has no pre-image",
         key.0, key.1
     ))
@@ -254,7 +254,7 @@ impl Pit {
             nsec: st.st_ctime_nsec as u32,
         };
         if ctime > self.commit {
-            return Err(io::Error::other(format!(
+            return Err(Inconsistent::error(format!(
                 "object {}:{} changed after the point in time of snapshot {:?} without a \
                  pre-image (changed outside the mount?): ctime {}.{:09} > commit {}.{:09}",
                 st.st_dev,
@@ -584,8 +584,11 @@ pub struct PitObj {
     key: Key,
     kind: u32,
     /// `O_PATH` descriptor of the live inode; `None` when it is gone and only
-    /// its pre-image is left.
+    /// its pre-image is left, or while it is parked.
     fd: Option<Arc<OwnedFd>>,
+    /// Parked ([`AsOf::park`]): the live inode's file handle, in place of
+    /// its descriptor.
+    handle: Option<Arc<Vec<u8>>>,
 }
 
 impl PitObj {
@@ -640,6 +643,48 @@ impl AsOf for PointInTime {
             key: self.pit.source.root_key,
             kind: libc::S_IFDIR,
             fd: Some(self.pit.source.root.clone()),
+            handle: None,
+        })
+    }
+
+    fn holds_fd(&self, obj: &PitObj) -> bool {
+        obj.fd
+            .as_ref()
+            .is_some_and(|f| !Arc::ptr_eq(f, &self.pit.source.root))
+    }
+
+    fn park(&self, obj: &PitObj) -> Option<PitObj> {
+        let Some(fd) = obj.fd.as_ref().filter(|_| self.holds_fd(obj)) else {
+            return Some(obj.clone());
+        };
+        // Handles are opened through the source root: they reach its own
+        // filesystem only.
+        if obj.key.0 != self.pit.source.root_key.0 {
+            return None;
+        }
+        let handle = area::handle_of(fd.as_fd()).ok()??;
+        Some(PitObj {
+            key: obj.key,
+            kind: obj.kind,
+            fd: None,
+            handle: Some(Arc::new(handle)),
+        })
+    }
+
+    fn unpark(&self, obj: &PitObj) -> io::Result<PitObj> {
+        let Some(handle) = &obj.handle else {
+            return Ok(obj.clone());
+        };
+        let fd = area::open_handle(self.pit.source.mount.as_fd(), handle)?;
+        let st = area::fstat(fd.as_fd())?;
+        if (st.st_dev, st.st_ino) != obj.key {
+            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        Ok(PitObj {
+            key: obj.key,
+            kind: obj.kind,
+            fd: Some(Arc::new(fd)),
+            handle: None,
         })
     }
 
@@ -702,6 +747,7 @@ impl AsOf for PointInTime {
                         key: (st.st_dev, st.st_ino),
                         kind: st.st_mode & libc::S_IFMT,
                         fd: Some(Arc::new(fd)),
+                        handle: None,
                     });
                 }
             }
@@ -710,6 +756,7 @@ impl AsOf for PointInTime {
             key: entry.key(),
             kind: entry.kind,
             fd: p.resolve(dir.fd.as_ref().map(|f| f.as_fd()), &entry),
+            handle: None,
         })
     }
 
