@@ -372,13 +372,22 @@ impl Shared {
         }
     }
 
-    fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8], kill: bool, reply: ReplyWrite) {
-        if kill {
+    fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        flags: WriteFlags,
+        reply: ReplyWrite,
+    ) {
+        if flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
             if let Err(e) = self.live.kill_privs(ino) {
                 return reply.error(errno(e));
             }
         }
-        match self.live.write(fh, offset, data) {
+        let from_cache = flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        match self.live.write(fh, offset, data, from_cache) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -689,19 +698,30 @@ impl Filesystem for BkfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         match self.barrier.enter() {
-            Some(_pass) => self.s.write(ino.0, fh.0, offset, data, kill, reply),
+            Some(_pass) => self.s.write(ino.0, fh.0, offset, data, write_flags, reply),
             None => {
                 let data = data.to_vec();
-                self.gated(move |s| s.write(ino.0, fh.0, offset, &data, kill, reply));
+                self.gated(move |s| s.write(ino.0, fh.0, offset, &data, write_flags, reply));
             }
         }
     }
 
-    // No flush: it would have nothing to do (data is written through at
-    // once, the kernel keeps the locks), and answering ENOSYS once tells the
-    // kernel to stop sending it, saving a round trip on every close.
+    /// Nothing to do at close: written data reached the backing file when
+    /// its WRITE was answered, and the kernel reports writeback errors at
+    /// close and fsync itself (the daemon answers every failed WRITE of
+    /// cached pages with its error). ENOSYS tells the kernel to stop sending
+    /// FLUSH, saving a round trip on every close.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
 
     fn release(
         &self,

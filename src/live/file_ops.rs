@@ -136,7 +136,11 @@ impl Live {
 
     /// Writes all of `data` at `off` (an `O_APPEND` file appends instead);
     /// returns the bytes written, fewer only if an error cut the write short.
-    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
+    /// Writes `data` at `off`. A short count means the rest failed, as for
+    /// write(2), except for pages written back from the kernel's cache
+    /// (`from_cache`): nobody retries their rest, so the kernel must get
+    /// the error (it reports it at fsync and close), not a count it ignores.
+    pub fn write(&self, fh: u64, off: u64, data: &[u8], from_cache: bool) -> Result<usize> {
         let file = self.files.get(fh)?;
         if self.changes().active() {
             let at = if file.flags & libc::O_APPEND != 0 {
@@ -149,9 +153,10 @@ impl Live {
         let mut done = 0;
         while done < data.len() {
             match sys::pwrite(file.fd(), &data[done..], off + done as u64) {
+                Ok(0) if from_cache => return Err(Errno::EIO),
                 Ok(0) => break,
                 Ok(n) => done += n,
-                Err(e) if done == 0 => return Err(e),
+                Err(e) if done == 0 || from_cache => return Err(e),
                 Err(_) => break,
             }
         }

@@ -126,7 +126,7 @@ fn create_write_read_truncate() {
         )
         .unwrap();
     assert_eq!(e.attr.st.st_mode & 0o7777, 0o640);
-    assert_eq!(live.write(fh, 0, b"hello world").unwrap(), 11);
+    assert_eq!(live.write(fh, 0, b"hello world", false).unwrap(), 11);
     let mut buf = [0u8; 64];
     assert_eq!(live.read(fh, 6, &mut buf).unwrap(), 5);
     assert_eq!(&buf[..5], b"world");
@@ -410,7 +410,7 @@ fn seek_data_and_holes_and_punching() {
             libc::O_RDWR,
         )
         .unwrap();
-    live.write(fh, 1 << 20, b"data").unwrap();
+    live.write(fh, 1 << 20, b"data", false).unwrap();
     assert_eq!(live.lseek(fh, 0, libc::SEEK_DATA).unwrap(), 1 << 20);
     assert_eq!(live.lseek(fh, 0, libc::SEEK_HOLE).unwrap(), 0);
     live.fallocate(
@@ -443,7 +443,7 @@ fn nodes_past_the_descriptor_budget_are_held_by_file_handles() {
     let (f, fh) = live
         .create(&c, d.id(), OsStr::new("f"), 0o644, 0, libc::O_RDWR)
         .unwrap();
-    live.write(fh, 0, b"handle-held").unwrap();
+    live.write(fh, 0, b"handle-held", false).unwrap();
     live.release(fh);
     assert_eq!(live.nodes().pinned(), 1, "only the root holds a descriptor");
     // Every kind of operation works through the handle.

@@ -693,3 +693,133 @@ fn a_reader_and_a_writer_on_one_file_at_once() {
     }
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// A source on a tmpfs of `kib` KiB, mounted with `options` (store
+/// elsewhere); the tmpfs goes when the mount does.
+fn small_source(options: &str, kib: u64) -> (Mount, LazyUmount) {
+    let store = tempfile::Builder::new()
+        .prefix("bkfs-store-")
+        .tempdir_in("/tmp")
+        .unwrap()
+        .keep();
+    let opts = format!("store={}/s", store.display());
+    let opts = if options.is_empty() {
+        opts
+    } else {
+        format!("{options},{opts}")
+    };
+    let m = Mount::with_source(&opts, |src| {
+        sh(&format!(
+            "mount -t tmpfs -o size={kib}k bkfs-test {}",
+            src.display()
+        ));
+    });
+    let guard = LazyUmount(vec![m.src.clone()], store);
+    (m, guard)
+}
+
+/// Detaches the tmpfs under a test mount (lazily: the daemon still holds
+/// it) and removes the store beside it.
+struct LazyUmount(Vec<std::path::PathBuf>, std::path::PathBuf);
+
+impl Drop for LazyUmount {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(p)
+                .status();
+        }
+        let _ = fs::remove_dir_all(&self.1);
+    }
+}
+
+/// Every byte that write(2) (or a store into a shared mapping) accepted is
+/// in the backing file, or write, fsync or close reports the error: the
+/// daemon must not turn a failed writeback into a short count the kernel
+/// ignores.
+#[test]
+fn write_errors_are_reported_never_lost() {
+    if !can_mount() {
+        return;
+    }
+    for options in ["", "writeback", "snapshots=off"] {
+        // 2500 KiB: a 1 MiB request fills it part way.
+        let (m, _tmpfs) = small_source(options, 2500);
+        let want: Vec<u8> = (0..2600 * 1024u32).map(|i| (i % 251) as u8).collect();
+
+        // write(2): a short count, or an error now or at fsync or close.
+        let mut f = File::create(m.path("w")).unwrap();
+        let mut accepted = 0;
+        let mut error = None;
+        while accepted < want.len() {
+            match f.write(&want[accepted..]) {
+                Ok(0) => break,
+                Ok(n) => accepted += n,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let error = error.or(f.sync_all().err());
+        // SAFETY: the descriptor is ours; File's own close would hide the result.
+        let closed = unsafe { libc::close(f.as_raw_fd()) };
+        std::mem::forget(f);
+        let error = error.or((closed != 0).then(std::io::Error::last_os_error));
+        let stored = fs::read(m.backing("w")).unwrap();
+        if error.is_none() {
+            assert_eq!(
+                stored.len(),
+                accepted,
+                "{options:?}: write(2) accepted {accepted} bytes and nothing reported an error, \
+                 but {} reached the file",
+                stored.len()
+            );
+        }
+        assert_eq!(stored[..], want[..stored.len()], "{options:?}: data");
+        fs::remove_file(m.path("w")).unwrap();
+
+        if options == "snapshots=off" {
+            // Kernel passthrough maps the tmpfs file itself: a store into a
+            // page tmpfs cannot allocate is a SIGBUS, as natively.
+            m.unmount();
+            continue;
+        }
+        // A shared mapping: fsync reports what its writeback could not store.
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(m.path("m"))
+            .unwrap();
+        let len = want.len();
+        f.set_len(len as u64).unwrap();
+        // SAFETY: a fresh shared mapping of `len` bytes of an open file,
+        // written and unmapped here only.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            std::ptr::copy_nonoverlapping(want.as_ptr(), p.cast::<u8>(), len);
+            libc::munmap(p, len);
+        }
+        let synced = f.sync_all();
+        let stored = fs::read(m.backing("m")).unwrap_or_default();
+        if synced.is_ok() {
+            assert!(
+                stored == want,
+                "{options:?}: fsync of a mapping succeeded, but the file holds other data"
+            );
+        }
+        drop(f);
+        m.unmount();
+    }
+}
