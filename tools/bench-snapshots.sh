@@ -6,13 +6,16 @@
 #   -r RUNS        repetitions of each timed measurement; medians are reported (default 3)
 #   -R SLOW_RUNS   repetitions for restic and borg mounts, minutes per run (default 1; 0 skips)
 #   -n SNAPS       snapshots in a row for the barrier figures (default 20)
-#   -p PHASES      comma-separated subset of: barrier,incr,write,copy,read (default all)
+#   -p PHASES      comma-separated subset of: barrier,fence,incr,write,copy,read (default all)
 #   -w WORKDIR     trees, stores, repositories, mountpoints (default /var/tmp/snapbench)
 #
 # Phases:
 #   barrier  barrier_ms of SNAPS snapshots in a row (each waits for `state: sealed`) on a tree of
 #            10,000 and of 1,000,000 small files, a light writer appending through the mount;
 #            p50, p99 (nearest rank) and max, and the wall time of the `echo NAME >` request.
+#   fence    SNAPS snapshots while a writer holds 1, 100 and 1,000 files open for writing and
+#            writes 4 KiB to each in turn: fence_ms (fencing the open files), barrier_ms, the
+#            wall time of the request, and the writer's longest pause (one write's latency).
 #   incr     10 files changed in the 100,000-file tree: time from the first write to
 #            `state: sealed` (polled every 5 ms), against `restic backup` of the same change in a
 #            plain copy of the tree (repository made once).
@@ -37,7 +40,7 @@ set -euo pipefail
 RUNS=3
 SLOW_RUNS=1
 SNAPS=20
-PHASES=barrier,incr,write,copy,read
+PHASES=barrier,fence,incr,write,copy,read
 WORK=/var/tmp/snapbench
 while getopts "r:R:n:p:w:" o; do
     case $o in
@@ -192,6 +195,51 @@ barrier_tree() { # LABEL TREE
 if has barrier; then
     barrier_tree 10k "$TREE10K"
     barrier_tree 1m "$TREE1M"
+fi
+
+# --- 1b. fences with files open for writing -----------------------------------------------------
+open_writer() { # DIR N STOPFILE OUT: N files open for writing, 4 KiB to each in turn until STOPFILE
+    python3 - "$@" <<'EOF'
+import os, sys, time
+d, n, stop, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+os.makedirs(d, exist_ok=True)
+fds = [os.open(os.path.join(d, "w%04d" % i), os.O_WRONLY | os.O_CREAT, 0o644) for i in range(n)]
+buf, worst, writes, i = b"w" * 4096, 0.0, 0, 0
+open(out + ".ready", "w").close()
+while not os.path.exists(stop):
+    t = time.monotonic()
+    os.pwrite(fds[i % n], buf, (i // n % 256) * 4096)
+    worst = max(worst, time.monotonic() - t)
+    writes += 1
+    i += 1
+with open(out, "w") as f:
+    f.write("%.3f %d\n" % (worst * 1000, writes))
+EOF
+}
+if has fence; then
+    MNT=$WORK/mnt-fence
+    mkdir -p "$WORK/fence-src"
+    for n in 1 100 1000; do
+        echo "== fence: $n files open for writing"
+        mount_live "$WORK/fence-src" "$MNT"
+        rm -f "$WORK/fence.stop" "$WORK/fence.out" "$WORK/fence.out.ready"
+        open_writer "$MNT/open-$n" "$n" "$WORK/fence.stop" "$WORK/fence.out" & BGPIDS+=($!)
+        while [ ! -e "$WORK/fence.out.ready" ]; do sleep 0.05; done
+        sleep 0.5
+        for i in $(seq "$SNAPS"); do
+            wall=$(snap "$MNT" "f$n-$i-$TAG")
+            record "fence.$n.fence_ms" "$(field "$MNT" fence_ms)"
+            record "fence.$n.files" "$(field "$MNT" fenced_files)"
+            record "fence.$n.barrier_ms" "$(field "$MNT" barrier_ms)"
+            record "fence.$n.wall_ms" "$(echo "$wall * 1000" | bc)"
+            wait_sealed "$MNT"
+        done
+        touch "$WORK/fence.stop"; wait "${BGPIDS[-1]}" 2>/dev/null || true; unset 'BGPIDS[-1]'
+        read -r worst writes < "$WORK/fence.out"
+        record "fence.$n.worst_write_ms" "$worst"
+        echo "  fenced $(get "fence.$n.files") files; fence_ms p50 $(awk -v k="fence.$n.fence_ms" '$1==k {print $2}' "$RESULTS" | pct 50); barrier_ms p50 $(awk -v k="fence.$n.barrier_ms" '$1==k {print $2}' "$RESULTS" | pct 50); longest write $worst ms of $writes"
+        umount_live "$MNT"
+    done
 fi
 
 # --- 2. incremental snapshot of 10 changed files ------------------------------------------------
@@ -398,6 +446,17 @@ if has barrier; then
         w=$(awk -v k="barrier.$l.wall_s" '$1==k {printf "%.1f\n", $2*1000}' "$RESULTS" | pct 50)
         c=$(awk -v k="barrier.$l.incr_s" '$1==k {print $2}' "$RESULTS" | pct 50)
         echo "| $l files | $(echo "$b" | wc -l) | $(echo "$b" | pct 50) | $(echo "$b" | pct 99) | $(echo "$b" | pct 100) | $w | $c |"
+    done
+    echo
+fi
+if has fence; then
+    echo "| files open for writing | snapshots | fence_ms p50 | p99 | barrier_ms p50 | p99 | request wall ms p50 | p99 | longest write ms |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for n in 1 100 1000; do
+        f=$(awk -v k="fence.$n.fence_ms" '$1==k {print $2}' "$RESULTS")
+        b=$(awk -v k="fence.$n.barrier_ms" '$1==k {print $2}' "$RESULTS")
+        w=$(awk -v k="fence.$n.wall_ms" '$1==k {print $2}' "$RESULTS")
+        echo "| $n (fenced: $(get "fence.$n.files")) | $(echo "$f" | wc -l) | $(echo "$f" | pct 50) | $(echo "$f" | pct 99) | $(echo "$b" | pct 50) | $(echo "$b" | pct 99) | $(echo "$w" | pct 50) | $(echo "$w" | pct 99) | $(get "fence.$n.worst_write_ms") |"
     done
     echo
 fi
