@@ -93,6 +93,9 @@ struct State {
     gate: Option<Hold>,
     /// FSYNCs of the current fix's fence threads are held.
     holding: bool,
+    /// Counts the fixes that fenced: a fence thread of an earlier one (that
+    /// gave up) never takes a slot of a later one.
+    generation: u64,
     /// The current fix's fence threads by thread id: their slot.
     tids: HashMap<i32, usize>,
     slots: Vec<Slot>,
@@ -274,18 +277,20 @@ impl Fences {
             return Ok(fixed);
         }
         let mount = self.mount_fd()?;
-        {
+        let generation = {
             let mut st = self.state.lock().unwrap();
             st.holding = true;
+            st.generation += 1;
             st.tids.clear();
             st.slots = nodes.iter().map(|_| Slot::Waiting).collect();
-        }
+            st.generation
+        };
         for (i, &id) in nodes.iter().enumerate() {
             let (me, mount) = (self.clone(), mount.clone());
             let spawned = std::thread::Builder::new()
                 .name("bkfs-fence".into())
                 .stack_size(FENCE_STACK)
-                .spawn(move || me.fence_one(i, id, &mount));
+                .spawn(move || me.fence_one(generation, i, id, &mount));
             if let Err(e) = spawned {
                 let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
                 self.state.lock().unwrap().slots[i] = Slot::Failed(id, errno);
@@ -333,12 +338,12 @@ impl Fences {
 
     /// A fence thread: opens node `id` through the mount and calls fsync,
     /// which returns once the fix is released.
-    fn fence_one(&self, slot: usize, id: u64, mount: &OwnedFd) {
+    fn fence_one(&self, generation: u64, slot: usize, id: u64, mount: &OwnedFd) {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         {
             let mut st = self.state.lock().unwrap();
-            if !st.holding {
+            if !st.holding || st.generation != generation {
                 return;
             }
             st.tids.insert(tid, slot);
@@ -347,7 +352,10 @@ impl Fences {
             Ok(fd) => fd,
             Err(errno) => {
                 let mut st = self.state.lock().unwrap();
-                if st.holding && matches!(st.slots.get(slot), Some(Slot::Waiting)) {
+                if st.holding
+                    && st.generation == generation
+                    && matches!(st.slots.get(slot), Some(Slot::Waiting))
+                {
                     st.slots[slot] = Slot::Failed(id, errno);
                     self.changed.notify_all();
                 }

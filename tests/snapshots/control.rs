@@ -269,6 +269,42 @@ fn freeze_holds_writes_until_thaw_and_reads_go_on() {
 }
 
 #[test]
+fn a_snapshot_taken_while_frozen_by_hand_is_the_frozen_state() {
+    if !can_mount() {
+        return;
+    }
+    let m = Mount::with_source("", fill);
+    // A file open for writing across the freeze: it is fenced.
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(m.path("open"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"before\n").unwrap();
+    fs::write(m.path(".control/freeze"), "\n").unwrap();
+    let writer = std::thread::spawn(move || {
+        std::io::Write::write_all(&mut f, b"during\n").unwrap();
+        f
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    take(&m.mnt, "frozen");
+    let st = status(&m.mnt);
+    assert_eq!(st["fenced_files"], "1", "{st:?}");
+    fs::write(m.path(".control/thaw"), "\n").unwrap();
+    drop(writer.join().unwrap());
+    assert_eq!(wait_settled(&m.mnt)["state"], "sealed");
+    assert_eq!(
+        fs::read_to_string(m.path(".snapshots/frozen/open")).unwrap(),
+        "before\n"
+    );
+    assert_eq!(
+        fs::read_to_string(m.path("open")).unwrap(),
+        "before\nduring\n"
+    );
+}
+
+#[test]
 fn a_barrier_held_by_hand_is_released_at_its_cap() {
     if !can_mount() {
         return;
