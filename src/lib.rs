@@ -16,7 +16,7 @@
 
 pub mod cli;
 pub mod control;
-pub mod fs;
+pub mod fuse;
 pub mod ingest;
 pub mod live;
 pub mod mount_cmd;
@@ -26,3 +26,4 @@ pub mod snapshot;
 pub mod snapview;
 pub mod store;
 pub mod sys;
+pub mod vfs;

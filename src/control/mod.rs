@@ -23,6 +23,8 @@ use std::time::SystemTime;
 
 use nix::errno::Errno;
 
+pub mod tree;
+
 use crate::live::ids::NAMESPACE_SHIFT;
 use crate::snapshot::requester::Snapshotter;
 use crate::snapview::catalog::time_of;

@@ -47,23 +47,7 @@ impl Entry {
     }
 }
 
-/// A time for setattr: a given instant, or the current time (`UTIME_NOW`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetTime {
-    At(SystemTime),
-    Now,
-}
-
-/// What a setattr request changes; `None` leaves a field as it is.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub atime: Option<SetTime>,
-    pub mtime: Option<SetTime>,
-}
+pub use crate::vfs::{SetAttr, SetTime};
 
 /// The `timespec` utimensat(2) wants for an optional time.
 pub fn timespec(time: Option<SetTime>) -> libc::timespec {

@@ -28,6 +28,7 @@ pub mod ids;
 pub mod nodes;
 pub mod pin;
 pub mod sys;
+pub mod tree;
 
 mod file_ops;
 mod name_ops;
@@ -45,7 +46,7 @@ use std::sync::Arc;
 pub use attr::{Attr, Entry, SetAttr, SetTime};
 pub use caller::Caller;
 pub use ids::ROOT_ID;
-pub use name_ops::{decode_dev, encode_dev, ListedEntry};
+pub use name_ops::ListedEntry;
 pub use sys::Errno;
 pub use xattr_ops::Xattr;
 

@@ -114,13 +114,12 @@ impl Live {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        rdev: u32,
+        dev: libc::dev_t,
     ) -> Result<Entry> {
         let kind = mode & libc::S_IFMT;
         if (kind == libc::S_IFCHR || kind == libc::S_IFBLK) && !self.opts.allow_devices {
             return Err(Errno::EPERM);
         }
-        let dev = decode_dev(rdev);
         self.create_entry(caller, parent, name, umask, |dir, c| {
             sys::mknodat(dir.fd()?.as_fd(), c, mode, dev)
         })
@@ -371,18 +370,4 @@ impl Live {
             Ok(taken)
         })
     }
-}
-
-/// Decodes the kernel's 32-bit device number (`new_encode_dev`) into a `dev_t`.
-pub fn decode_dev(rdev: u32) -> libc::dev_t {
-    let major = (rdev & 0xfff00) >> 8;
-    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
-    libc::makedev(major, minor)
-}
-
-/// Encodes a `dev_t` as the kernel's 32-bit device number for FUSE replies.
-pub fn encode_dev(dev: libc::dev_t) -> u32 {
-    let major = libc::major(dev);
-    let minor = libc::minor(dev);
-    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
 }

@@ -394,7 +394,7 @@ fn fifo_is_allowed_devices_need_the_dev_option() {
         )
         .unwrap();
     assert_eq!(d.attr.st.st_rdev, libc::makedev(1, 3));
-    assert_eq!(name_ops::encode_dev(d.attr.st.st_rdev), (1 << 8) | 3);
+    assert_eq!(crate::fuse::encode_dev(d.attr.st.st_rdev), (1 << 8) | 3);
 }
 
 #[test]

@@ -12,27 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use super::sys::{self, Errno, Result};
 use super::Live;
 
-/// Answer to a get/list request: the value's size when asked with size 0,
-/// else the value itself.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Xattr {
-    Size(usize),
-    Data(Vec<u8>),
-}
-
-impl Xattr {
-    /// The answer to a get or list request of `size` bytes: the size when
-    /// asked with 0, `ERANGE` when the value does not fit.
-    pub fn answer(data: Vec<u8>, size: u32) -> Result<Xattr> {
-        if size == 0 {
-            Ok(Xattr::Size(data.len()))
-        } else if data.len() > size as usize {
-            Err(Errno::ERANGE)
-        } else {
-            Ok(Xattr::Data(data))
-        }
-    }
-}
+pub use crate::vfs::Xattr;
 
 fn xattr_name(name: &OsStr) -> Result<std::ffi::CString> {
     std::ffi::CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)

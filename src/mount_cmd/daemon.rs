@@ -16,14 +16,19 @@ use nix::unistd::{fork, ForkResult};
 use super::logging::{self, Target};
 use super::options::{Flags, MountOptions};
 use super::{failed, MountError, Served};
-use crate::fs::router::{MountFs, VirtualNames};
-use crate::fs::{BkfsFs, FsConfig};
+use crate::control::tree::ControlTree;
+use crate::control::{Control, CONTROL_DIR_ID, QUIESCE_DIR_ID};
+use crate::fuse::{Adapter, Config};
+use crate::live::tree::LiveTree;
 use crate::live::{Live, LiveOptions};
 use crate::snapshot::barrier::Barrier;
 use crate::snapshot::diff::Snapshots;
 use crate::snapshot::fence::Fences;
 use crate::snapshot::requester::Snapshotter;
-use crate::snapview::fuse::SnapViewFs;
+use crate::snapshot::tree::SnapshotsTree;
+use crate::snapview::tree::ViewTree;
+use crate::vfs::mux::{Mux, Virtual, VirtualNames};
+use crate::vfs::{NodeId, ROOT_ID};
 use crate::snapview::ids::SNAPSHOTS_DIR_ID;
 use crate::snapview::{SnapView, ViewConfig};
 
@@ -237,10 +242,10 @@ fn raise_fd_limit() {
 /// A mounted session, of either kind.
 enum Session {
     /// A live tree with snapshots.
-    Mount(Box<fuser::Session<MountFs>>, Arc<Snapshotter>),
+    Mount(Box<fuser::Session<Adapter<Mux>>>, Arc<Snapshotter>),
     /// A live tree only (`snapshots=off`).
-    Live(fuser::Session<BkfsFs>),
-    View(fuser::Session<SnapViewFs>),
+    Live(fuser::Session<Adapter<LiveTree>>),
+    View(fuser::Session<Adapter<ViewTree>>),
 }
 
 impl Session {
@@ -279,19 +284,24 @@ fn start_view(
     mountpoint: &Path,
     opts: &MountOptions,
     flags: Flags,
-) -> Result<fuser::Session<SnapViewFs>, MountError> {
+) -> Result<fuser::Session<Adapter<ViewTree>>, MountError> {
     let view = crate::store::Store::open(store)
         .and_then(|s| SnapView::new(s, ViewConfig::default()))
         .map_err(|e| failed(format!("store {}: {e}", store.display())))?;
     let view = Arc::new(view);
-    let fs = SnapViewFs::new(view.clone());
+    let fs = Adapter::new(
+        Arc::new(ViewTree::new(view.clone())),
+        Barrier::new(),
+        None,
+        Config::view(),
+    );
     let session = session(
         fs,
         mountpoint,
         mount_options(store, true, flags, opts),
         opts,
     )?;
-    view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));
+    view.set_push(crate::fuse::page_cache_push(session.notifier()));
     Ok(session)
 }
 
@@ -300,7 +310,7 @@ fn start_live(
     mountpoint: &Path,
     opts: &MountOptions,
     flags: Flags,
-) -> Result<fuser::Session<BkfsFs>, MountError> {
+) -> Result<fuser::Session<Adapter<LiveTree>>, MountError> {
     let live_opts = LiveOptions {
         hidden_names: hidden_names(source, opts),
         allow_devices: flags.dev,
@@ -311,19 +321,17 @@ fn start_live(
     // The source is opened before the mount covers anything.
     let live = Live::new(source, live_opts)
         .map_err(|e| failed(format!("source {}: {e}", source.display())))?;
-    let live = Arc::new(live);
-    // No points in time on this mount: the barrier and the fences' gate
-    // stay open.
-    let fs = BkfsFs::new(
-        live.clone(),
+    // No points in time on this mount: the barrier stays open, and there
+    // are no fences.
+    let fs = Adapter::new(
+        Arc::new(LiveTree::new(Arc::new(live), opts.cache_timeout)),
         Barrier::new(),
-        Fences::new(live),
-        FsConfig {
-            ttl: opts.cache_timeout,
+        None,
+        Config {
             passthrough: opts.passthrough,
             passthrough_writes: opts.passthrough_writes,
             writeback: opts.writeback,
-            point_in_time: false,
+            ..Config::live()
         },
     );
     session(
@@ -417,29 +425,54 @@ fn start_mount(
     if opts.passthrough_explicit {
         tracing::warn!("kernel passthrough is off on a mount with snapshots (every write must reach the daemon)");
     }
-    let live_fs = BkfsFs::new(
-        live.clone(),
+    let snapshots = SnapshotsTree::new(
+        view.clone(),
+        snapshotter.clone(),
+        live.nodes().budget().clone(),
+    );
+    // After each seal or failure: the store's view refreshed, the views of
+    // snapshots no longer pending retired.
+    snapshotter.set_on_change(snapshots.on_change());
+    let virtuals = vec![
+        Virtual {
+            name: names.control.clone(),
+            id: NodeId(CONTROL_DIR_ID),
+        },
+        Virtual {
+            name: names.snapshots.clone(),
+            id: snapshots.root_id(),
+        },
+        Virtual {
+            name: names.quiesce.clone(),
+            id: NodeId(QUIESCE_DIR_ID),
+        },
+    ];
+    let mux = Mux::new(
+        Arc::new(LiveTree::new(live, opts.cache_timeout)),
+        Arc::new(ControlTree::new(Control::new(snapshotter.clone(), ROOT_ID))),
+        Arc::new(snapshots),
+        virtuals,
+        names.visible,
+    );
+    let fs = Adapter::new(
+        Arc::new(mux),
         barrier,
-        fences,
-        FsConfig {
-            ttl: opts.cache_timeout,
+        Some(fences),
+        Config {
             passthrough: false,
             passthrough_writes: false,
             writeback: opts.writeback,
             point_in_time: true,
+            ..Config::live()
         },
     );
-    let fs = MountFs::new(live_fs, live, view.clone(), snapshotter.clone(), names);
-    // After each seal or failure: the store's view refreshed, the views of
-    // snapshots no longer pending retired.
-    snapshotter.set_on_change(fs.on_change());
     let session = session(
         fs,
         mountpoint,
         mount_options(source, opts.read_only, flags, opts),
         opts,
     )?;
-    view.set_push(crate::snapview::fuse::page_cache_push(session.notifier()));
+    view.set_push(crate::fuse::page_cache_push(session.notifier()));
     Ok(Session::Mount(Box::new(session), snapshotter))
 }
 

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod fence;
 pub mod pitview;
 pub mod requester;
+pub mod tree;
 
 #[cfg(test)]
 mod tests;

@@ -32,7 +32,7 @@ use crate::live::ids::NAMESPACE_SHIFT;
 use crate::live::nodes::{FdBudget, FdShare};
 use crate::live::Xattr;
 use crate::snapview::{ids, Attr};
-use crate::store::Time;
+
 
 pub type Result<T> = std::result::Result<T, Errno>;
 
@@ -51,27 +51,11 @@ pub fn id_of(name: &str, key: (u64, u64)) -> u64 {
     ids::hashed(name, key.0, key.1)
 }
 
-fn time(sec: i64, nsec: i64) -> Time {
-    Time {
-        sec,
-        nsec: nsec as u32,
-    }
-}
-
+/// The attributes of `st`, shown with id `id` (and the views' I/O size).
 pub fn attr_of(id: u64, st: &libc::stat) -> Attr {
     Attr {
-        ino: id,
-        kind: st.st_mode & libc::S_IFMT,
-        perm: (st.st_mode & 0o7777) as u16,
-        nlink: st.st_nlink as u32,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        rdev: st.st_rdev,
-        size: st.st_size as u64,
-        blocks: st.st_blocks as u64,
-        atime: time(st.st_atime, st.st_atime_nsec),
-        mtime: time(st.st_mtime, st.st_mtime_nsec),
-        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        blksize: crate::vfs::BLKSIZE,
+        ..Attr::from_stat(st, id)
     }
 }
 

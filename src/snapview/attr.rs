@@ -1,33 +1,15 @@
 //! Attributes of view nodes: exactly what the store recorded.
 
-use crate::store::{Kind, Node, Piece, Time};
+use crate::store::{Kind, Node, Piece};
 
 /// Preferred I/O size reported in `st_blksize`: large, so that `cp` and
 /// friends read whole chunks' worth per call.
-pub const BLKSIZE: u32 = 128 * 1024;
+pub use crate::vfs::BLKSIZE;
 
 /// Allocation unit assumed for `st_blocks` (that of ext4 and most others).
 const ALLOC_UNIT: u64 = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    /// `S_IF*` type bits.
-    pub kind: u32,
-    /// Permission bits including setuid, setgid and sticky.
-    pub perm: u16,
-    pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Device number in the kernel's `dev_t` encoding (as `st_rdev`).
-    pub rdev: u64,
-    pub size: u64,
-    /// 512-byte blocks.
-    pub blocks: u64,
-    pub atime: Time,
-    pub mtime: Time,
-    pub ctime: Time,
-}
+pub use crate::vfs::Attr;
 
 pub fn kind_bits(kind: Kind) -> u32 {
     match kind {
@@ -62,8 +44,10 @@ pub fn blocks(node: &Node) -> u64 {
 }
 
 impl Attr {
+    /// The recorded attributes of `node`, shown with id `ino`.
     pub fn of_node(ino: u64, node: &Node) -> Attr {
         Attr {
+            blksize: BLKSIZE,
             ino,
             kind: kind_bits(node.kind),
             perm: (node.mode & 0o7777) as u16,
@@ -78,30 +62,12 @@ impl Attr {
             ctime: node.ctime,
         }
     }
-
-    /// A directory or symlink of the view itself (root, `latest`).
-    pub fn synthetic(ino: u64, kind: u32, perm: u16, owner: (u32, u32), time: Time) -> Attr {
-        Attr {
-            ino,
-            kind,
-            perm,
-            nlink: if kind == libc::S_IFDIR { 2 } else { 1 },
-            uid: owner.0,
-            gid: owner.1,
-            rdev: 0,
-            size: 0,
-            blocks: 0,
-            atime: time,
-            mtime: time,
-            ctime: time,
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Id;
+    use crate::store::{Id, Time};
 
     fn file(content: Vec<Piece>) -> Node {
         Node {

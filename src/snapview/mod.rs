@@ -26,7 +26,7 @@
 pub mod attr;
 pub mod catalog;
 pub mod chunks;
-pub mod fuse;
+pub mod tree;
 pub mod ids;
 pub mod layout;
 pub mod nodes;
