@@ -363,3 +363,51 @@ fn sealed_directories_show_their_recorded_size() {
         assert_eq!(got.size(), *size, "{}", p.display());
     }
 }
+
+/// Snapshots requested back to back, each as soon as the one before is
+/// sealed: every one holds the state of its own moment. (The seal used to
+/// clear the pending snapshot before it made itself the change record's
+/// baseline; a commit in between counted its changes from the snapshot
+/// before, and reused that one's old files.)
+#[test]
+fn snapshots_taken_back_to_back_each_hold_their_own_moment() {
+    if !can_mount() {
+        return;
+    }
+    let m = Mount::new("");
+    let request = |name: &str| loop {
+        match take_errno(&m.mnt, format!("{name}\n")) {
+            0 => return,
+            libc::EBUSY => std::thread::yield_now(),
+            e => panic!("snapshot {name}: errno {e}: {:?}", status(&m.mnt)),
+        }
+    };
+    let rounds = 120;
+    for k in 0..rounds {
+        fs::write(m.path(&format!("f{}", k % 2)), format!("v{k}\n")).unwrap();
+        request(&format!("r{k}"));
+    }
+    wait_settled(&m.mnt);
+    let mut wrong = Vec::new();
+    for k in 0..rounds {
+        let snap = m.path(&format!(".snapshots/r{k}"));
+        let mine = fs::read_to_string(snap.join(format!("f{}", k % 2))).unwrap_or_default();
+        if mine != format!("v{k}\n") {
+            wrong.push(format!("r{k}/f{}: {mine:?}", k % 2));
+        }
+        if k > 0 {
+            let other =
+                fs::read_to_string(snap.join(format!("f{}", (k - 1) % 2))).unwrap_or_default();
+            if other != format!("v{}\n", k - 1) {
+                wrong.push(format!("r{k}/f{}: {other:?}", (k - 1) % 2));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {rounds} snapshots hold another moment: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    check_store(&m.backing(".bkfs"));
+}
