@@ -297,7 +297,7 @@ impl Snapshots {
     fn release(&self, name: &str, settle: impl FnOnce(&mut Tracking)) -> bool {
         let pit = {
             let mut p = self.pending.write().expect("pending lock");
-            if !p.as_ref().is_some_and(|pit| pit.name() == name) {
+            if p.as_ref().is_none_or(|pit| pit.name() != name) {
                 tracing::warn!("snapshot {name:?} is not pending: nothing to release");
                 return false;
             }
