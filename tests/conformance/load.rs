@@ -1,9 +1,11 @@
 //! The snapshot load of the fourth configuration: one thread asks for a snapshot every half
 //! second through `.control/snapshot` while another rewrites a large file in the mount, so
 //! that the copy of a snapshot into the store is pending most of the time (one copy runs at
-//! a time: a request during a copy is refused with EBUSY, and the next tick tries again).
+//! a time: a request during a copy is refused with EBUSY, and tried again every 20 ms until
+//! it is taken). Before each request it changes one of two marker files; once the load
+//! stops, every snapshot taken must show the markers as they were at its point in time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -20,6 +22,9 @@ pub const BIG_MIB: u64 = 128;
 pub const MIB_PER_S: u64 = 64;
 /// How often a snapshot is asked for.
 pub const PERIOD: Duration = Duration::from_millis(500);
+/// How soon a request refused with EBUSY (a copy still running) is tried again: the next
+/// snapshot follows each copy closely, also in the moment the copy is being sealed.
+const RETRY: Duration = Duration::from_millis(20);
 /// How often the state is sampled in between.
 const SAMPLE: Duration = Duration::from_millis(50);
 /// The rewriter writes this much per open (it closes the file between units, so the load
@@ -29,6 +34,9 @@ const BLOCK: usize = 1 << 20;
 
 /// Where the large file lives in the mount.
 pub const BIG: &str = "conformance-load/big";
+/// Two small files the snapshot thread changes in turn before each request: every snapshot
+/// taken must show the contents they had at its point in time (checked once it is sealed).
+const MARKERS: [&str; 2] = ["conformance-load/m0", "conformance-load/m1"];
 
 /// What the load did.
 #[derive(Clone, Debug, Default)]
@@ -42,8 +50,18 @@ pub struct Stats {
     /// Samples of `.control/snapshot` (every 50 ms), and how many showed a copy pending.
     pub samples: u64,
     pub pending: u64,
-    /// Snapshots seen in state `failed` or `interrupted`, with their `error:` line.
+    /// The names of the snapshots taken.
+    pub names: BTreeSet<String>,
+    /// What the markers held when each snapshot was taken.
+    pub expected: BTreeMap<String, [String; 2]>,
+    /// Sealed snapshots whose markers differ from their point in time.
+    pub wrong: Vec<String>,
+    /// Snapshots taken and then seen in state `failed` or `interrupted`, with their `error:`.
     pub failed: BTreeMap<String, String>,
+    /// Refused requests that `.control/snapshot` showed as the latest operation (`failed`,
+    /// with the refusal as its error): a request refused because a copy ran, when that copy
+    /// sealed before the refusal was recorded. Not a failure of a snapshot.
+    pub refusals_shown: BTreeSet<String>,
     /// Whole rewrites of the large file, and bytes written.
     pub passes: u64,
     pub bytes: u64,
@@ -67,6 +85,19 @@ impl Stats {
         }
         if self.taken == 0 {
             p.push("no snapshot was taken".into());
+        }
+        if !self.wrong.is_empty() {
+            p.push(format!(
+                "{} of {} sealed snapshots do not show their point in time:\n    {}",
+                self.wrong.len(),
+                self.expected.len(),
+                self.wrong
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n    ")
+            ));
         }
         p
     }
@@ -98,7 +129,20 @@ impl std::fmt::Display for Stats {
             100.0 * self.pending as f64 / self.samples.max(1) as f64,
             self.passes,
             self.bytes >> 20
-        )
+        )?;
+        if !self.refusals_shown.is_empty() {
+            write!(
+                f,
+                "; {} refused request(s) shown as the latest operation ({})",
+                self.refusals_shown.len(),
+                self.refusals_shown
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -128,6 +172,9 @@ fn fill(buf: &mut [u8], version: u64, block: u64) {
 pub fn prepare(src: &Path) {
     let path = src.join(BIG);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    for m in MARKERS {
+        std::fs::write(src.join(m), "tick 00000000").unwrap();
+    }
     let f = File::create(&path).unwrap();
     let mut buf = vec![0u8; BLOCK];
     for block in 0..big_bytes() / BLOCK as u64 {
@@ -168,13 +215,18 @@ fn is_pending(state: &str) -> bool {
     matches!(state, "quiescing" | "committing" | "committed" | "copying")
 }
 
-/// Notes a snapshot seen failed.
+/// Notes a snapshot seen failed (or a refused request shown as the latest operation).
 fn note_failure(stats: &Mutex<Stats>, s: &BTreeMap<String, String>) {
     let st = s.get("state").map(String::as_str).unwrap_or("");
     if matches!(st, "failed" | "interrupted") {
         let name = s.get("name").cloned().unwrap_or_default();
         let err = format!("{st}: {}", s.get("error").cloned().unwrap_or_default());
-        stats.lock().unwrap().failed.entry(name).or_insert(err);
+        let mut stats = stats.lock().unwrap();
+        if stats.names.contains(&name) {
+            stats.failed.entry(name).or_insert(err);
+        } else {
+            stats.refusals_shown.insert(name);
+        }
     }
 }
 
@@ -216,7 +268,8 @@ impl Load {
         self.gate.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stops both threads; waits for the last copy to end (so a failure of it is seen).
+    /// Stops both threads; waits for the last copy to end (so a failure of it is seen), and
+    /// checks that every snapshot taken shows the markers as they were at its point in time.
     pub fn stop(mut self) -> Stats {
         self.halt();
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -235,7 +288,19 @@ impl Load {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let stats = self.stats.lock().unwrap().clone();
+        let mut stats = self.stats.lock().unwrap().clone();
+        for (name, want) in &stats.expected {
+            for (m, want) in MARKERS.iter().zip(want) {
+                let p = self.mnt.join(".snapshots").join(name).join(m);
+                match std::fs::read_to_string(&p) {
+                    Ok(got) if &got == want => {}
+                    Ok(got) => stats
+                        .wrong
+                        .push(format!("{name}: {m} is {got:?}, was {want:?}")),
+                    Err(e) => stats.wrong.push(format!("{name}: {m}: {e}")),
+                }
+            }
+        }
         stats
     }
 
@@ -269,9 +334,22 @@ impl Drop for Load {
 fn snapshotter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<Stats>) {
     let control = mnt.join(".control/snapshot");
     let mut next = Instant::now();
+    let mut tick = 0u64;
+    let mut marks = [0, 1].map(|_| "tick 00000000".to_string());
     while !stop.load(Ordering::SeqCst) {
+        let mut refused = false;
         {
             let _step = gate.read().unwrap_or_else(|e| e.into_inner());
+            tick += 1;
+            let i = (tick % 2) as usize;
+            let mark = format!("tick {tick:08}");
+            match std::fs::write(mnt.join(MARKERS[i]), &mark) {
+                Ok(()) => marks[i] = mark,
+                Err(e) => count(
+                    &mut stats.lock().unwrap().write_errors,
+                    format!("{}: {e}", MARKERS[i]),
+                ),
+            }
             let name = format!("conf-{:05}", stats.lock().unwrap().taken + 1);
             let r = OpenOptions::new()
                 .write(true)
@@ -280,16 +358,24 @@ fn snapshotter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<S
             {
                 let mut s = stats.lock().unwrap();
                 match r {
-                    Ok(()) => s.taken += 1,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => s.busy += 1,
+                    Ok(()) => {
+                        s.taken += 1;
+                        s.expected.insert(name.clone(), marks.clone());
+                        s.names.insert(name);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        s.busy += 1;
+                        refused = true;
+                    }
                     Err(e) => count(&mut s.request_errors, e),
                 }
             }
         }
-        next += PERIOD;
-        if next < Instant::now() {
-            next = Instant::now();
-        }
+        next = if refused {
+            Instant::now() + RETRY
+        } else {
+            (next + PERIOD).max(Instant::now())
+        };
         // Until the next request, sample the state every 50 ms: how much of the time a copy
         // is pending.
         while Instant::now() < next && !stop.load(Ordering::SeqCst) {
