@@ -22,8 +22,9 @@ pub const BIG_MIB: u64 = 128;
 pub const MIB_PER_S: u64 = 64;
 /// How often a snapshot is asked for.
 pub const PERIOD: Duration = Duration::from_millis(500);
-/// How soon a request refused with EBUSY (a copy still running) is tried again: the next
-/// snapshot follows each copy closely, also in the moment the copy is being sealed.
+/// How soon a request refused with EBUSY (a copy still running) is tried again
+/// (`BKFS_LOAD_RETRY_MS` changes it): the next snapshot follows each copy closely, also in
+/// the moment the copy is being sealed.
 const RETRY: Duration = Duration::from_millis(20);
 /// How often the state is sampled in between.
 const SAMPLE: Duration = Duration::from_millis(50);
@@ -334,6 +335,7 @@ impl Drop for Load {
 fn snapshotter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<Stats>) {
     let control = mnt.join(".control/snapshot");
     let mut next = Instant::now();
+    let retry = Duration::from_millis(env_u64("BKFS_LOAD_RETRY_MS", RETRY.as_millis() as u64));
     let mut tick = 0u64;
     let mut marks = [0, 1].map(|_| "tick 00000000".to_string());
     while !stop.load(Ordering::SeqCst) {
@@ -372,7 +374,7 @@ fn snapshotter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<S
             }
         }
         next = if refused {
-            Instant::now() + RETRY
+            Instant::now() + retry
         } else {
             (next + PERIOD).max(Instant::now())
         };
