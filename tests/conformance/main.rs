@@ -181,7 +181,11 @@ fn fsx_on(what: &str, options: Option<&str>, with_load: bool) {
     let Some(bin) = fsx_bin() else { return };
     let Some(options) = options else {
         let scratch = Scratch::new("bkfs-conformance-fsx-native-");
-        println!("native: {}", setup::fs_type(&scratch.path));
+        println!(
+            "fsx natively: {} at {}",
+            setup::fs_type(&scratch.path),
+            scratch.path.display()
+        );
         if let Err(e) = fsx::run(&bin, &scratch.path.join("fsx.file"), what) {
             panic!("{e}");
         }
