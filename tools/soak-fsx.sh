@@ -11,8 +11,14 @@
 #              .control/snapshot while a large file is rewritten (64 MiB/s), so that the
 #              copy of a snapshot is pending most of the time (EBUSY meanwhile is expected)
 #
-# Usage: tools/soak-fsx.sh [-n OPS] [-s SEED] [-c CONFIGS] [-b BKFS] [-m MIB] [-o OPTS] [-k]
+# Usage: tools/soak-fsx.sh [-n OPS] [-p PER_RUN] [-s SEED] [-c CONFIGS] [-b BKFS] [-m MIB]
+#                          [-o OPTS] [-k]
 #   -n OPS      fsx operations per configuration (default 1000000)
+#   -p PER_RUN  operations per fsx process (default 50000): fsx-rs 0.3.2 never unmaps the
+#               mapping of a mapread, so one process cannot do a million operations (the
+#               kernel's vm.max_map_count, 65530, ends it, and every truncate walks all the
+#               mappings, so it slows down as it goes); run k of a configuration uses seed
+#               SEED+k, on the same file
 #   -s SEED     fsx seed (default: a random one, printed; give it again to replay)
 #   -c CONFIGS  comma-separated, in order (default default,off,writeback,snapshots)
 #   -b BKFS     the bkfs binary (default: target/release/bkfs, else target/debug/bkfs,
@@ -33,15 +39,17 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 ops=1000000
+per_run=50000
 seed=
 configs=default,off,writeback,snapshots
 bkfs=
 big_mib=128
 extra=
 keep=false
-while getopts "n:s:c:b:m:o:kh" opt; do
+while getopts "n:p:s:c:b:m:o:kh" opt; do
     case $opt in
     n) ops=$OPTARG ;;
+    p) per_run=$OPTARG ;;
     s) seed=$OPTARG ;;
     c) configs=$OPTARG ;;
     b) bkfs=$OPTARG ;;
@@ -70,7 +78,8 @@ conf=$repo/tests/conformance/fsx.toml
 [ -n "$seed" ] || seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 
 echo "bkfs: $bkfs"
-echo "fsx: $("$fsx" --version), $ops operations per configuration, seed $seed, $conf"
+echo "fsx: $("$fsx" --version), $ops operations per configuration in runs of $per_run" \
+    "(seeds $seed, $((seed + 1)), ...), $conf"
 
 # What is running now, for the cleanup: the daemon, the load loops, the mount point.
 daemon=
@@ -188,19 +197,31 @@ for config in "${list[@]}"; do
         exit 1
     fi
     if [ "$config" = snapshots ]; then start_load "$dir"; fi
-    echo "== $config (-o ${opts:-defaults}): fsx -f $conf -N $ops -S $seed $mnt/fsx.file"
+    echo "== $config (-o ${opts:-defaults}): fsx -f $conf -N $per_run -S $seed+k $mnt/fsx.file"
     t0=$EPOCHREALTIME
-    set +e
-    "$fsx" -f "$conf" -N "$ops" -S "$seed" -P "$dir/fsx" "$mnt/fsx.file" >"$dir/fsx/fsx.log" 2>&1
-    rc=$?
-    set -e
+    done_ops=0
+    run=0
+    rc=0
+    while [ "$done_ops" -lt "$ops" ]; do
+        n=$((ops - done_ops < per_run ? ops - done_ops : per_run))
+        s=$((seed + run))
+        "$fsx" -f "$conf" -N "$n" -S "$s" -P "$dir/fsx" "$mnt/fsx.file" >"$dir/fsx/fsx.log" 2>&1 ||
+            rc=$?
+        if [ "$rc" -ne 0 ] || ! grep -q "All operations completed A-OK" "$dir/fsx/fsx.log"; then
+            rc=${rc/#0/1}
+            break
+        fi
+        done_ops=$((done_ops + n))
+        run=$((run + 1))
+    done
     secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')
-    line=$(printf '%-10s %8d ops %8.1f s' "$config" "$ops" "$secs")
-    if [ $rc -eq 0 ] && grep -q "All operations completed A-OK" "$dir/fsx/fsx.log"; then
+    line=$(printf '%-10s %8d ops %8.1f s' "$config" "$done_ops" "$secs")
+    if [ "$rc" -eq 0 ]; then
         line+="  A-OK"
         ok=true
     else
-        line+="  FAILED (fsx exit $rc; $dir)"
+        line+="  FAILED in run $((run + 1)), after $done_ops operations (fsx exit $rc;"
+        line+=" replay: fsx -f $conf -N $n -S $s FILE; $dir)"
         cp "$mnt/fsx.file" "$dir/fsx/fsx.bad" 2>/dev/null || true
         tail -20 "$dir/fsx/fsx.log"
         ok=false
