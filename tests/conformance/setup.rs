@@ -47,7 +47,7 @@ fn missing(what: &str) -> bool {
 /// Where `name` is: `$ENV` if set, else PATH, else `$CARGO_HOME/bin` or `~/.cargo/bin`.
 fn find(name: &str, env: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
