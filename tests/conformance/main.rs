@@ -121,6 +121,11 @@ fn pjdfstest_on(what: &str, options: &str, with_load: bool) {
         rounds,
         || load.as_ref().map(|l| l.pause()),
     );
+    // A read-only remount the way a user makes one (the erofs cases bypass mount(8)).
+    let remount = {
+        let _held = load.as_ref().map(|l| l.pause());
+        pjdfs::remount_through_mount8(&m.mnt)
+    };
     let stats = load.map(Load::stop);
     println!(
         "pjdfstest on {what} (bkfs mount -o {options}): {} in {:.1} s\n{}",
@@ -129,6 +134,7 @@ fn pjdfstest_on(what: &str, options: &str, with_load: bool) {
         pjdfs::report(&results)
     );
     let mut problems = pjdfs::regressions(native, &results);
+    problems.extend(remount);
     if let Some(stats) = &stats {
         println!("snapshot load: {stats}");
         if let Some(note) = stats.note() {

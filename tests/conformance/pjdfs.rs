@@ -225,6 +225,9 @@ pub fn run(bin: &Path, config: &Path, dir: &Path, secondary: &Path, patterns: &[
         .current_dir(dir)
         .env("RUST_BACKTRACE", "0")
         .env("NO_COLOR", "1");
+    if patterns == ["erofs"] {
+        cmd.env("PATH", direct_mount_path(config.parent().unwrap()));
+    }
     let ran = setup::run(cmd, LIMIT);
     let results = match parse(&ran.stdout) {
         Ok((results, _)) => results,
@@ -247,6 +250,49 @@ pub fn run(bin: &Path, config: &Path, dir: &Path, secondary: &Path, patterns: &[
         );
     }
     Run { ran, results }
+}
+
+/// A PATH whose `mount` is `mount -i`: the erofs cases remount with `mount -o remount,ro`,
+/// and mount(8) would hand a FUSE mount's remount to /sbin/mount.fuse (fuse3), which cannot
+/// remount bkfs; `-i` makes it the kernel's remount alone. (That mount(8) itself fails is
+/// checked apart: `remount_through_mount8`.)
+fn direct_mount_path(work: &Path) -> String {
+    let dir = work.join("direct-mount");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("mount");
+    std::fs::write(&script, "#!/bin/sh\nexec /usr/bin/mount -i \"$@\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// `mount -o remount,ro MNT` and back, as a user would make a mount read-only: None if it
+/// works, else what mount(8) said (the mount is put back read-write with the kernel's
+/// remount either way).
+pub fn remount_through_mount8(mnt: &Path) -> Option<String> {
+    let out = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    let back = Command::new("mount")
+        .args(["-i", "-o", "remount,rw"])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    assert!(back.status.success(), "mount -i -o remount,rw: {back:?}");
+    (!out.status.success()).then(|| {
+        format!(
+            "`mount -o remount,ro {}` fails ({}): {} (the kernel's remount works: `mount -i` \
+             remounts; mount(8) runs /sbin/mount.fuse for a FUSE mount)",
+            mnt.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
 }
 
 /// Whether pjdfstest skipped `outcome` only because remounts are off in its configuration.
