@@ -23,6 +23,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# pjdfstest, fsx and pjdfstest's dummy users, for tests/conformance.
+bash tools/install-conformance-tools.sh
+
 if [ ! -c /dev/fuse ]; then
     if [ "${CI:-}" = true ]; then
         echo "tools/test.sh: /dev/fuse is missing; CI requires it" >&2

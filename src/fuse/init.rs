@@ -41,7 +41,13 @@ pub fn negotiate(cfg: &Config, config: &mut KernelConfig) -> Negotiated {
             want(config, InitFlags::FUSE_DONT_MASK, "FUSE_DONT_MASK");
             // The kernel enforces POSIX ACLs (with default_permissions).
             want(config, InitFlags::FUSE_POSIX_ACL, "FUSE_POSIX_ACL");
-            want(config, InitFlags::FUSE_ATOMIC_O_TRUNC, "FUSE_ATOMIC_O_TRUNC");
+            // No FUSE_ATOMIC_O_TRUNC: with it the kernel hands O_TRUNC to
+            // OPEN and the daemon truncates before the kernel's own checks
+            // of the open (a running program, ETXTBSY) and whatever the
+            // access mode (O_RDONLY|O_TRUNC too). Without it the kernel
+            // truncates with a SETATTR once the open is allowed: one round
+            // trip more for an open that truncates an existing file,
+            // through the barrier and the pre-image like any truncation.
             want(config, InitFlags::FUSE_DO_READDIRPLUS, "FUSE_DO_READDIRPLUS");
             want(
                 config,

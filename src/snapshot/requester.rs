@@ -38,6 +38,9 @@ pub const HOLD_COPY_ENV: &str = "BKFS_HOLD_COPY";
 pub struct Refusal {
     pub errno: Errno,
     pub reason: String,
+    /// Refused because another operation runs (a copy, a commit): the
+    /// status keeps showing that one, and the refusal goes to the notes.
+    pub other_runs: bool,
 }
 
 impl Refusal {
@@ -45,6 +48,7 @@ impl Refusal {
         Refusal {
             errno,
             reason: reason.into(),
+            other_runs: false,
         }
     }
 }
@@ -239,10 +243,12 @@ impl Snapshotter {
     /// point in time is fixed, with the name.
     pub fn take(self: &Arc<Self>, name: Option<&str>) -> Result<String, Refusal> {
         let Ok(_one) = self.requesting.try_lock() else {
-            return Err(Refusal::new(
-                Errno::EBUSY,
-                "another snapshot request is being committed",
-            ));
+            let e = Refusal {
+                other_runs: true,
+                ..Refusal::new(Errno::EBUSY, "another snapshot request is being committed")
+            };
+            self.note(format!("snapshot request refused: {e}"));
+            return Err(e);
         };
         let requested = SystemTime::now();
         let name = match name {
@@ -257,20 +263,16 @@ impl Snapshotter {
         };
         let r = self.commit(&name, &mut op);
         if let Err(e) = &r {
-            // A refused request does not replace the status of a copy that
-            // runs: the running one is what `cat` must keep showing... but the
-            // refusal must be readable too.
-            op.state = "failed";
-            op.error = e.reason.clone();
-            let mut last = self.last.lock().unwrap();
-            let running = last
-                .as_ref()
-                .is_some_and(|l| matches!(l.state, "copying" | "committed"));
-            if running {
-                drop(last);
+            // A request refused because another operation runs does not
+            // replace that one's status (it may have ended since the check:
+            // a refusal never reads as a failure of the copy): `cat` keeps
+            // showing it, and the refusal is in the notes.
+            if e.other_runs {
                 self.note(format!("snapshot {name} refused: {e}"));
             } else {
-                *last = Some(op);
+                op.state = "failed";
+                op.error = e.reason.clone();
+                *self.last.lock().unwrap() = Some(op);
             }
             return Err(e.clone());
         }
@@ -297,7 +299,10 @@ impl Snapshotter {
             } else {
                 format!("the copy of snapshot {p} is still running; try again when it is sealed")
             };
-            return Err(Refusal::new(Errno::EBUSY, why));
+            return Err(Refusal {
+                other_runs: true,
+                ..Refusal::new(Errno::EBUSY, why)
+            });
         }
         if store::snapshot::path(&self.store.snapshots_dir(), name).exists() {
             return Err(Refusal::new(

@@ -363,3 +363,124 @@ fn sealed_directories_show_their_recorded_size() {
         assert_eq!(got.size(), *size, "{}", p.display());
     }
 }
+
+/// Snapshots requested back to back, each as soon as the one before is
+/// sealed: every one holds the state of its own moment. (The seal used to
+/// clear the pending snapshot before it made itself the change record's
+/// baseline; a commit in between counted its changes from the snapshot
+/// before, and reused that one's old files.)
+#[test]
+fn snapshots_taken_back_to_back_each_hold_their_own_moment() {
+    if !can_mount() {
+        return;
+    }
+    let m = Mount::new("");
+    let request = |name: &str| loop {
+        match take_errno(&m.mnt, format!("{name}\n")) {
+            0 => return,
+            libc::EBUSY => std::thread::yield_now(),
+            e => panic!("snapshot {name}: errno {e}: {:?}", status(&m.mnt)),
+        }
+    };
+    let rounds = 120;
+    for k in 0..rounds {
+        fs::write(m.path(&format!("f{}", k % 2)), format!("v{k}\n")).unwrap();
+        request(&format!("r{k}"));
+    }
+    wait_settled(&m.mnt);
+    let mut wrong = Vec::new();
+    for k in 0..rounds {
+        let snap = m.path(&format!(".snapshots/r{k}"));
+        let mine = fs::read_to_string(snap.join(format!("f{}", k % 2))).unwrap_or_default();
+        if mine != format!("v{k}\n") {
+            wrong.push(format!("r{k}/f{}: {mine:?}", k % 2));
+        }
+        if k > 0 {
+            let other =
+                fs::read_to_string(snap.join(format!("f{}", (k - 1) % 2))).unwrap_or_default();
+            if other != format!("v{}\n", k - 1) {
+                wrong.push(format!("r{k}/f{}: {other:?}", (k - 1) % 2));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {rounds} snapshots hold another moment: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    check_store(&m.backing(".bkfs"));
+}
+
+/// An open that truncates changes the file however it is opened: the
+/// pending snapshot keeps what was there (`open(O_RDONLY|O_TRUNC)` used to
+/// skip the barrier and the pre-image), and a program running from the
+/// mount is not truncated under it (`ETXTBSY`, as natively).
+#[test]
+fn opens_that_truncate_keep_the_pre_image_and_spare_running_programs() {
+    if !can_mount() {
+        return;
+    }
+    let hold = Hold::new();
+    let m = Mount::with_command(
+        "",
+        |src| {
+            for name in ["ro", "wo", "rw"] {
+                fs::write(src.join(name), format!("{name} before\n")).unwrap();
+            }
+            fs::copy("/bin/sleep", src.join("sleep")).unwrap();
+        },
+        |cmd| hold.env(cmd),
+    );
+    take(&m.mnt, "t");
+    for (name, flags) in [
+        ("ro", libc::O_RDONLY),
+        ("wo", libc::O_WRONLY),
+        ("rw", libc::O_RDWR),
+    ] {
+        let c = cstr(&m.path(name));
+        // SAFETY: a valid C string; the descriptor is closed at once.
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_TRUNC) };
+        assert!(fd >= 0, "{name}: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        assert_eq!(fs::metadata(m.path(name)).unwrap().len(), 0, "{name} live");
+    }
+    let check = |when: &str| {
+        for name in ["ro", "wo", "rw"] {
+            assert_eq!(
+                fs::read_to_string(m.path(&format!(".snapshots/t/{name}"))).unwrap(),
+                format!("{name} before\n"),
+                "{name} in the snapshot, {when}"
+            );
+        }
+    };
+    check("pending");
+    hold.release();
+    assert_eq!(wait_settled(&m.mnt)["state"], "sealed");
+    check("sealed");
+
+    // A program running from the mount.
+    let size = fs::metadata(m.path("sleep")).unwrap().len();
+    let mut child = Command::new(m.path("sleep")).arg("30").spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for flags in [libc::O_RDONLY, libc::O_WRONLY] {
+        let c = cstr(&m.path("sleep"));
+        // SAFETY: a valid C string.
+        let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_TRUNC) };
+        let err = std::io::Error::last_os_error();
+        if fd >= 0 {
+            // SAFETY: fd is ours.
+            unsafe { libc::close(fd) };
+        }
+        assert_eq!(
+            (fd, err.raw_os_error()),
+            (-1, Some(libc::ETXTBSY)),
+            "open({flags:#o}|O_TRUNC) of a running program"
+        );
+        assert_eq!(fs::metadata(m.path("sleep")).unwrap().len(), size);
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the program runs on");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -253,12 +253,10 @@ impl Snapshots {
     /// Snapshot `name` is copied and durable in the store: releases its
     /// pre-images and makes it the change-tracking baseline.
     pub fn sealed(&self, name: &str) {
-        if !self.release(name) {
-            return;
-        }
-        let mut t = self.tracking.lock().expect("tracking lock");
-        t.in_flight = None;
-        t.baseline = Some(name.to_owned());
+        self.release(name, |t| {
+            t.in_flight = None;
+            t.baseline = Some(name.to_owned());
+        });
     }
 
     /// Sealed snapshot `name` was forgotten. Should the change record count
@@ -275,45 +273,44 @@ impl Snapshots {
     /// The copy of snapshot `name` failed or was abandoned: releases its
     /// pre-images; its changes count for the next snapshot.
     pub fn failed(&self, name: &str) {
-        if !self.release(name) {
-            return;
-        }
-        let mut t = self.tracking.lock().expect("tracking lock");
-        if let Some(inf) = t.in_flight.take() {
-            let mut back = Arc::try_unwrap(inf.changes).unwrap_or_else(|a| (*a).clone());
-            let since = std::mem::take(&mut back.since);
-            back.merge(&t.acc);
-            back.since = since;
-            t.acc = back;
-            t.acc_complete &= inf.complete;
-        }
+        self.release(name, |t| {
+            if let Some(inf) = t.in_flight.take() {
+                let mut back = Arc::try_unwrap(inf.changes).unwrap_or_else(|a| (*a).clone());
+                let since = std::mem::take(&mut back.since);
+                back.merge(&t.acc);
+                back.since = since;
+                t.acc = back;
+                t.acc_complete &= inf.complete;
+            }
+        });
     }
 
-    /// Drops pending snapshot `name` and deletes its diff dir; false if it
-    /// is not the pending one.
-    fn release(&self, name: &str) -> bool {
+    /// Drops pending snapshot `name`, `settle`s the change record, and
+    /// deletes its diff dir; false if it is not the pending one.
+    ///
+    /// Invariant: the change record is settled in the same critical
+    /// section that clears the pending snapshot (locks taken in the order
+    /// of [`Self::commit`]: pending, then tracking). Otherwise a commit in
+    /// between would take its changes as counted from the baseline before
+    /// this one, and its copy would reuse that snapshot's trees for
+    /// objects changed since.
+    fn release(&self, name: &str, settle: impl FnOnce(&mut Tracking)) -> bool {
         let pit = {
             let mut p = self.pending.write().expect("pending lock");
-            match p.as_ref() {
-                Some(pit) if pit.name() == name => p.take().expect("checked"),
-                _ => {
-                    tracing::warn!("snapshot {name:?} is not pending: nothing to release");
-                    return false;
-                }
+            if p.as_ref().is_none_or(|pit| pit.name() != name) {
+                tracing::warn!("snapshot {name:?} is not pending: nothing to release");
+                return false;
             }
+            let mut t = self.tracking.lock().expect("tracking lock");
+            let in_flight = t.in_flight.as_ref().map(|i| i.name.clone());
+            if in_flight.as_deref().is_some_and(|n| n != name) {
+                tracing::warn!("snapshot {name:?} released while {in_flight:?} is in flight");
+            }
+            settle(&mut t);
+            p.take().expect("checked")
         };
         pit.pit().release();
         self.trash(&self.diff_root.join(name));
-        let inflight_name = self
-            .tracking
-            .lock()
-            .expect("tracking lock")
-            .in_flight
-            .as_ref()
-            .map(|i| i.name.clone());
-        if inflight_name.as_deref().is_some_and(|n| n != name) {
-            tracing::warn!("snapshot {name:?} released while {inflight_name:?} is in flight");
-        }
         true
     }
 
