@@ -1,15 +1,21 @@
 //! bkfs: point-in-time snapshots of any directory, stored as deduplicated,
 //! compressed chunks.
 //!
-//! The crate is split along the parts of the design (docs/ and README):
+//! The crate is split along the parts of the design (docs/ARCHITECTURE.md):
 //! - [`store`]: the content-addressed store (no FUSE in it);
 //! - [`ingest`]: the provider that copies a tree as of a point in time into the
 //!   store ([`ingest::copy`]; `bkfs backup` through [`ingest::PlainDir`]);
 //! - [`restore`]: reading a snapshot back out to a directory;
-//! - [`live`]: the passthrough core over the source directory, `Result<_, Errno>`;
-//! - [`fs`]: the thin fuser adapter over [`live`];
-//! - [`snapview`]: sealed snapshots read from the store, read-only, `Result<_, Errno>`,
-//!   with its own fuser adapter (`bkfs mount --store`);
+//! - [`vfs`]: the one FUSE-free interface of every tree a mount shows
+//!   ([`vfs::Tree`]), the namespace registry of node ids, and the root
+//!   multiplexer ([`vfs::mux`]);
+//! - [`live`]: the passthrough core over the source directory, a tree;
+//! - [`snapview`]: sealed snapshots read from the store, read-only, a tree
+//!   (`bkfs mount --store`, and `.snapshots/`);
+//! - [`snapshot`]: points in time through a mount: barrier, fences, diff
+//!   area, requester, the pending view, `.snapshots/` as a tree;
+//! - [`control`]: `.control/` and `.quiesce/`, a tree;
+//! - [`fuse`]: the only fuser importer: one adapter for any tree;
 //! - [`mount_cmd`]: `bkfs mount`, the daemon and its options;
 //! - [`quiesce`]: application quiescing: profiles, plug-ins, the watchdog (no FUSE);
 //! - [`cli`]: argument parsing and presentation only.

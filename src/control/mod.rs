@@ -14,7 +14,7 @@
 //! reason in `snapshot`'s `error:` line.
 //!
 //! Like the other cores, this one knows nothing of FUSE: ids in, `Result`
-//! out. Ids live in namespace [`NAMESPACE_CONTROL`].
+//! out. Ids live in namespace [`Namespace::Control`].
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -25,16 +25,14 @@ use nix::errno::Errno;
 
 pub mod tree;
 
-use crate::live::ids::NAMESPACE_SHIFT;
 use crate::snapshot::requester::Snapshotter;
 use crate::snapview::catalog::time_of;
 use crate::snapview::Attr;
+use crate::vfs::Namespace;
 
 pub type Result<T> = std::result::Result<T, Errno>;
 
-/// Namespace of the control tree's ids.
-pub const NAMESPACE_CONTROL: u8 = 1;
-const NS: u64 = (NAMESPACE_CONTROL as u64) << NAMESPACE_SHIFT;
+const NS: u64 = Namespace::Control.bits();
 
 pub const CONTROL_DIR_ID: u64 = NS | 1;
 const SNAPSHOT_ID: u64 = NS | 2;
@@ -112,7 +110,7 @@ fn quiesce_node(id: u64) -> Option<QuiesceNode> {
         return Some(QuiesceNode::Dir);
     }
     let rel = id.checked_sub(APP_BASE)?;
-    if id >> NAMESPACE_SHIFT != NAMESPACE_CONTROL as u64 {
+    if !Namespace::Control.owns(id) {
         return None;
     }
     let (k, off) = ((rel / APP_STRIDE) as usize, rel % APP_STRIDE);
@@ -143,10 +141,6 @@ impl Control {
             parent,
             mounted: SystemTime::now(),
         }
-    }
-
-    pub fn owns(id: u64) -> bool {
-        crate::live::ids::namespace(id) == NAMESPACE_CONTROL
     }
 
     fn file(id: u64) -> Result<&'static File> {

@@ -26,8 +26,8 @@ use std::time::SystemTime;
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
     INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::iomode::{Backing, IoModes, Mode, Refusal};
@@ -317,6 +317,7 @@ impl<T: Tree> Shared<T> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         ctx: &Ctx,
@@ -356,8 +357,12 @@ fn reply_read(reply: ReplyData, size: u32, read: impl FnOnce(&mut [u8]) -> vfs::
 impl<T: Tree> Filesystem for Adapter<T> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let agreed = init::negotiate(&self.s.cfg, config);
-        self.s.passthrough.store(agreed.passthrough, Ordering::Relaxed);
-        self.s.kill_privs.store(agreed.kill_privs, Ordering::Relaxed);
+        self.s
+            .passthrough
+            .store(agreed.passthrough, Ordering::Relaxed);
+        self.s
+            .kill_privs
+            .store(agreed.kill_privs, Ordering::Relaxed);
         Ok(())
     }
 
@@ -568,7 +573,9 @@ impl<T: Tree> Filesystem for Adapter<T> {
         match self.s.tree.class(id) {
             // The common case without copying the data: admitted at once.
             Class::Backed => match self.s.barrier.enter() {
-                Some(_pass) => self.s.write(&ctx, id, fh.0, offset, data, write_flags, reply),
+                Some(_pass) => self
+                    .s
+                    .write(&ctx, id, fh.0, offset, data, write_flags, reply),
                 None => {
                     let data = data.to_vec();
                     self.changing(id, None, move |s| {
@@ -582,7 +589,9 @@ impl<T: Tree> Filesystem for Adapter<T> {
                     s.write(&ctx, id, fh.0, offset, &data, write_flags, reply)
                 });
             }
-            Class::Virtual => self.s.write(&ctx, id, fh.0, offset, data, write_flags, reply),
+            Class::Virtual => self
+                .s
+                .write(&ctx, id, fh.0, offset, data, write_flags, reply),
         }
     }
 
@@ -653,7 +662,9 @@ impl<T: Tree> Filesystem for Adapter<T> {
         let r = self
             .s
             .tree
-            .readdir(NodeId(ino.0), fh.0, offset, false, &mut |e: &DirEntry<'_>| {
+            .readdir(NodeId(ino.0), fh.0, offset, false, &mut |e: &DirEntry<
+                '_,
+            >| {
                 !reply.add(INodeNo(e.ino), e.next, file_type(e.kind), e.name)
             });
         match r {
@@ -673,7 +684,9 @@ impl<T: Tree> Filesystem for Adapter<T> {
         let r = self
             .s
             .tree
-            .readdir(NodeId(ino.0), fh.0, offset, true, &mut |e: &DirEntry<'_>| {
+            .readdir(NodeId(ino.0), fh.0, offset, true, &mut |e: &DirEntry<
+                '_,
+            >| {
                 // `.` and `..` come without attributes: the kernel lists
                 // them but never makes inodes of them.
                 let attr = e.attr.unwrap_or_else(|| {

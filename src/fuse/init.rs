@@ -48,7 +48,11 @@ pub fn negotiate(cfg: &Config, config: &mut KernelConfig) -> Negotiated {
             // truncates with a SETATTR once the open is allowed: one round
             // trip more for an open that truncates an existing file,
             // through the barrier and the pre-image like any truncation.
-            want(config, InitFlags::FUSE_DO_READDIRPLUS, "FUSE_DO_READDIRPLUS");
+            want(
+                config,
+                InitFlags::FUSE_DO_READDIRPLUS,
+                "FUSE_DO_READDIRPLUS",
+            );
             want(
                 config,
                 InitFlags::FUSE_READDIRPLUS_AUTO,
@@ -59,7 +63,11 @@ pub fn negotiate(cfg: &Config, config: &mut KernelConfig) -> Negotiated {
                 InitFlags::FUSE_PARALLEL_DIROPS,
                 "FUSE_PARALLEL_DIROPS",
             );
-            want(config, InitFlags::FUSE_CACHE_SYMLINKS, "FUSE_CACHE_SYMLINKS");
+            want(
+                config,
+                InitFlags::FUSE_CACHE_SYMLINKS,
+                "FUSE_CACHE_SYMLINKS",
+            );
             // Asynchronous direct I/O lets an aio write(2) return, and its
             // inode lock go, before its requests are answered: a fence could
             // not wait for it.

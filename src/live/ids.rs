@@ -10,11 +10,10 @@
 //! +----------+--+--------------------------------------+
 //! ```
 //!
-//! - **namespace** (top 8 bits): 0 is the live tree; the other values are
-//!   reserved for the virtual trees a mount adds later (control files, quiesce
-//!   directories, and [`NAMESPACE_SNAPVIEW`] for every snapshot shown, see
-//!   `crate::snapview::ids`), so their ids never collide with live
-//!   ones and a request can be routed by its id alone.
+//! - **namespace** (top 8 bits): 0 is the live tree's; the others belong to
+//!   the other trees of a mount (the registry is [`crate::vfs::ids`]), so
+//!   their ids never collide with live ones and a request can be routed by
+//!   its id alone.
 //! - The FUSE root is always id 1 (`FUSE_ROOT_ID`), whatever the source
 //!   directory's own `st_ino` is.
 //! - **T = 0, direct ids**: an inode on the source's device whose `st_ino` is
@@ -29,27 +28,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// The id of the mount's root directory.
-pub const ROOT_ID: u64 = 1;
-
-/// Bits of the namespace field.
-pub const NAMESPACE_SHIFT: u32 = 56;
-
-/// Namespace of the live tree.
-pub const NAMESPACE_LIVE: u8 = 0;
-
-/// Namespace of snapshot views ([`crate::snapview`]): every node of every
-/// snapshot a mount shows, standalone (`bkfs mount --store`) or under
-/// `.snapshots/`. Value 1 is left for the control and quiesce trees.
-pub const NAMESPACE_SNAPVIEW: u8 = 2;
+pub use crate::vfs::ids::ROOT_ID;
 
 /// Marks an id handed out from the table rather than taken from `st_ino`.
 const TABLE_BIT: u64 = 1 << 55;
-
-/// The namespace an id belongs to.
-pub fn namespace(id: u64) -> u8 {
-    (id >> NAMESPACE_SHIFT) as u8
-}
 
 /// An inode's identity on the backing filesystems.
 pub type InodeKey = (u64, u64);
@@ -109,7 +91,7 @@ mod tests {
         let map = IdMap::new((8, 2));
         assert_eq!(map.id_of((8, 2)), ROOT_ID);
         assert_eq!(map.id_of((8, 12345)), 12345);
-        assert_eq!(namespace(map.id_of((8, 12345))), NAMESPACE_LIVE);
+        assert!(crate::vfs::Namespace::Live.owns(map.id_of((8, 12345))));
     }
 
     #[test]
@@ -120,7 +102,7 @@ mod tests {
         let c = map.id_of((8, 1 << 60));
         for id in [a, b, c] {
             assert_ne!(id & TABLE_BIT, 0);
-            assert_eq!(namespace(id), NAMESPACE_LIVE);
+            assert!(crate::vfs::Namespace::Live.owns(id));
         }
         assert_ne!(a, b);
         assert_ne!(b, c);

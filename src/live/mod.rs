@@ -1,7 +1,7 @@
 //! The live tree: passthrough of every operation to the backing directory.
 //!
-//! This is the core the FUSE adapter ([`crate::fs`]) calls. It knows nothing
-//! of FUSE: it takes node ids and handle numbers, returns
+//! This is the core [`tree::LiveTree`] serves as a [`crate::vfs::Tree`]. It
+//! knows nothing of FUSE: it takes node ids and handle numbers, returns
 //! `Result<_, Errno>`, and can be exercised without mounting anything.
 //!
 //! Rules it keeps (see docs/DESIGN.md §3):

@@ -26,11 +26,11 @@ use crate::snapshot::diff::Snapshots;
 use crate::snapshot::fence::Fences;
 use crate::snapshot::requester::Snapshotter;
 use crate::snapshot::tree::SnapshotsTree;
+use crate::snapview::ids::SNAPSHOTS_DIR_ID;
 use crate::snapview::tree::ViewTree;
+use crate::snapview::{SnapView, ViewConfig};
 use crate::vfs::mux::{Mux, Virtual, VirtualNames};
 use crate::vfs::{NodeId, ROOT_ID};
-use crate::snapview::ids::SNAPSHOTS_DIR_ID;
-use crate::snapview::{SnapView, ViewConfig};
 
 /// Forks the daemon and waits until it reports the mount live or failed.
 pub fn spawn(

@@ -6,9 +6,9 @@
 //! snapshot's name and the object's source `(dev, ino)`), so hard links
 //! share a number, numbers are stable across remounts, and a tool reading
 //! the snapshot across its seal sees every object under one number. The
-//! router tells this view's nodes from the sealed view's by asking the view
+//! `.snapshots/` tree ([`super::tree`]) tells this view's nodes from the sealed view's by asking the view
 //! ([`PitView::knows`]). Should two objects hash alike, the newcomer gets
-//! an id of [`NAMESPACE_PIT`] from a table instead.
+//! an id of [`Namespace::Pending`] from a table instead.
 //!
 //! Nodes keep their objects while the kernel caches them, which may be
 //! far longer than the daemon has descriptors: an object holding a
@@ -28,18 +28,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use nix::errno::Errno;
 
 use super::asof::{AsOf, AsOfFile, Key};
-use crate::live::ids::NAMESPACE_SHIFT;
 use crate::live::nodes::{FdBudget, FdShare};
 use crate::live::Xattr;
 use crate::snapview::{ids, Attr};
-
+use crate::vfs::Namespace;
 
 pub type Result<T> = std::result::Result<T, Errno>;
 
-/// Namespace of the ids an unsealed view gives where the hashed one is
-/// taken (a collision).
-pub const NAMESPACE_PIT: u8 = 3;
-const NS: u64 = (NAMESPACE_PIT as u64) << NAMESPACE_SHIFT;
+/// The ids an unsealed view gives where the hashed one is taken (a
+/// collision) are in this namespace.
+const NS: u64 = Namespace::Pending.bits();
 
 fn errno(e: io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
@@ -69,7 +67,7 @@ enum Held<O> {
     /// Found again from its parent by its name (past the budget, where it
     /// cannot be parked).
     ByName,
-    /// The snapshot is sealed or gone: the router serves the node from the
+    /// The snapshot is sealed or gone: `.snapshots/` serves the node from the
     /// store's view.
     Retired,
 }
@@ -163,12 +161,6 @@ impl<A: AsOf> PitView<A> {
         self.root_id
     }
 
-    /// Whether `id` can only be an unsealed view's (a table id); hashed ids
-    /// are in the sealed views' namespace, and [`PitView::knows`] tells.
-    pub fn owns(id: u64) -> bool {
-        crate::live::ids::namespace(id) == NAMESPACE_PIT
-    }
-
     /// The id of `key`: its hashed id, unless that is taken by another
     /// object among `nodes` (or reserved), then one of the table.
     fn id_for(&self, nodes: &HashMap<u64, PitNode<A::Obj>>, key: Key) -> u64 {
@@ -233,7 +225,7 @@ impl<A: AsOf> PitView<A> {
 
     /// The snapshot is sealed (or its copy failed): drops every object
     /// and open file this view holds, with their descriptors. The nodes
-    /// stay, for the router to find them again in the store's view.
+    /// stay, for `.snapshots/` to find them again in the store's view.
     pub fn retire(&self) {
         if self.retired.swap(true, Ordering::SeqCst) {
             return;

@@ -24,8 +24,8 @@ use crate::snapview::ids::SNAPSHOTS_DIR_ID;
 use crate::snapview::tree::ViewTree;
 use crate::snapview::{SnapView, LATEST};
 use crate::vfs::{
-    AddEntry, Attr, AttrOut, Class, Ctx, DirEntry, Entry, Errno, Namespace, NodeId, Opened,
-    Result, Statfs, Tree, Xattr,
+    AddEntry, Attr, AttrOut, Class, Ctx, DirEntry, Entry, Errno, Namespace, NodeId, Opened, Result,
+    Statfs, Tree, Xattr,
 };
 
 /// Lifetime of what the kernel learns of `.snapshots/` itself and of a
@@ -413,12 +413,7 @@ impl Tree for SnapshotsTree {
                 .on_pit(
                     id,
                     |p| p.getattr(id.0),
-                    |v| {
-                        self.view.getattr(v).map(|a| Attr {
-                            ino: id.0,
-                            ..a
-                        })
-                    },
+                    |v| self.view.getattr(v).map(|a| Attr { ino: id.0, ..a }),
                 )
                 .map(out),
         }

@@ -7,7 +7,7 @@
 //! +----------+--+---------------------------------------+
 //! ```
 //!
-//! - **namespace**: [`NAMESPACE_SNAPVIEW`] for every snapshot a mount shows,
+//! - **namespace**: [`Namespace::Snapshots`] for every snapshot a mount shows,
 //!   so view ids never meet live ids (namespace 0) and a request is routed by
 //!   its id alone.
 //! - **T = 0, hashed ids**: the local id is the first 55 bits of
@@ -30,11 +30,10 @@
 //! The root of a standalone view (`bkfs mount --store`) is the FUSE root,
 //! id 1, which lies in namespace 0 but is never a live id in such a mount.
 
-use crate::live::ids::NAMESPACE_SHIFT;
-pub use crate::live::ids::NAMESPACE_SNAPVIEW;
+use crate::vfs::Namespace;
 
 /// The namespace bits every view id carries.
-pub const NAMESPACE_BITS: u64 = (NAMESPACE_SNAPVIEW as u64) << NAMESPACE_SHIFT;
+pub const NAMESPACE_BITS: u64 = Namespace::Snapshots.bits();
 
 /// Marks an id handed out by the collision table.
 pub const TABLE_BIT: u64 = 1 << 55;
@@ -77,13 +76,12 @@ pub fn table(n: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::ids::namespace;
 
     #[test]
     fn hashed_ids_are_deterministic_per_snapshot_and_in_the_namespace() {
         let a = hashed("nightly", 2049, 1234);
         assert_eq!(a, hashed("nightly", 2049, 1234));
-        assert_eq!(namespace(a), NAMESPACE_SNAPVIEW);
+        assert!(Namespace::Snapshots.owns(a));
         assert_eq!(a & TABLE_BIT, 0);
         assert_ne!(a, hashed("weekly", 2049, 1234));
         assert_ne!(a, hashed("nightly", 2050, 1234));
@@ -96,7 +94,7 @@ mod tests {
     #[test]
     fn table_ids_are_apart_from_hashed_ones() {
         let t = table(1);
-        assert_eq!(namespace(t), NAMESPACE_SNAPVIEW);
+        assert!(Namespace::Snapshots.owns(t));
         assert_ne!(t & TABLE_BIT, 0);
         assert!(!usable_hash(NAMESPACE_BITS | 5));
         assert!(usable_hash(NAMESPACE_BITS | FIRST_HASHED));

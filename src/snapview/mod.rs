@@ -26,10 +26,10 @@
 pub mod attr;
 pub mod catalog;
 pub mod chunks;
-pub mod tree;
 pub mod ids;
 pub mod layout;
 pub mod nodes;
+pub mod tree;
 
 #[cfg(test)]
 mod tests;

@@ -113,13 +113,7 @@ impl Mux {
     }
 
     /// Lists the root with the virtual entries after the live ones.
-    fn root_listing(
-        &self,
-        fh: u64,
-        offset: u64,
-        plus: bool,
-        add: &mut AddEntry<'_>,
-    ) -> Result<()> {
+    fn root_listing(&self, fh: u64, offset: u64, plus: bool, add: &mut AddEntry<'_>) -> Result<()> {
         let mut full = false;
         if offset < VIRT_BASE {
             self.live
@@ -600,7 +594,10 @@ mod tests {
         assert_eq!(snaps.seen().len(), 1);
         // Pending-view ids go to the snapshots tree too.
         m.forget(NodeId(Namespace::Pending.bits() | 5), 2);
-        assert_eq!(snaps.seen().last().unwrap(), &format!("forget {:#x} 2", Namespace::Pending.bits() | 5));
+        assert_eq!(
+            snaps.seen().last().unwrap(),
+            &format!("forget {:#x} 2", Namespace::Pending.bits() | 5)
+        );
     }
 
     #[test]
@@ -659,7 +656,10 @@ mod tests {
         let root = NodeId::ROOT;
         let name = OsStr::new(".control");
         assert_eq!(m.mkdir(&ctx, root, name, 0o755).err(), Some(Errno::EEXIST));
-        assert_eq!(m.mknod(&ctx, root, name, 0o644, 0).err(), Some(Errno::EEXIST));
+        assert_eq!(
+            m.mknod(&ctx, root, name, 0o644, 0).err(),
+            Some(Errno::EEXIST)
+        );
         assert_eq!(
             m.symlink(&ctx, root, name, OsStr::new("x")).err(),
             Some(Errno::EEXIST)
@@ -691,13 +691,22 @@ mod tests {
         let ctx = Ctx::default();
         let (root, snaps) = (NodeId::ROOT, NodeId(SNAPSHOTS_DIR));
         let n = OsStr::new("x");
-        assert_eq!(m.rename(&ctx, root, n, snaps, n, 0).err(), Some(Errno::EXDEV));
-        assert_eq!(m.rename(&ctx, snaps, n, root, n, 0).err(), Some(Errno::EXDEV));
+        assert_eq!(
+            m.rename(&ctx, root, n, snaps, n, 0).err(),
+            Some(Errno::EXDEV)
+        );
+        assert_eq!(
+            m.rename(&ctx, snaps, n, root, n, 0).err(),
+            Some(Errno::EXDEV)
+        );
         assert_eq!(
             m.rename(&ctx, snaps, n, NodeId(CONTROL_DIR), n, 0).err(),
             Some(Errno::EROFS)
         );
-        assert_eq!(m.link(&ctx, NodeId(SNAPSHOTS_DIR), root, n).err(), Some(Errno::EXDEV));
+        assert_eq!(
+            m.link(&ctx, NodeId(SNAPSHOTS_DIR), root, n).err(),
+            Some(Errno::EXDEV)
+        );
         assert_eq!(
             m.copy_file_range(root, 1, 0, snaps, 1, 0, 10, 0).err(),
             Some(Errno::EXDEV)
