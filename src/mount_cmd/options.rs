@@ -297,7 +297,10 @@ impl MountOptions {
             "dirsync" => self.dirsync = true,
             "remount" => {
                 return Err(
-                    "remount is not supported: unmount, then mount with the new options"
+                    "remount is not supported by bkfs mount: `mount -o remount,ro \
+                     MOUNTPOINT` (mount(8), through mount.fuse.bkfs) changes the kernel's \
+                     flags (ro/rw, nodev, nosuid, noexec, atime...); for bkfs's own options, \
+                     unmount, then mount with the new ones"
                         .to_string(),
                 )
             }

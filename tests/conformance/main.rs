@@ -25,13 +25,19 @@ use load::Load;
 use pjdfs::{Counts, Results};
 use setup::{Scratch, Tmpfs};
 
-// TODO(mount defaults): the mount options below add `dev,suid` to the defaults, because the
-// defaults (`nodev,nosuid`) are being changed on another branch. Once `dev,suid` are the
-// defaults, DEFAULT must become "" (the plain default mount) and must pass as it is.
-/// The "default mount".
-const DEFAULT: &str = "dev,suid";
+/// The default mount: `bkfs mount SRC MNT` with no option.
+const DEFAULT: &str = "";
 /// The `snapshots=off` mount.
-const SNAPSHOTS_OFF: &str = "dev,suid,snapshots=off";
+const SNAPSHOTS_OFF: &str = "snapshots=off";
+
+/// `bkfs mount SRC MNT` with `options`, for messages.
+fn mount_command(options: &str) -> String {
+    if options.is_empty() {
+        "bkfs mount SRC MNT".into()
+    } else {
+        format!("bkfs mount SRC MNT -o {options}")
+    }
+}
 
 /// How many times pjdfstest runs under the snapshot load.
 const LOAD_ROUNDS: usize = 3;
@@ -121,14 +127,15 @@ fn pjdfstest_on(what: &str, options: &str, with_load: bool) {
         rounds,
         || load.as_ref().map(|l| l.pause()),
     );
-    // A read-only remount the way a user makes one (the erofs cases bypass mount(8)).
+    // A read-only remount and back the way a user makes them, checked apart from pjdfstest's.
     let remount = {
         let _held = load.as_ref().map(|l| l.pause());
-        pjdfs::remount_through_mount8(&m.mnt)
+        pjdfs::remount_through_mount8(&m.scratch("config"), &m.mnt)
     };
     let stats = load.map(Load::stop);
     println!(
-        "pjdfstest on {what} (bkfs mount -o {options}): {} in {:.1} s\n{}",
+        "pjdfstest on {what} ({}): {} in {:.1} s\n{}",
+        mount_command(options),
         Counts::of(&results),
         elapsed.as_secs_f64(),
         pjdfs::report(&results)
@@ -147,12 +154,14 @@ fn pjdfstest_on(what: &str, options: &str, with_load: bool) {
     if !problems.is_empty() {
         let first = problems[0].split(": ").next().unwrap_or_default();
         panic!(
-            "pjdfstest on {what} (-o {options}): {} problem(s), cases that fail or skip on \
+            "pjdfstest on {what} ({}): {} problem(s), cases that fail or skip on \
              bkfs but not natively or failures of the load:\n  - {}\n\
-             one case by hand: bkfs mount SRC MNT -o {options}; pjdfstest -c {} -p MNT -s /tmp \
+             one case by hand: {}; pjdfstest -c {} -p MNT -s /tmp \
              -e {first}\n--- daemon log (end) ---\n{}",
+            mount_command(options),
             problems.len(),
             problems.join("\n  - "),
+            mount_command(options),
             setup::here().join("pjdfstest.toml").display(),
             setup::log_tail(&log, 30)
         );
@@ -217,7 +226,8 @@ fn fsx_on(what: &str, options: Option<&str>, with_load: bool) {
     drop(m);
     if !problems.is_empty() {
         panic!(
-            "fsx on {what} (-o {options}):\n{}\n--- daemon log (end) ---\n{}",
+            "fsx on {what} ({}):\n{}\n--- daemon log (end) ---\n{}",
+            mount_command(options),
             problems.join("\n"),
             setup::log_tail(&log, 30)
         );

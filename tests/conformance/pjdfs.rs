@@ -214,7 +214,14 @@ pub struct Run {
 /// Runs pjdfstest in `dir` with `config`, `secondary` as the other filesystem of the EXDEV
 /// tests, on the test cases whose names contain one of `patterns` (all if empty).
 pub fn run(bin: &Path, config: &Path, dir: &Path, secondary: &Path, patterns: &[&str]) -> Run {
-    let mut cmd = Command::new(bin);
+    // The erofs cases remount with `mount -o remount,ro` (and `rw`) from PATH: mount(8) then
+    // runs the helper of the mount's type, for bkfs this worktree's mount.fuse.bkfs, laid
+    // over /sbin in a mount namespace of pjdfstest's own.
+    let mut cmd = if patterns == ["erofs"] {
+        crate::common::with_mount_helper(config.parent().unwrap(), bin)
+    } else {
+        Command::new(bin)
+    };
     cmd.arg("-c")
         .arg(config)
         .arg("-p")
@@ -225,9 +232,6 @@ pub fn run(bin: &Path, config: &Path, dir: &Path, secondary: &Path, patterns: &[
         .current_dir(dir)
         .env("RUST_BACKTRACE", "0")
         .env("NO_COLOR", "1");
-    if patterns == ["erofs"] {
-        cmd.env("PATH", direct_mount_path(config.parent().unwrap()));
-    }
     let ran = setup::run(cmd, LIMIT);
     let results = match parse(&ran.stdout) {
         Ok((results, _)) => results,
@@ -252,47 +256,59 @@ pub fn run(bin: &Path, config: &Path, dir: &Path, secondary: &Path, patterns: &[
     Run { ran, results }
 }
 
-/// A PATH whose `mount` is `mount -i`: the erofs cases remount with `mount -o remount,ro`,
-/// and mount(8) would hand a FUSE mount's remount to /sbin/mount.fuse (fuse3), which cannot
-/// remount bkfs; `-i` makes it the kernel's remount alone. (That mount(8) itself fails is
-/// checked apart: `remount_through_mount8`.)
-fn direct_mount_path(work: &Path) -> String {
-    let dir = work.join("direct-mount");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("mount");
-    std::fs::write(&script, "#!/bin/sh\nexec /usr/bin/mount -i \"$@\"\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
-/// `mount -o remount,ro MNT` and back, as a user would make a mount read-only: None if it
-/// works, else what mount(8) said (the mount is put back read-write with the kernel's
-/// remount either way).
-pub fn remount_through_mount8(mnt: &Path) -> Option<String> {
-    let out = Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(mnt)
-        .output()
-        .unwrap();
-    let back = Command::new("mount")
-        .args(["-i", "-o", "remount,rw"])
-        .arg(mnt)
-        .output()
-        .unwrap();
-    assert!(back.status.success(), "mount -i -o remount,rw: {back:?}");
-    (!out.status.success()).then(|| {
+/// `mount -o remount,ro MNT` and `mount -o remount,rw MNT` through mount(8) and this
+/// worktree's helper ([`crate::common::with_mount_helper`], with `work` for its files), as a
+/// user makes a mount read-only and writable again: in between, a write must fail with EROFS
+/// and a read work; after, a write must work. What went wrong, as readable lines (the mount
+/// is put back read-write with the kernel's remount if mount(8) could not).
+pub fn remount_through_mount8(work: &Path, mnt: &Path) -> Vec<String> {
+    let mount8 = |opts: &str| {
+        crate::common::with_mount_helper(work, "mount")
+            .args(["-o", opts])
+            .arg(mnt)
+            .output()
+            .unwrap()
+    };
+    let failed = |opts: &str, out: &std::process::Output| {
         format!(
-            "`mount -o remount,ro {}` fails ({}): {} (the kernel's remount works: `mount -i` \
-             remounts; mount(8) runs /sbin/mount.fuse for a FUSE mount)",
+            "`mount -o {opts} {}` fails ({}): {}",
             mnt.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )
-    })
+    };
+    let mut problems = Vec::new();
+    let probe = mnt.join("remount-probe");
+    let ro = mount8("remount,ro");
+    if ro.status.success() {
+        match std::fs::write(&probe, b"x") {
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+            other => problems.push(format!(
+                "after `mount -o remount,ro`, a write gave {other:?}, not EROFS"
+            )),
+        }
+        if let Err(e) = std::fs::read_dir(mnt).and_then(|mut d| d.next().transpose()) {
+            problems.push(format!("after `mount -o remount,ro`, a read failed: {e}"));
+        }
+    } else {
+        problems.push(failed("remount,ro", &ro));
+    }
+    let rw = mount8("remount,rw");
+    if rw.status.success() {
+        match std::fs::write(&probe, b"x").and_then(|()| std::fs::remove_file(&probe)) {
+            Ok(()) => {}
+            Err(e) => problems.push(format!("after `mount -o remount,rw`, a write failed: {e}")),
+        }
+    } else {
+        problems.push(failed("remount,rw", &rw));
+        let back = Command::new("mount")
+            .args(["-i", "-o", "remount,rw"])
+            .arg(mnt)
+            .output()
+            .unwrap();
+        assert!(back.status.success(), "mount -i -o remount,rw: {back:?}");
+    }
+    problems
 }
 
 /// Whether pjdfstest skipped `outcome` only because remounts are off in its configuration.

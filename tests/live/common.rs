@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -247,6 +247,48 @@ impl Drop for Mount {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// A command that runs `program` as root in a mount namespace of its own, in which a
+/// read-only overlay lays this worktree's mount(8) helper over /sbin, as `mount.bkfs` and
+/// `mount.fuse.bkfs` (what tools/install.sh installs), without installing it: mount(8)
+/// looks for helpers only in /sbin. It passes them its environment, and BKFS_BIN names the
+/// binary under test. The overlay's layer is made in `work/mount-helper`. The mount that
+/// holds /sbin turns slave first, so the overlay cannot propagate out even where / is
+/// shared; a mount made in the namespace shows outside only under a shared mount (a peer of
+/// the namespace's copy). Remounts change the namespace's copy of a mount, and the flags of
+/// its filesystem (ro/rw) for every namespace.
+pub fn with_mount_helper(work: &Path, program: impl AsRef<OsStr>) -> Command {
+    let helper = work.join("mount-helper");
+    if !helper.join("mount.fuse.bkfs").exists() {
+        std::fs::create_dir_all(&helper).unwrap();
+        let h = helper.join("mount.bkfs");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("mount/mount.bkfs"),
+            &h,
+        )
+        .unwrap();
+        std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("mount.bkfs", helper.join("mount.fuse.bkfs")).unwrap();
+    }
+    let script = "set -e; helper=$1; shift; sbin=$(readlink -f /sbin); \
+                  mount --make-slave \"$(findmnt -n -o TARGET -T \"$sbin\")\"; \
+                  mount -t overlay bkfs-test-helper -o \"lowerdir=$helper:$sbin\" \"$sbin\"; \
+                  exec \"$@\"";
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "unchanged",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(&helper)
+    .arg(program)
+    .env("BKFS_BIN", BKFS);
+    cmd
 }
 
 /// Runs `script` with sh as root; panics with its output if it fails.

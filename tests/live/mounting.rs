@@ -70,47 +70,38 @@ impl Drop for Dirs {
 }
 
 /// Runs mount(8) with `args` as root, with this worktree's mount/mount.bkfs
-/// as the installed helper, without installing it: in a mount namespace of
-/// its own, where a read-only overlay lays the helper over /sbin for that
-/// namespace alone. mount(8) finds helpers only in /sbin, and passes them
-/// the environment: BKFS_BIN names the binary under test. Needs
-/// [`Dirs::share`] first for the mount to show here.
+/// as the installed helper (`mount.bkfs` and `mount.fuse.bkfs`), without
+/// installing it: in a mount namespace of its own ([`with_mount_helper`]).
+/// Needs [`Dirs::share`] first for a mount to show here.
 fn mount8(d: &Dirs, args: &[&str]) -> std::process::Output {
     assert!(d.shared, "mount8 needs Dirs::share");
-    let helper = d.root.join("helper");
-    if !helper.exists() {
-        fs::create_dir(&helper).unwrap();
-        let h = helper.join("mount.bkfs");
-        fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("mount/mount.bkfs"),
-            &h,
-        )
-        .unwrap();
-        fs::set_permissions(&h, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    // The mount holding /sbin turns slave first, so the overlay cannot
-    // propagate out even where / is shared.
-    let script = r#"set -e
-helper=$1; shift
-sbin=$(readlink -f /sbin)
-mount --make-slave "$(findmnt -n -o TARGET -T "$sbin")"
-mount -t overlay bkfs-test-helper -o "lowerdir=$helper:$sbin" "$sbin"
-exec mount "$@""#;
-    Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "unchanged",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(&helper)
+    with_mount_helper(&d.root, "mount")
         .args(args)
-        .env("BKFS_BIN", BKFS)
         .output()
         .unwrap()
+}
+
+/// `findmnt -n -o OPTIONS` of `mnt` in a namespace where `mount8_args`
+/// (a remount) has just run through mount(8): the mount's own flags as the
+/// remount left them (a remount changes the namespace's copy of the mount;
+/// only ro/rw, the filesystem's flag, shows in every namespace).
+fn remount8_options(d: &Dirs, mount8_args: &[&str]) -> Vec<String> {
+    assert!(d.shared, "remount8_options needs Dirs::share");
+    let out = with_mount_helper(&d.root, "sh")
+        .args([
+            "-c",
+            "mount \"$@\" && findmnt -n -o OPTIONS --mountpoint \"$0\"",
+        ])
+        .arg(&d.mnt)
+        .args(mount8_args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount {mount8_args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(',')
+        .map(str::to_string)
+        .collect()
 }
 
 /// The fields of the /proc/mounts line of `mnt`: source, type, options.
@@ -510,6 +501,192 @@ fn fstab_lines_mount_with_their_options_and_mount8_s_own_are_accepted() {
         "{err}"
     );
     assert!(!is_mounted(&d.mnt));
+}
+
+/// Reads work, writes fail with EROFS, and the mount shows `ro` in
+/// /proc/mounts and findmnt.
+fn assert_read_only(mnt: &Path) {
+    assert_eq!(fs::read(mnt.join("hello")).unwrap(), b"world");
+    assert!(fs::read_dir(mnt).unwrap().count() > 0);
+    assert_eq!(errno_of(fs::write(mnt.join("hello"), b"x")), libc::EROFS);
+    assert_eq!(errno_of(fs::write(mnt.join("new"), b"x")), libc::EROFS);
+    assert_eq!(errno_of(fs::create_dir(mnt.join("dir"))), libc::EROFS);
+    let (_, _, opts) = proc_mounts(mnt).unwrap();
+    assert_eq!(opts[0], "ro", "{opts:?}");
+    let m = mnt.display();
+    let listed = sh(&format!("findmnt -n -o OPTIONS --mountpoint {m}"));
+    assert!(listed.starts_with("ro,"), "findmnt: {listed}");
+}
+
+/// Writes work again (and are undone).
+fn assert_read_write(mnt: &Path) {
+    let (_, _, opts) = proc_mounts(mnt).unwrap();
+    assert_eq!(opts[0], "rw", "{opts:?}");
+    fs::write(mnt.join("new"), b"x").unwrap();
+    fs::remove_file(mnt.join("new")).unwrap();
+    fs::write(mnt.join("hello"), b"world").unwrap();
+}
+
+#[test]
+fn the_mount_helper_remounts_with_the_kernel_s_flags_alone() {
+    // What mount(8) 2.38 hands the helper for `mount -o remount,ro DIR` when
+    // an fstab line names DIR: the line's options, its own among them.
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("mount/mount.bkfs");
+    let out = Command::new("sh")
+        .arg(&helper)
+        .args(["/srv/data", "/mnt/data", "-f", "-v", "-o"])
+        .arg(
+            "ro,nodev,noatime,remount,store=/b/s.bkfs,profile=/etc/p.toml,snapshots=off,\
+             writeback,log=/var/log/bkfs.log,nofail,_netdev,user_id=0,group_id=0,\
+             default_permissions,allow_other",
+        )
+        .env("BKFS_BIN", "/nonexistent/bkfs")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("-i --options-mode ignore -o remount,ro,nodev,noatime --target /mnt/data\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "not changed by a remount: store=/b/s.bkfs,profile=/etc/p.toml,snapshots=off,\
+             writeback,log=/var/log/bkfs.log,nofail,_netdev,user_id=0,group_id=0,\
+             default_permissions,allow_other\n"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("bkfs mount"), "{err}");
+}
+
+#[test]
+fn mount8_remounts_read_only_and_back_by_mount_point() {
+    if !can_mount() {
+        return;
+    }
+    let mut d = Dirs::new();
+    d.share();
+    let (src, mnt) = (d.src.to_str().unwrap(), d.mnt.to_str().unwrap());
+    let out = mount8(&d, &["-t", "bkfs", "-o", "nosuid,noatime", src, mnt]);
+    assert!(out.status.success(), "{out:?}");
+    assert_read_write(&d.mnt);
+
+    // mount(8) runs mount.fuse.bkfs (the type is fuse.bkfs); the flags not
+    // named are kept.
+    let opts = remount8_options(&d, &["-o", "remount,ro", mnt]);
+    assert_eq!(opts[0], "ro", "{opts:?}");
+    assert!(
+        opts.contains(&"nosuid".into()) && opts.contains(&"noatime".into()),
+        "{opts:?}"
+    );
+    assert_read_only(&d.mnt);
+    let opts = remount8_options(&d, &["-o", "remount,rw", mnt]);
+    assert_eq!(opts[0], "rw", "{opts:?}");
+    assert!(opts.contains(&"nosuid".into()), "{opts:?}");
+    assert_read_write(&d.mnt);
+
+    // By the source, as for any filesystem; flags turned on and off.
+    let out = mount8(&d, &["-o", "remount,ro", src]);
+    assert!(out.status.success(), "{out:?}");
+    assert_read_only(&d.mnt);
+    let opts = remount8_options(&d, &["-o", "remount,rw,suid,noexec", mnt]);
+    assert!(
+        opts.contains(&"noexec".into()) && !opts.contains(&"nosuid".into()),
+        "{opts:?}"
+    );
+    assert_read_write(&d.mnt);
+
+    // bkfs's own options keep their mount-time values.
+    let out = mount8(&d, &["-o", "remount,snapdir=visible", mnt]);
+    assert!(out.status.success(), "{out:?}");
+    let names: Vec<_> = fs::read_dir(&d.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.contains(&".snapshots".to_string()), "{names:?}");
+    umount(&d.mnt);
+}
+
+#[test]
+fn mount8_remounts_an_fstab_mount_read_only_and_back() {
+    if !can_mount() {
+        return;
+    }
+    let mut d = Dirs::new();
+    d.share();
+    let fstab = d.root.join("fstab");
+    let store = d.root.join("store.bkfs");
+    // mount(8) merges the line's options into a remount by its mount point,
+    // bkfs's and its own with the kernel's flags.
+    fs::write(
+        &fstab,
+        format!(
+            "{} {} bkfs nosuid,snapdir=visible,store={},nofail 0 0\n",
+            d.src.display(),
+            d.mnt.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let (fstab, mnt) = (fstab.to_str().unwrap(), d.mnt.to_str().unwrap());
+    let out = mount8(&d, &["--fstab", fstab, mnt]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(store.is_dir());
+
+    let opts = remount8_options(&d, &["--fstab", fstab, "-o", "remount,ro", mnt]);
+    assert_eq!(opts[0], "ro", "{opts:?}");
+    assert!(opts.contains(&"nosuid".into()), "{opts:?}");
+    assert_read_only(&d.mnt);
+    let opts = remount8_options(&d, &["--fstab", fstab, "-o", "remount,rw", mnt]);
+    assert_eq!(opts[0], "rw", "{opts:?}");
+    assert!(opts.contains(&"nosuid".into()), "{opts:?}");
+    assert_read_write(&d.mnt);
+    assert!(d.mnt.join(".snapshots").is_dir());
+    umount(&d.mnt);
+}
+
+#[test]
+fn an_fstab_line_of_type_fuse_bkfs_mounts() {
+    if !can_mount() {
+        return;
+    }
+    let mut d = Dirs::new();
+    d.share();
+    let fstab = d.root.join("fstab");
+    fs::write(
+        &fstab,
+        format!(
+            "{} {} fuse.bkfs nodev,snapdir=visible 0 0\n",
+            d.src.display(),
+            d.mnt.display()
+        ),
+    )
+    .unwrap();
+    let (fstab, mnt) = (fstab.to_str().unwrap(), d.mnt.to_str().unwrap());
+    let out = mount8(&d, &["--fstab", fstab, mnt]);
+    assert!(out.status.success(), "{out:?}");
+    let (source, fstype, opts) = proc_mounts(&d.mnt).unwrap();
+    assert_eq!(
+        (source.as_str(), fstype.as_str()),
+        (d.src.to_str().unwrap(), "fuse.bkfs")
+    );
+    assert!(opts.contains(&"nodev".into()), "{opts:?}");
+    let names: Vec<_> = fs::read_dir(&d.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.contains(&".snapshots".to_string()) && names.contains(&"hello".to_string()),
+        "{names:?}"
+    );
+    let opts = remount8_options(&d, &["--fstab", fstab, "-o", "remount,ro", mnt]);
+    assert_eq!(opts[0], "ro", "{opts:?}");
+    assert_read_only(&d.mnt);
+    let out = mount8(&d, &["--fstab", fstab, "-o", "remount,rw", mnt]);
+    assert!(out.status.success(), "{out:?}");
+    assert_read_write(&d.mnt);
+    umount(&d.mnt);
 }
 
 #[test]
