@@ -12,7 +12,8 @@
 //!   with its own fuser adapter (`bkfs mount --store`);
 //! - [`mount_cmd`]: `bkfs mount`, the daemon and its options;
 //! - [`quiesce`]: application quiescing: profiles, plug-ins, the watchdog (no FUSE);
-//! - [`cli`]: argument parsing and presentation only.
+//! - [`cli`]: argument parsing and presentation only;
+//! - [`types`]: plain data every part shares (times, xattrs, inode keys).
 
 pub mod cli;
 pub mod control;
@@ -26,3 +27,4 @@ pub mod snapshot;
 pub mod snapview;
 pub mod store;
 pub mod sys;
+pub mod types;

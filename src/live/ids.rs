@@ -51,8 +51,7 @@ pub fn namespace(id: u64) -> u8 {
     (id >> NAMESPACE_SHIFT) as u8
 }
 
-/// An inode's identity on the backing filesystems.
-pub type InodeKey = (u64, u64);
+pub use crate::types::InodeKey;
 
 /// Maps backing inodes to live node ids (see the module comment).
 #[derive(Debug)]
