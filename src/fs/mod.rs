@@ -89,11 +89,7 @@ pub(crate) fn errno(e: live::Errno) -> Errno {
 }
 
 fn time(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
-    }
+    crate::os::time::from_stat(sec, nsec).into()
 }
 
 fn file_type(mode: u32) -> FileType {
@@ -206,7 +202,7 @@ impl BkfsFs {
         }
     }
 
-    fn reply_empty(reply: ReplyEmpty, r: live::sys::Result<()>) {
+    fn reply_empty(reply: ReplyEmpty, r: live::Result<()>) {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -232,7 +228,7 @@ impl Shared {
         self.passthrough.load(Ordering::Relaxed)
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, r: live::sys::Result<live::Entry>) {
+    fn reply_entry(&self, reply: ReplyEntry, r: live::Result<live::Entry>) {
         match r {
             Ok(e) => reply.entry(&self.cfg.ttl, &file_attr(&e.attr), Generation(0)),
             Err(e) => reply.error(errno(e)),
@@ -243,14 +239,10 @@ impl Shared {
     /// kernel may cache as long as a positive one: compilers and git probe
     /// many names that do not exist. A name created through the mount
     /// replaces the negative entry at once.
-    fn reply_lookup(&self, reply: ReplyEntry, r: live::sys::Result<live::Entry>) {
+    fn reply_lookup(&self, reply: ReplyEntry, r: live::Result<live::Entry>) {
         match r {
             Err(live::Errno::ENOENT) if !self.cfg.ttl.is_zero() => {
-                let mut attr = file_attr(&Attr::new(
-                    // SAFETY: an all-zero stat is a valid value of this plain C struct.
-                    unsafe { std::mem::zeroed() },
-                    0,
-                ));
+                let mut attr = file_attr(&Attr::new(crate::os::zeroed_stat(), 0));
                 attr.ino = INodeNo(0);
                 reply.entry(&self.cfg.ttl, &attr, Generation(0))
             }

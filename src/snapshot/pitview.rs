@@ -25,14 +25,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use nix::errno::Errno;
-
 use super::asof::{AsOf, AsOfFile, Key};
 use crate::live::ids::NAMESPACE_SHIFT;
 use crate::live::nodes::{FdBudget, FdShare};
 use crate::live::Xattr;
+use crate::os::{self, Errno};
 use crate::snapview::{ids, Attr};
-use crate::store::Time;
 
 pub type Result<T> = std::result::Result<T, Errno>;
 
@@ -42,20 +40,13 @@ pub const NAMESPACE_PIT: u8 = 3;
 const NS: u64 = (NAMESPACE_PIT as u64) << NAMESPACE_SHIFT;
 
 fn errno(e: io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+    os::errno_of(&e)
 }
 
 /// The id `(dev, ino)` has in snapshot `name`, in this view and, once
 /// sealed, in the store's (barring collisions).
 pub fn id_of(name: &str, key: (u64, u64)) -> u64 {
     ids::hashed(name, key.0, key.1)
-}
-
-fn time(sec: i64, nsec: i64) -> Time {
-    Time {
-        sec,
-        nsec: nsec as u32,
-    }
 }
 
 pub fn attr_of(id: u64, st: &libc::stat) -> Attr {
@@ -69,9 +60,9 @@ pub fn attr_of(id: u64, st: &libc::stat) -> Attr {
         rdev: st.st_rdev,
         size: st.st_size as u64,
         blocks: st.st_blocks as u64,
-        atime: time(st.st_atime, st.st_atime_nsec),
-        mtime: time(st.st_mtime, st.st_mtime_nsec),
-        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        atime: os::time::from_stat(st.st_atime, st.st_atime_nsec),
+        mtime: os::time::from_stat(st.st_mtime, st.st_mtime_nsec),
+        ctime: os::time::from_stat(st.st_ctime, st.st_ctime_nsec),
     }
 }
 

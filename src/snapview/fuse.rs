@@ -60,11 +60,7 @@ pub fn page_cache_push(notifier: fuser::Notifier) -> super::Push {
 }
 
 fn time(t: Time) -> SystemTime {
-    if t.sec >= 0 {
-        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec.into())
-    }
+    t.into()
 }
 
 fn file_type(kind: u32) -> FileType {

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -23,6 +23,8 @@ use serde_bytes::ByteBuf;
 
 use super::area::{self, AttrsRec, EntryRec, State, ALL_BLOCKS, BLOCK};
 use crate::live::changes::Obj;
+use crate::os::xattr::{self, XattrOf};
+use crate::os::{self, fd, Errno, Follow};
 use crate::snapshot::asof::{AsOf, AsOfFile, Inconsistent, Key};
 use crate::store::{Time, Xattr};
 
@@ -91,41 +93,6 @@ pub struct PointInTime {
     pit: Arc<Pit>,
 }
 
-fn to_time(t: SystemTime) -> Time {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => Time {
-            sec: d.as_secs() as i64,
-            nsec: d.subsec_nanos(),
-        },
-        Err(e) => Time {
-            sec: -(e.duration().as_secs() as i64) - 1,
-            nsec: 1_000_000_000 - e.duration().subsec_nanos().max(1),
-        },
-    }
-}
-
-fn from_time(t: Time) -> SystemTime {
-    if t.sec >= 0 {
-        SystemTime::UNIX_EPOCH + std::time::Duration::new(t.sec as u64, t.nsec)
-    } else {
-        SystemTime::UNIX_EPOCH - std::time::Duration::from_secs((-t.sec) as u64)
-            + std::time::Duration::from_nanos(t.nsec as u64)
-    }
-}
-
-fn realtime_now() -> Time {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    Time {
-        sec: ts.tv_sec,
-        nsec: ts.tv_nsec as u32,
-    }
-}
-
 fn gone(key: Key) -> io::Error {
     Inconsistent::error(format!(
         "object {}:{} of the pending snapshot is gone from the source and has no pre-image",
@@ -141,25 +108,21 @@ impl Pit {
         name: &str,
         time: SystemTime,
     ) -> io::Result<Pit> {
-        let cname = crate::sys::cstr(name.as_bytes())?;
-        // SAFETY: valid C string.
-        if unsafe {
-            libc::mkdirat(
-                std::os::fd::AsRawFd::as_raw_fd(&diff_root),
-                cname.as_ptr(),
-                0o700,
-            )
-        } < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+        let cname = os::cstr(name.as_bytes())?;
+        os::dir::mkdirat(diff_root, &cname, 0o700)?;
         let made = (|| {
-            let dir = area::openat(diff_root, &cname, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let dir = fd::openat(
+                diff_root,
+                &cname,
+                Follow::No,
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )?;
             let state = State {
                 version: area::VERSION,
                 name: name.to_owned(),
-                time: to_time(time),
-                commit: realtime_now(),
+                time: time.into(),
+                commit: os::time::realtime_now(),
                 root: source.root_key,
             };
             let json = serde_json::to_vec_pretty(&state).map_err(io::Error::other)?;
@@ -169,14 +132,11 @@ impl Pit {
         match made {
             Ok((dir, state)) => Ok(Pit::new(source, dir, state, Vec::new())),
             Err(e) => {
-                // Leave no directory behind that would refuse the name.
-                let at = std::os::fd::AsRawFd::as_raw_fd(&diff_root);
+                // Leave no directory behind that would refuse the name
+                // (failures leave nothing worse).
                 let tmp = CString::new(format!("{name}/state.json.tmp")).expect("no NUL");
-                // SAFETY: valid C strings; failures leave nothing worse.
-                unsafe {
-                    libc::unlinkat(at, tmp.as_ptr(), 0);
-                    libc::unlinkat(at, cname.as_ptr(), libc::AT_REMOVEDIR);
-                }
+                let _ = os::dir::unlinkat(diff_root, &tmp, 0);
+                let _ = os::dir::unlinkat(diff_root, &cname, libc::AT_REMOVEDIR);
                 Err(e)
             }
         }
@@ -205,7 +165,7 @@ impl Pit {
     fn new(source: Arc<Source>, dir: OwnedFd, state: State, recs: Vec<(Key, area::Loaded)>) -> Pit {
         let pit = Pit {
             name: state.name,
-            time: from_time(state.time),
+            time: state.time.into(),
             commit: state.commit,
             dir,
             source,
@@ -249,10 +209,7 @@ impl Pit {
 
     /// The ctime safety net for an object read live without a pre-image.
     fn check_live(&self, st: &libc::stat) -> io::Result<()> {
-        let ctime = Time {
-            sec: st.st_ctime,
-            nsec: st.st_ctime_nsec as u32,
-        };
+        let ctime = os::time::from_stat(st.st_ctime, st.st_ctime_nsec);
         if ctime > self.commit {
             return Err(Inconsistent::error(format!(
                 "object {}:{} changed after the point in time of snapshot {:?} without a \
@@ -303,11 +260,11 @@ impl Pit {
         if let Some(a) = &rec.attrs {
             return Ok(a.clone());
         }
-        let st = area::fstat(obj.fd)?;
+        let st = fd::fstat(obj.fd)?;
         let kind = st.st_mode & libc::S_IFMT;
-        let xattrs = area::xattrs_of(obj.fd)?;
+        let xattrs = xattr::list_all(XattrOf::ProcFd(obj.fd))?;
         let target = if kind == libc::S_IFLNK {
-            Some(area::read_link(obj.fd)?)
+            Some(os::dir::readlink_fd(obj.fd)?)
         } else {
             None
         };
@@ -337,17 +294,17 @@ impl Pit {
 
     /// The live listing of a directory with what finds each entry later.
     fn list_live_entries(&self, fd: BorrowedFd, key: Key) -> io::Result<Vec<EntryRec>> {
-        let d = area::reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let d = fd::reopen_noatime(fd, libc::O_DIRECTORY)?;
         let mut out = Vec::new();
-        for name in crate::sys::read_dir_names(d.as_fd())? {
+        for name in os::dir::read_dir_names(d.as_fd())? {
             if self.source.hides(key, &name) {
                 continue;
             }
-            let c = crate::sys::cstr(&name)?;
-            let st = match area::fstatat(d.as_fd(), &c) {
+            let c = os::cstr(&name)?;
+            let st = match fd::fstatat(d.as_fd(), &c, Follow::No) {
                 Ok(st) => st,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(e),
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
             };
             let handle = area::handle_at(d.as_fd(), &c)?;
             out.push(EntryRec {
@@ -398,12 +355,20 @@ impl Pit {
         if todo.is_empty() {
             return Ok(());
         }
-        let live = File::from(area::reopen(obj.fd, libc::O_RDONLY)?);
+        let live = fd::reopen_noatime(obj.fd, 0)?;
         let (data, log) = self.data_files(obj.key)?;
         for b in todo {
             let s = b * BLOCK;
-            area::copy_range(&live, &data, s, (s + BLOCK).min(a.size))?;
-            (&log).write_all(&b.to_le_bytes())?;
+            let end = (s + BLOCK).min(a.size);
+            os::io::copy_segments(
+                live.as_fd(),
+                data.as_fd(),
+                s,
+                end,
+                BLOCK as usize,
+                "area.data",
+            )?;
+            os::io::write_all(log.as_fd(), &b.to_le_bytes(), "area.log")?;
             rec.blocks.insert(b);
         }
         Ok(())
@@ -413,15 +378,17 @@ impl Pit {
     /// a pending snapshot may have preserved more objects than the process
     /// may have descriptors.
     fn data_files(&self, key: Key) -> io::Result<(File, File)> {
-        let data = area::openat(
+        let data = fd::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "data"),
+            Follow::No,
             libc::O_RDWR | libc::O_CREAT,
             0o600,
         )?;
-        let log = area::openat(
+        let log = fd::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "blocks"),
+            Follow::No,
             libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
             0o600,
         )?;
@@ -430,13 +397,13 @@ impl Pit {
 
     /// Opens `.data` to read preserved blocks.
     fn open_data(&self, key: Key) -> io::Result<File> {
-        area::openat(
+        Ok(File::from(fd::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "data"),
+            Follow::No,
             libc::O_RDONLY,
             0,
-        )
-        .map(File::from)
+        )?))
     }
 
     pub fn attrs(&self, obj: &Obj) -> io::Result<()> {
@@ -496,8 +463,8 @@ impl Pit {
                     // Removed or replaced, a directory is empty: its listing
                     // is then complete and cheap. A directory that is not
                     // empty is being renamed and stays reachable by handle.
-                    let d = area::reopen(victim.fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
-                    if area::dir_is_empty(d)? {
+                    let d = fd::reopen_noatime(victim.fd, libc::O_DIRECTORY)?;
+                    if os::dir::dir_is_empty(d.as_fd())? {
                         p.ensure_entries(victim, r)?;
                     }
                     return Ok(());
@@ -506,13 +473,14 @@ impl Pit {
                 // be removed at once (in two directories), each hook seeing
                 // the other name still there. A link costs one call, once
                 // per object.
-                match area::link_into(
+                match os::dir::link_fd(
                     victim.fd,
                     p.dir.as_fd(),
                     &area::rec_name(victim.key, "link"),
+                    "area.link",
                 ) {
                     Ok(()) => r.linked = true,
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => r.linked = true,
+                    Err(Errno::EEXIST) => r.linked = true,
                     Err(e) => {
                         tracing::debug!(
                             "cannot link {:?} into the diff area ({e}): copying",
@@ -522,7 +490,7 @@ impl Pit {
                             p.preserve_blocks(victim, r, 0, a.size)?;
                         }
                         let (_, log) = p.data_files(victim.key)?;
-                        (&log).write_all(&ALL_BLOCKS.to_le_bytes())?;
+                        os::io::write_all(log.as_fd(), &ALL_BLOCKS.to_le_bytes(), "area.log")?;
                         r.all = true;
                     }
                 }
@@ -551,7 +519,7 @@ impl Pit {
     fn resolve(&self, dir: Option<BorrowedFd>, e: &EntryRec) -> Option<Arc<OwnedFd>> {
         let key = e.key();
         let ok = |fd: OwnedFd| -> Option<Arc<OwnedFd>> {
-            let st = area::fstat(fd.as_fd()).ok()?;
+            let st = fd::fstat(fd.as_fd()).ok()?;
             ((st.st_dev, st.st_ino) == key).then(|| Arc::new(fd))
         };
         if let Some(h) = &e.handle {
@@ -562,9 +530,10 @@ impl Pit {
                 return Some(fd);
             }
         }
-        if let Some(fd) = area::openat(
+        if let Some(fd) = fd::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "link"),
+            Follow::No,
             libc::O_PATH,
             0,
         )
@@ -573,8 +542,10 @@ impl Pit {
         {
             return Some(fd);
         }
-        let name = crate::sys::cstr(&e.name).ok()?;
-        area::openat(dir?, &name, libc::O_PATH, 0).ok().and_then(ok)
+        let name = os::cstr(&e.name).ok()?;
+        fd::openat(dir?, &name, Follow::No, libc::O_PATH, 0)
+            .ok()
+            .and_then(ok)
     }
 }
 
@@ -676,9 +647,9 @@ impl AsOf for PointInTime {
             return Ok(obj.clone());
         };
         let fd = area::open_handle(self.pit.source.mount.as_fd(), handle)?;
-        let st = area::fstat(fd.as_fd())?;
+        let st = fd::fstat(fd.as_fd())?;
         if (st.st_dev, st.st_ino) != obj.key {
-            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+            return Err(Errno::ESTALE.into());
         }
         Ok(PitObj {
             key: obj.key,
@@ -698,7 +669,7 @@ impl AsOf for PointInTime {
         if let Some(a) = g.get(&obj.key).and_then(|r| r.attrs.as_ref()) {
             return Ok(a.to_stat());
         }
-        let st = area::fstat(obj.fd()?)?;
+        let st = fd::fstat(obj.fd()?)?;
         p.check_live(&st)?;
         Ok(st)
     }
@@ -716,10 +687,10 @@ impl AsOf for PointInTime {
         }
         let fd = dir.fd()?;
         if rec.and_then(|r| r.attrs.as_ref()).is_none() {
-            p.check_live(&area::fstat(fd)?)?;
+            p.check_live(&fd::fstat(fd)?)?;
         }
-        let d = area::reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        let mut names = crate::sys::read_dir_names(d.as_fd())?;
+        let d = fd::reopen_noatime(fd, libc::O_DIRECTORY)?;
+        let mut names = os::dir::read_dir_names(d.as_fd())?;
         names.retain(|n| !p.source.hides(dir.key, n));
         Ok(names)
     }
@@ -727,22 +698,22 @@ impl AsOf for PointInTime {
     fn child(&self, dir: &PitObj, name: &[u8]) -> io::Result<PitObj> {
         let p = &self.pit;
         if p.source.hides(dir.key, name) {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+            return Err(Errno::ENOENT.into());
         }
-        let c = crate::sys::cstr(name)?;
+        let c = os::cstr(name)?;
         let entry = {
             let g = p.read(dir.key);
             match g.get(&dir.key).and_then(|r| r.entries.as_ref()) {
                 Some(list) => {
                     let i = list
                         .binary_search_by(|e| e.name.as_slice().cmp(name))
-                        .map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
+                        .map_err(|_| io::Error::from(Errno::ENOENT))?;
                     list[i].clone()
                 }
                 None => {
                     // Unchanged entries: the live name is the name then.
-                    let fd = area::openat(dir.fd()?, &c, libc::O_PATH, 0)?;
-                    let st = area::fstat(fd.as_fd())?;
+                    let fd = fd::openat(dir.fd()?, &c, Follow::No, libc::O_PATH, 0)?;
+                    let st = fd::fstat(fd.as_fd())?;
                     return Ok(PitObj {
                         key: (st.st_dev, st.st_ino),
                         kind: st.st_mode & libc::S_IFMT,
@@ -767,8 +738,8 @@ impl AsOf for PointInTime {
             return Ok(a.xattrs.clone());
         }
         let fd = obj.fd()?;
-        p.check_live(&area::fstat(fd)?)?;
-        area::xattrs_of(fd)
+        p.check_live(&fd::fstat(fd)?)?;
+        Ok(xattr::list_all(XattrOf::ProcFd(fd))?)
     }
 
     fn readlink(&self, obj: &PitObj) -> io::Result<Vec<u8>> {
@@ -784,7 +755,7 @@ impl AsOf for PointInTime {
             }
         }
         // A symlink's target never changes.
-        area::read_link(obj.fd()?)
+        Ok(os::dir::readlink_fd(obj.fd()?)?)
     }
 
     fn open(&self, obj: &PitObj) -> io::Result<PitFile> {
@@ -795,7 +766,7 @@ impl AsOf for PointInTime {
             match rec.and_then(|r| r.attrs.as_ref()) {
                 Some(a) => (a.size, rec.is_some_and(|r| r.all)),
                 None => {
-                    let st = area::fstat(obj.fd()?)?;
+                    let st = fd::fstat(obj.fd()?)?;
                     p.check_live(&st)?;
                     (st.st_size as u64, false)
                 }
@@ -804,7 +775,7 @@ impl AsOf for PointInTime {
         let live = if all {
             None
         } else {
-            Some(File::from(area::reopen(obj.fd()?, libc::O_RDONLY)?))
+            Some(File::from(fd::reopen_noatime(obj.fd()?, 0)?))
         };
         Ok(PitFile {
             pit: p.clone(),
@@ -919,15 +890,15 @@ impl AsOfFile for PitFile {
         if !all {
             let live = self.live()?;
             if !with_attrs {
-                p.check_live(&area::fstat(live.as_fd())?)?;
+                p.check_live(&fd::fstat(live.as_fd())?)?;
             }
-            let l = area::data_segments(live.as_fd(), 0, limit)?;
+            let l = os::io::data_segments(live.as_fd(), 0, limit)?;
             out.extend(subtract(&l, &kept));
         }
         if !kept.is_empty() {
             let data = self.data()?;
             for &(s, l) in &kept {
-                out.extend(area::data_segments(data.as_fd(), s, s + l)?);
+                out.extend(os::io::data_segments(data.as_fd(), s, s + l)?);
             }
         }
         Ok(coalesce(out))
@@ -943,7 +914,7 @@ impl AsOfFile for PitFile {
         let g = p.read(self.key);
         let rec = g.get(&self.key).filter(|r| r.attrs.is_some());
         if rec.is_none() {
-            p.check_live(&area::fstat(self.live()?.as_fd())?)?;
+            p.check_live(&fd::fstat(self.live()?.as_fd())?)?;
         }
         let mut done = 0usize;
         while done < n {
