@@ -15,7 +15,8 @@
 //! SITE            = a site name (pack.fsync), or a prefix and * (pack.*; * alone: every site)
 //! ACTION          = error:ERRNO   the call fails with ERRNO (ENOSPC, EIO... or a number), doing nothing
 //!                 | panic         the calling thread panics
-//!                 | abort         the process aborts at once (SIGABRT: as a crash, nothing cleaned up)
+//!                 | abort         the process aborts at once (SIGABRT, no core dump: as a crash,
+//!                                 nothing cleaned up or flushed)
 //!                 | delay:MS      the call waits MS milliseconds, then proceeds
 //!                 | off           nothing (a rule that stops later ones from matching)
 //! @N              the action starts at the Nth call the rule matches (default 1: the first),
@@ -212,6 +213,8 @@ impl Rules {
             Some(Action::Abort) => {
                 tracing::warn!("failpoint {site}: abort");
                 eprintln!("bkfs: failpoint {site}: abort");
+                // A crash on purpose leaves no core file where the test ran.
+                super::proc::forbid_core_dump();
                 std::process::abort()
             }
         }

@@ -111,6 +111,14 @@ pub fn redirect_stdio(to: BorrowedFd<'_>) {
     }
 }
 
+/// Makes the process leave no core dump if it crashes (prctl(2)
+/// `PR_SET_DUMPABLE` 0: no core file, none handed to a core-dump program),
+/// before a crash on purpose.
+pub fn forbid_core_dump() {
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument; no memory is involved.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
 /// Fills `buf` from the kernel's random source: safe wrapper for getrandom(2).
 ///
 /// # Errors
