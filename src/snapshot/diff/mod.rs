@@ -11,6 +11,7 @@
 
 pub(crate) mod area;
 mod pit;
+mod pit_read;
 
 use std::ffi::{CStr, OsString};
 use std::io;
@@ -25,7 +26,7 @@ use crate::os::{self, fd, Errno, Follow, Result as LiveResult};
 use crate::snapshot::changeset::ChangeSet;
 
 pub use area::BLOCK;
-pub use pit::{PitFile, PitObj, PointInTime};
+pub use pit_read::{PitFile, PitObj, PointInTime};
 
 use pit::{Pit, Source};
 
