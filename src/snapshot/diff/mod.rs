@@ -183,7 +183,7 @@ impl Snapshots {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let to = self.diff_root.join(format!("{TRASH_PREFIX}{base}-{nanos}"));
-        match std::fs::rename(path, &to) {
+        match os::dir::rename(path, &to, "area.trash") {
             Ok(()) => remove_in_background(to),
             Err(e) => {
                 tracing::warn!("cannot move {} to the trash: {e}", path.display());
