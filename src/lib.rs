@@ -18,7 +18,16 @@
 //! - [`fuse`]: the only fuser importer: one adapter for any tree;
 //! - [`mount_cmd`]: `bkfs mount`, the daemon and its options;
 //! - [`quiesce`]: application quiescing: profiles, plug-ins, the watchdog (no FUSE);
-//! - [`cli`]: argument parsing and presentation only.
+//! - [`cli`]: argument parsing and presentation only;
+//! - [`os`]: the OS layer, the only home of libc calls and `unsafe` (the
+//!   crate denies `unsafe_code` everywhere else), with failpoints for tests;
+//! - [`types`]: plain data every part shares (times, xattrs, inode keys).
+
+#![deny(
+    unsafe_code,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
 
 pub mod cli;
 pub mod control;
@@ -26,10 +35,11 @@ pub mod fuse;
 pub mod ingest;
 pub mod live;
 pub mod mount_cmd;
+pub mod os;
 pub mod quiesce;
 pub mod restore;
 pub mod snapshot;
 pub mod snapview;
 pub mod store;
-pub mod sys;
+pub mod types;
 pub mod vfs;

@@ -12,9 +12,8 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -22,8 +21,12 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::ingest::Progress;
+use crate::os::attr::{fchmod, fchmodat, fchown, fchownat, futimens, set_times_at};
+use crate::os::dir::{mkdirat, mknodat, symlinkat, unlinkat};
+use crate::os::fd::{self, cwd, ProcPath};
+use crate::os::xattr::{self, XattrOf};
+use crate::os::{self, time::timespec, Errno, Follow};
 use crate::store::{Error, Kind, Node, Result, Snapshot, StoreReader};
-use crate::sys::{self, XattrOf};
 
 pub struct Options {
     pub overwrite: bool,
@@ -124,9 +127,9 @@ pub fn restore(
         damaged: Default::default(),
     };
     let dest_fd =
-        sys::open_dir(dest).map_err(|e| Error::io(format!("opening {}", dest.display()), e))?;
+        fd::open_dir(dest).map_err(|e| Error::io(format!("opening {}", dest.display()), e))?;
     let dest_st =
-        sys::fstat(dest_fd.as_fd()).map_err(|e| Error::io(format!("{}", dest.display()), e))?;
+        fd::fstat(dest_fd.as_fd()).map_err(|e| Error::io(format!("{}", dest.display()), e))?;
     if dest_st.st_mode & libc::S_ISGID == 0 {
         job.default_owner = Some((
             nix::unistd::geteuid().as_raw(),
@@ -140,8 +143,13 @@ pub fn restore(
     }
     for l in std::mem::take(&mut *job.pending_links.lock().unwrap()) {
         let linked = std::fs::hard_link(&l.target, &l.link).and_then(|()| {
-            let parent = sys::cstr(l.parent.as_os_str().as_bytes())?;
-            sys::set_times_path(&parent, l.parent_times.0, l.parent_times.1)
+            let parent = os::path_cstr(&l.parent)?;
+            Ok(set_times_at(
+                cwd(),
+                &parent,
+                l.parent_times.0,
+                l.parent_times.1,
+            )?)
         });
         if let Err(e) = linked {
             let msg = format!("hard link to {}: {e}", l.target.display());
@@ -169,7 +177,7 @@ fn set_xattrs(of: XattrOf, n: &Node) -> Result<()> {
         .xattrs
         .iter()
         .filter_map(|x| {
-            sys::set_xattr(of, x)
+            xattr::set(of, x)
                 .err()
                 .map(|e| format!("{}: {e}", String::from_utf8_lossy(&x.name)))
         })
@@ -188,29 +196,24 @@ fn set_xattrs(of: XattrOf, n: &Node) -> Result<()> {
 /// everything in it, anything else by unlinking it. Symlinks are removed,
 /// never followed.
 fn clear_in_the_way(dir: BorrowedFd, name: &CStr, path: &Path) -> Result<()> {
-    match sys::fstatat(dir, name) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+    match fd::fstatat(dir, name, Follow::No) {
+        Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(Error::io("stat", e)),
         Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => std::fs::remove_dir_all(path)
             .map_err(|e| Error::io("remove the directory in the way", e)),
         Ok(_) => {
-            // SAFETY: name is NUL-terminated.
-            if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } < 0 {
-                return Err(Error::io("remove", std::io::Error::last_os_error()));
-            }
+            unlinkat(dir, name, 0).map_err(|e| Error::io("remove", e))?;
             Ok(())
         }
     }
 }
 
 fn current_umask() -> u32 {
-    // SAFETY: umask only swaps a process attribute; it is put back at once,
-    // before any file is created.
-    unsafe {
-        let m = libc::umask(0o022);
-        libc::umask(m);
-        m
-    }
+    // umask only swaps a process attribute; it is put back at once, before
+    // any file is created.
+    let m = os::proc::umask(0o022);
+    os::proc::umask(m);
+    m
 }
 
 fn join(dir: &Path, name: &[u8]) -> PathBuf {
@@ -259,30 +262,30 @@ impl Job<'_> {
     ) -> Result<()> {
         let io = |what: &str| {
             let what = what.to_string();
-            move |e: std::io::Error| Error::io(what, e)
+            move |e: Errno| Error::io(what, e)
         };
-        let name = sys::cstr(&n.name).map_err(io("name"))?;
+        let name = os::cstr(&n.name).map_err(io("name"))?;
         if n.kind == Kind::Dir {
-            // SAFETY: name is NUL-terminated.
-            let r = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EEXIST) || !self.overwrite {
+            if let Err(e) = mkdirat(dir, &name, 0o700) {
+                if e != Errno::EEXIST || !self.overwrite {
                     return Err(Error::io("mkdir", e));
                 }
                 // A directory in the way is reused; anything else is replaced.
-                let is_dir = sys::fstatat(dir, &name)
+                let is_dir = fd::fstatat(dir, &name, Follow::No)
                     .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
                 if !is_dir {
                     clear_in_the_way(dir, &name, path)?;
-                    // SAFETY: name is NUL-terminated.
-                    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) } < 0 {
-                        return Err(Error::io("mkdir", std::io::Error::last_os_error()));
-                    }
+                    mkdirat(dir, &name, 0o700).map_err(io("mkdir"))?;
                 }
             }
-            let fd = sys::openat(dir, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                .map_err(io("open"))?;
+            let fd = fd::openat(
+                dir,
+                &name,
+                Follow::No,
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )
+            .map_err(io("open"))?;
             self.fill_dir(fd.as_fd(), path, n)?;
             // Post-order: everything inside exists, so neither the times nor a
             // default ACL set now are disturbed by what follows (but hard
@@ -311,11 +314,8 @@ impl Job<'_> {
             Kind::File => self.file(dir, &name, path, n)?,
             Kind::Symlink => {
                 let target =
-                    sys::cstr(n.target.as_deref().unwrap_or_default()).map_err(io("symlink"))?;
-                // SAFETY: both strings are NUL-terminated.
-                if unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) } < 0 {
-                    return Err(Error::io("symlink", std::io::Error::last_os_error()));
-                }
+                    os::cstr(n.target.as_deref().unwrap_or_default()).map_err(io("symlink"))?;
+                symlinkat(&target, dir, &name).map_err(io("symlink"))?;
                 self.meta_at(dir, &name, n, false)?;
             }
             Kind::Fifo | Kind::Chr | Kind::Blk => {
@@ -324,10 +324,7 @@ impl Job<'_> {
                     Kind::Chr => libc::S_IFCHR,
                     _ => libc::S_IFBLK,
                 };
-                // SAFETY: name is NUL-terminated.
-                if unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), t | 0o600, n.rdev) } < 0 {
-                    return Err(Error::io("mknod", std::io::Error::last_os_error()));
-                }
+                mknodat(dir, &name, t | 0o600, n.rdev).map_err(io("mknod"))?;
                 self.meta_at(dir, &name, n, true)?;
             }
             Kind::Dir => unreachable!(),
@@ -337,9 +334,10 @@ impl Job<'_> {
     }
 
     fn file(&self, dir: BorrowedFd, name: &CStr, path: &Path, n: &Node) -> Result<()> {
-        let fd = sys::openat(
+        let fd = fd::openat(
             dir,
             name,
+            Follow::No,
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
             n.mode & 0o777,
         )
@@ -348,8 +346,7 @@ impl Job<'_> {
         if let Err(e) = self.write_content(&file, n) {
             drop(file);
             // Never leave a file with wrong content behind.
-            // SAFETY: name is NUL-terminated.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+            let _ = unlinkat(dir, name, 0);
             return Err(e);
         }
         let fd: OwnedFd = file.into();
@@ -368,7 +365,7 @@ impl Job<'_> {
         let write = |(p, off): (&crate::store::Piece, &u64)| -> Result<()> {
             let Some(id) = p.id else { return Ok(()) };
             let data = self.reader.read_blob(&id)?;
-            file.write_all_at(&data, *off)
+            os::io::write_all_at(file.as_fd(), &data, *off, "restore.write")
                 .map_err(|e| Error::io("write", e))?;
             self.progress
                 .bytes
@@ -393,49 +390,41 @@ impl Job<'_> {
     /// Owner, xattrs, mode, times of a regular file created with `n.mode & 0o777`.
     /// Calls that would change nothing are skipped: restore is syscall-bound.
     fn meta_fd(&self, fd: BorrowedFd, n: &Node) -> Result<()> {
-        let raw = fd.as_raw_fd();
         let chown = self.as_root && self.default_owner != Some((n.uid, n.gid));
         if chown {
-            // SAFETY: plain syscall on a valid fd.
-            if unsafe { libc::fchown(raw, n.uid, n.gid) } < 0 {
-                return Err(Error::io("chown", std::io::Error::last_os_error()));
-            }
+            fchown(fd, n.uid, n.gid).map_err(|e| Error::io("chown", e))?;
         }
         let xattrs = set_xattrs(XattrOf::Fd(fd), n);
         let created_right = n.mode & 0o7000 == 0 && n.mode & self.umask == 0;
-        // SAFETY: plain syscall on a valid fd.
-        if !created_right && unsafe { libc::fchmod(raw, n.mode) } < 0 {
-            return Err(Error::io("chmod", std::io::Error::last_os_error()));
+        if !created_right {
+            fchmod(fd, n.mode).map_err(|e| Error::io("chmod", e))?;
         }
-        let ts = [sys::timespec(n.atime), sys::timespec(n.mtime)];
-        // SAFETY: ts holds the two timespecs futimens expects.
-        if unsafe { libc::futimens(raw, ts.as_ptr()) } < 0 {
-            return Err(Error::io("set times", std::io::Error::last_os_error()));
-        }
+        futimens(fd, &[timespec(n.atime), timespec(n.mtime)])
+            .map_err(|e| Error::io("set times", e))?;
         xattrs
     }
 
     /// Owner, xattrs, mode (unless a symlink), times of `name` in `dir`.
     fn meta_at(&self, dir: BorrowedFd, name: &CStr, n: &Node, chmod: bool) -> Result<()> {
         if self.as_root {
-            sys::chown_at(dir, name, n.uid, n.gid).map_err(|e| Error::io("chown", e))?;
+            fchownat(dir, name, n.uid, n.gid).map_err(|e| Error::io("chown", e))?;
         }
-        let xattrs = match sys::proc_path(dir, &n.name) {
-            Ok(p) => set_xattrs(XattrOf::Path(&p), n),
+        let xattrs = match ProcPath::child(dir, &n.name) {
+            Ok(p) => set_xattrs(XattrOf::Path(p.as_cstr()), n),
             Err(e) => Err(Error::io("xattr", e)),
         };
         if chmod {
-            sys::chmod_at(dir, name, n.mode).map_err(|e| Error::io("chmod", e))?;
+            fchmodat(dir, name, n.mode).map_err(|e| Error::io("chmod", e))?;
         }
-        sys::set_times(dir, name, n.atime, n.mtime).map_err(|e| Error::io("set times", e))?;
+        set_times_at(dir, name, n.atime, n.mtime).map_err(|e| Error::io("set times", e))?;
         xattrs
     }
 
     fn dir_meta(&self, path: &Path, n: &Node) -> Result<()> {
         let parent = path.parent().unwrap_or(Path::new("/"));
         let name = path.file_name().map(|s| s.as_bytes()).unwrap_or(b".");
-        let pfd = sys::open_dir(parent).map_err(|e| Error::io("open parent", e))?;
-        let cname = sys::cstr(name).map_err(|e| Error::io("name", e))?;
+        let pfd = fd::open_dir(parent).map_err(|e| Error::io("open parent", e))?;
+        let cname = os::cstr(name).map_err(|e| Error::io("name", e))?;
         let node = Node {
             name: name.to_vec(),
             ..n.clone()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run bkfs's test suite: installs what the tests need (Debian packages, as
-# root), then `cargo test`. Tests mount FUSE filesystems, so they need root and
-# /dev/fuse; with CI=true a missing /dev/fuse fails the run instead of skipping.
+# root), then `cargo test` with the `failpoints` feature (the crash and fault
+# tests arm failpoints of src/os/fail.rs in the bkfs they run; a release build
+# has none). Tests mount FUSE filesystems, so they need root and /dev/fuse;
+# with CI=true a missing /dev/fuse fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +39,7 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
+cargo test --all-targets --features failpoints --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo prints one per binary).

@@ -199,15 +199,9 @@ fn init_logging() {
 /// Backup and restore hold a directory fd per level per thread; lift the soft
 /// limit to the hard one so deep trees never run out.
 fn raise_fd_limit() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: r is a valid rlimit to fill and then pass back.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    if let Ok((soft, hard)) = crate::os::proc::nofile_limit() {
+        if soft < hard {
+            let _ = crate::os::proc::set_nofile_limit(hard, hard);
         }
     }
 }

@@ -11,14 +11,14 @@ mod adapter;
 pub mod init;
 pub mod iomode;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use fuser::{FileAttr, FileType, INodeNo};
 
 pub use adapter::Adapter;
 pub use init::Profile;
 
-use crate::vfs::{self, Attr, Time};
+use crate::vfs::{self, Attr};
 
 /// Settings of an adapter.
 #[derive(Debug, Clone)]
@@ -66,14 +66,6 @@ pub(crate) fn errno(e: vfs::Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e as i32)
 }
 
-fn system_time(t: Time) -> SystemTime {
-    if t.sec >= 0 {
-        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec.into())
-    }
-}
-
 /// The one mode → file type conversion.
 pub(crate) fn file_type(kind: u32) -> FileType {
     match kind & libc::S_IFMT {
@@ -106,9 +98,9 @@ pub(crate) fn file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks,
-        atime: system_time(a.atime),
-        mtime: system_time(a.mtime),
-        ctime: system_time(a.ctime),
+        atime: a.atime.into(),
+        mtime: a.mtime.into(),
+        ctime: a.ctime.into(),
         crtime: UNIX_EPOCH,
         kind: file_type(a.kind),
         perm: a.perm,
@@ -135,6 +127,8 @@ pub fn page_cache_push(notifier: fuser::Notifier) -> crate::snapview::Push {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vfs::Time;
+    use std::time::{Duration, SystemTime};
 
     #[test]
     fn device_numbers_round_trip_through_the_kernels_encoding() {
@@ -146,7 +140,7 @@ mod tests {
 
     #[test]
     fn times_before_the_epoch_convert() {
-        let t = system_time(Time { sec: -2, nsec: 5 });
+        let t = SystemTime::from(Time { sec: -2, nsec: 5 });
         assert_eq!(
             UNIX_EPOCH.duration_since(t).unwrap(),
             Duration::new(1, 999_999_995)

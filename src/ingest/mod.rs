@@ -21,11 +21,11 @@ use std::time::{Instant, SystemTime};
 
 use rayon::prelude::*;
 
+use crate::os;
 use crate::snapshot::{AsOf, ChangeSet, Key};
 use crate::store::pack::BlobKind;
 use crate::store::snapshot::{self, Capture, Snapshot, Stats};
 use crate::store::{Error, Id, Kind, Node, Piece, Result, Store, StoreReader, StoreWriter, Tree};
-use crate::sys;
 
 pub use plain::PlainDir;
 
@@ -195,8 +195,8 @@ pub fn backup(store: &Store, src: &Path, opts: &Options, progress: &Progress) ->
         .canonicalize()
         .map_err(|e| Error::io(format!("source {}", src.display()), e))?;
     let mut skip = Vec::new();
-    let store_fd = sys::open_dir(store.root()).map_err(|e| Error::io("store", e))?;
-    if let Ok(st) = sys::fstat(std::os::fd::AsFd::as_fd(&store_fd)) {
+    let store_fd = os::fd::open_dir(store.root()).map_err(|e| Error::io("store", e))?;
+    if let Ok(st) = os::fd::fstat(std::os::fd::AsFd::as_fd(&store_fd)) {
         skip.push((st.st_dev, st.st_ino));
     }
     drop(store_fd);
@@ -370,7 +370,7 @@ fn kind_of(mode: u32) -> Option<Kind> {
 }
 
 fn node_from_stat(name: Vec<u8>, kind: Kind, st: &libc::stat) -> Node {
-    let (mtime, atime, ctime) = sys::stat_times(st);
+    let (mtime, atime, ctime) = os::time::stat_times(st);
     Node {
         name,
         kind,

@@ -12,13 +12,14 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use crate::os::fd::{self, ProcPath};
+use crate::os::xattr::{self, XattrOf};
+use crate::os::{self, io as oio, Errno, Follow};
 use crate::snapshot::{AsOf, AsOfFile, Key};
 use crate::store::Xattr;
-use crate::sys::{self, XattrOf};
 
 /// Files larger than this are read with a sequential-access hint.
 const SEQUENTIAL_ABOVE: u64 = 64 << 20;
@@ -72,7 +73,7 @@ impl Obj {
         if let Some(f) = self.0.file.get() {
             return Ok(f);
         }
-        let fd = sys::open_noatime(self.parent_fd()?, &self.0.name, flags)?;
+        let fd = fd::openat_noatime(self.parent_fd()?, &self.0.name, flags)?;
         // Another thread may have opened it meanwhile: keep the first fd.
         let _ = self.0.file.set(File::from(fd));
         Ok(self.0.file.get().expect("set just above"))
@@ -84,8 +85,8 @@ impl PlainDir {
     /// line argument does). `skip` lists directories never to enter, by
     /// `(st_dev, st_ino)`.
     pub fn open(path: &Path, skip: Vec<Key>) -> io::Result<PlainDir> {
-        let fd = sys::open_dir(path)?;
-        let st = sys::fstat(fd.as_fd())?;
+        let fd = fd::open_dir(path)?;
+        let st = fd::fstat(fd.as_fd())?;
         let root = Obj(Arc::new(Inner {
             parent: None,
             name: CString::default(),
@@ -121,12 +122,12 @@ impl AsOf for PlainDir {
     }
 
     fn list(&self, dir: &Obj) -> io::Result<Vec<Vec<u8>>> {
-        sys::read_dir_names(dir.dir_fd()?)
+        Ok(os::dir::read_dir_names(dir.dir_fd()?)?)
     }
 
     fn child(&self, dir: &Obj, name: &[u8]) -> io::Result<Obj> {
-        let name = sys::cstr(name)?;
-        let st = sys::fstatat(dir.dir_fd()?, &name)?;
+        let name = os::cstr(name)?;
+        let st = fd::fstatat(dir.dir_fd()?, &name, Follow::No)?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR && self.skip.contains(&(st.st_dev, st.st_ino))
         {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
@@ -141,19 +142,19 @@ impl AsOf for PlainDir {
 
     fn xattrs(&self, obj: &Obj) -> io::Result<Vec<Xattr>> {
         if obj.is_dir() {
-            return sys::list_xattrs(XattrOf::Fd(obj.dir_fd()?));
+            return Ok(xattr::list_all(XattrOf::Fd(obj.dir_fd()?))?);
         }
         if let Some(f) = obj.0.file.get() {
-            return sys::list_xattrs(XattrOf::Fd(f.as_fd()));
+            return Ok(xattr::list_all(XattrOf::Fd(f.as_fd()))?);
         }
         // Not opened (and special files cannot be): through procfs, without
         // following a symlink.
-        let path = sys::proc_path(obj.parent_fd()?, obj.0.name.as_bytes())?;
-        sys::list_xattrs(XattrOf::Path(&path))
+        let path = ProcPath::child(obj.parent_fd()?, obj.0.name.as_bytes())?;
+        Ok(xattr::list_all(XattrOf::Path(path.as_cstr()))?)
     }
 
     fn readlink(&self, obj: &Obj) -> io::Result<Vec<u8>> {
-        sys::readlinkat(obj.parent_fd()?, &obj.0.name)
+        Ok(os::dir::readlinkat(obj.parent_fd()?, &obj.0.name)?)
     }
 
     fn open(&self, obj: &Obj) -> io::Result<PlainFile> {
@@ -162,15 +163,7 @@ impl AsOf for PlainDir {
         }
         let f = obj.opened(0)?;
         if obj.0.st.st_size as u64 > SEQUENTIAL_ABOVE {
-            // SAFETY: advisory only, on a valid fd.
-            unsafe {
-                libc::posix_fadvise(
-                    std::os::fd::AsRawFd::as_raw_fd(f),
-                    0,
-                    0,
-                    libc::POSIX_FADV_SEQUENTIAL,
-                )
-            };
+            oio::advise_sequential(f.as_fd());
         }
         Ok(PlainFile(obj.clone()))
     }
@@ -191,59 +184,22 @@ impl AsOfFile for PlainFile {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-        let f = self.file();
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read_at(&mut buf[n..], off + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
+        Ok(oio::read_full_at(self.file().as_fd(), buf, off)?)
     }
 }
 
 /// The data extents of a file: `(offset, len)`, ascending. A file whose blocks
 /// cover its size has no holes and is one extent, without asking SEEK_DATA.
 fn data_extents(file: &File, size: u64, blocks: u64) -> io::Result<Vec<(u64, u64)>> {
-    use std::os::fd::AsRawFd;
     if size == 0 {
         return Ok(Vec::new());
     }
     if blocks * 512 >= size {
         return Ok(vec![(0, size)]);
     }
-    let fd = file.as_raw_fd();
-    let mut out = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < size {
-        // SAFETY: lseek on a valid fd has no memory effects.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // only a hole remains
-            }
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                return Ok(vec![(0, size)]); // filesystem without SEEK_DATA
-            }
-            return Err(e);
-        }
-        if data as u64 >= size {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let end = (hole as u64).min(size);
-        if end > data as u64 {
-            out.push((data as u64, end - data as u64));
-        }
-        pos = hole;
+    match oio::data_segments(file.as_fd(), 0, size) {
+        // A filesystem without SEEK_DATA.
+        Err(Errno::EINVAL) => Ok(vec![(0, size)]),
+        r => Ok(r?),
     }
-    Ok(out)
 }

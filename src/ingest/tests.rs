@@ -153,9 +153,9 @@ impl Rng {
 }
 
 fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let c = sys::cstr(p.as_os_str().as_encoded_bytes()).unwrap();
-    sys::set_xattr(
-        sys::XattrOf::Path(&c),
+    let c = os::cstr(p.as_os_str().as_encoded_bytes()).unwrap();
+    os::xattr::set(
+        os::xattr::XattrOf::Path(&c),
         &Xattr {
             name: name.as_bytes().to_vec(),
             value: value.to_vec(),
@@ -265,18 +265,18 @@ impl Model {
         // is not after its ctime): a plain directory has no O_NOATIME for
         // readlink. An atime ahead of now keeps the copies from moving it.
         let m = fs::symlink_metadata(self.abs(&link)).unwrap();
-        let c = sys::cstr(self.abs(&link).as_os_str().as_encoded_bytes()).unwrap();
+        let c = os::cstr(self.abs(&link).as_os_str().as_encoded_bytes()).unwrap();
         let t = |sec, nsec| crate::store::Time { sec, nsec };
-        sys::set_times_path(
+        os::attr::set_times_at(
+            os::fd::cwd(),
             &c,
             t(m.ctime() + 3600, 0),
             t(m.mtime(), m.mtime_nsec() as u32),
         )
         .unwrap();
         let fifo = d.join(self.fresh_name("p"));
-        let c = sys::cstr(self.abs(&fifo).as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let c = os::cstr(self.abs(&fifo).as_os_str().as_encoded_bytes()).unwrap();
+        os::dir::mknodat(os::fd::cwd(), &c, libc::S_IFIFO | 0o644, 0).unwrap();
         let sparse = d.join(self.fresh_name("s"));
         let f = fs::File::create(self.abs(&sparse)).unwrap();
         f.write_all_at(b"data", 3 << 20).unwrap();

@@ -1,6 +1,6 @@
 //! Attributes as the live tree reports them, and the changes setattr asks for.
 
-use std::time::SystemTime;
+use crate::os;
 
 /// A backing inode's `stat`, with `st_ino` replaced by its node id.
 #[derive(Clone, Copy)]
@@ -52,33 +52,8 @@ pub use crate::vfs::{SetAttr, SetTime};
 /// The `timespec` utimensat(2) wants for an optional time.
 pub fn timespec(time: Option<SetTime>) -> libc::timespec {
     match time {
-        None => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        Some(SetTime::Now) => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        },
-        Some(SetTime::At(t)) => match t.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => libc::timespec {
-                tv_sec: d.as_secs() as libc::time_t,
-                tv_nsec: d.subsec_nanos() as libc::c_long,
-            },
-            Err(e) => {
-                // Before 1970: a negative second count with a positive nanosecond part.
-                let d = e.duration();
-                let mut sec = -(d.as_secs() as i64);
-                let mut nsec = d.subsec_nanos() as i64;
-                if nsec > 0 {
-                    sec -= 1;
-                    nsec = 1_000_000_000 - nsec;
-                }
-                libc::timespec {
-                    tv_sec: sec as libc::time_t,
-                    tv_nsec: nsec as libc::c_long,
-                }
-            }
-        },
+        None => os::time::OMIT,
+        Some(SetTime::Now) => os::time::NOW,
+        Some(SetTime::At(t)) => os::time::timespec(t.into()),
     }
 }

@@ -26,7 +26,7 @@
 
 use std::cell::Cell;
 
-use super::sys;
+use crate::os::proc;
 
 /// The caller of a create-class request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +53,11 @@ thread_local! {
 pub fn set_thread_umask(mask: u32) {
     OWN_FS_ATTRS.with(|own| {
         if !own.get() {
-            if let Err(e) = sys::unshare_fs() {
+            if let Err(e) = proc::unshare_fs() {
                 tracing::warn!("unshare(CLONE_FS) failed: {e}; the umask is process-wide");
             }
             own.set(true);
         }
     });
-    sys::umask(mask & 0o777);
+    proc::umask(mask & 0o777);
 }

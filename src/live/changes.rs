@@ -14,7 +14,7 @@ use std::ffi::CStr;
 use std::os::fd::BorrowedFd;
 
 use super::ids::InodeKey;
-use super::sys::Result;
+use crate::os::Result;
 
 /// An object of the backing tree as the live core holds it.
 #[derive(Clone, Copy)]

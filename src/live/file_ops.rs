@@ -1,11 +1,13 @@
 //! Operations on inodes and open files: attributes, open, I/O, sync, space.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use super::attr::{timespec, Attr, SetAttr};
 use super::handles::FileHandle;
-use super::sys::{self, Errno, Result};
 use super::Live;
+use crate::os::io::{self as oio, Sync};
+use crate::os::xattr::XattrOf;
+use crate::os::{attr, errno_of, fd, Errno, Result};
 
 impl Live {
     /// The flags the backing file is opened with for open flags `flags` from
@@ -62,10 +64,7 @@ impl Live {
         if let Ok(fd) = self.reopen(&file.node, libc::O_RDWR) {
             return Ok((fd, true));
         }
-        let fd = file
-            .fd()
-            .try_clone_to_owned()
-            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let fd = file.fd().try_clone_to_owned().map_err(|e| errno_of(&e))?;
         Ok((fd, file.writable()))
     }
 
@@ -77,12 +76,13 @@ impl Live {
             return Ok(false);
         }
         let fd = node.fd()?;
-        let st = sys::fstat(fd.as_fd())?;
+        let st = fd::fstat(fd.as_fd())?;
         if st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
             return Ok(true);
         }
-        let path = sys::proc_fd_path(fd.as_raw_fd());
-        Ok(sys::getxattr(&path, c"security.capability", &mut []).is_ok())
+        Ok(XattrOf::ProcFd(fd.as_fd())
+            .get(c"security.capability", &mut [])
+            .is_ok())
     }
 
     /// Removes set-user-id, set-group-id (if group-executable) and file
@@ -96,25 +96,24 @@ impl Live {
             return Ok(());
         }
         let fd = node.fd()?;
-        let st = sys::fstat(fd.as_fd())?;
+        let st = fd::fstat(fd.as_fd())?;
         let mode = st.st_mode & 0o7777;
         let mut kill = libc::S_ISUID;
         if mode & libc::S_IXGRP != 0 {
             kill |= libc::S_ISGID;
         }
-        let name = sys::FdName::new(fd.as_raw_fd());
-        let path = sys::proc_fd_path(fd.as_raw_fd());
-        let has_caps = sys::getxattr(&path, c"security.capability", &mut []).is_ok();
+        let xattrs = XattrOf::ProcFd(fd.as_fd());
+        let has_caps = xattrs.get(c"security.capability", &mut []).is_ok();
         if mode & kill != 0 || has_caps {
             self.before_attrs(&node)?;
         }
         if mode & kill != 0 {
-            sys::fchmodat(self.proc_fd(), name.as_cstr(), mode & !kill)?;
+            attr::chmod_inode(fd.as_fd(), mode & !kill)?;
         }
         if !has_caps {
             return Ok(());
         }
-        match sys::removexattr(&path, c"security.capability") {
+        match xattrs.remove(c"security.capability") {
             Ok(()) | Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => Ok(()),
             Err(e) => Err(e),
         }
@@ -122,16 +121,7 @@ impl Live {
 
     /// Reads up to `buf.len()` bytes at `off`; short only at end of file.
     pub fn read(&self, fh: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
-        let file = self.files.get(fh)?;
-        let mut done = 0;
-        while done < buf.len() {
-            let n = sys::pread(file.fd(), &mut buf[done..], off + done as u64)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        Ok(done)
+        oio::read_full_at(self.files.get(fh)?.fd(), buf, off)
     }
 
     /// Writes all of `data` at `off` (an `O_APPEND` file appends instead);
@@ -144,7 +134,7 @@ impl Live {
         let file = self.files.get(fh)?;
         if self.changes().active() {
             let at = if file.flags & libc::O_APPEND != 0 {
-                sys::fstat(file.fd())?.st_size as u64
+                fd::fstat(file.fd())?.st_size as u64
             } else {
                 off
             };
@@ -152,7 +142,7 @@ impl Live {
         }
         let mut done = 0;
         while done < data.len() {
-            match sys::pwrite(file.fd(), &data[done..], off + done as u64) {
+            match oio::pwrite(file.fd(), &data[done..], off + done as u64, "live.write") {
                 Ok(0) if from_cache => return Err(Errno::EIO),
                 Ok(0) => break,
                 Ok(n) => done += n,
@@ -164,7 +154,11 @@ impl Live {
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
-        sys::fsync(self.files.get(fh)?.fd(), datasync)
+        oio::fsync(
+            self.files.get(fh)?.fd(),
+            Sync::from_datasync(datasync),
+            "live.fsync",
+        )
     }
 
     pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> Result<()> {
@@ -173,12 +167,12 @@ impl Live {
         let shifts = mode & (libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE) != 0;
         let len_changed = if shifts { u64::MAX - off } else { len };
         self.before_data(&file.node, off, len_changed)?;
-        sys::fallocate(file.fd(), mode, off, len)
+        oio::fallocate(file.fd(), mode, off, len)
     }
 
     /// lseek(2) for `SEEK_DATA`/`SEEK_HOLE` (and the plain whences).
     pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> Result<i64> {
-        sys::lseek(self.files.get(fh)?.fd(), off, whence)
+        oio::lseek(self.files.get(fh)?.fd(), off, whence)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -195,7 +189,7 @@ impl Live {
         let dst = self.files.get(fh_out)?;
         self.before_data(&dst.node, off_out, len)?;
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        sys::copy_file_range(src.fd(), off_in, dst.fd(), off_out, len, flags)
+        oio::copy_file_range(src.fd(), off_in, dst.fd(), off_out, len, flags, "live.copy")
     }
 
     /// Applies `set` in the order chmod, chown, truncate, times, and returns
@@ -214,12 +208,10 @@ impl Live {
             if node.kind == libc::S_IFLNK {
                 return Err(Errno::EOPNOTSUPP);
             }
-            let fd = node.fd()?;
-            let name = sys::FdName::new(fd.as_raw_fd());
-            sys::fchmodat(self.proc_fd(), name.as_cstr(), mode & 0o7777)?;
+            attr::chmod_inode(node.fd()?.as_fd(), mode & 0o7777)?;
         }
         if set.uid.is_some() || set.gid.is_some() {
-            sys::fchown_fd(
+            attr::fchown(
                 node.fd()?.as_fd(),
                 set.uid.unwrap_or(u32::MAX),
                 set.gid.unwrap_or(u32::MAX),
@@ -232,7 +224,7 @@ impl Live {
             let file = fh.and_then(|fh| self.files.get(fh).ok());
 
             match file {
-                Some(file) if file.writable() => sys::ftruncate(file.fd(), size)?,
+                Some(file) if file.writable() => oio::ftruncate(file.fd(), size)?,
                 _ => {
                     if node.is_dir() {
                         return Err(Errno::EISDIR);
@@ -241,20 +233,16 @@ impl Live {
                         return Err(Errno::EINVAL);
                     }
                     let fd = self.reopen(&node, libc::O_WRONLY)?;
-                    sys::ftruncate(std::os::fd::AsFd::as_fd(&fd), size)?;
+                    oio::ftruncate(fd.as_fd(), size)?;
                 }
             }
         }
         if set.atime.is_some() || set.mtime.is_some() {
-            sys::utimens_fd(
+            attr::futimens(
                 node.fd()?.as_fd(),
                 &[timespec(set.atime), timespec(set.mtime)],
             )?;
         }
-        Ok(self.attr(sys::fstat(node.fd()?.as_fd())?, id))
-    }
-
-    pub(super) fn proc_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.proc_fd)
+        Ok(self.attr(fd::fstat(node.fd()?.as_fd())?, id))
     }
 }

@@ -5,9 +5,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::dir::DirStream;
 use super::nodes::Node;
-use super::sys::{Errno, Result};
+use crate::os::dir::DirStream;
+use crate::os::{Errno, Result};
 
 /// An open regular file (or other non-directory opened through the mount).
 #[derive(Debug)]

@@ -33,8 +33,7 @@ pub use crate::vfs::ids::ROOT_ID;
 /// Marks an id handed out from the table rather than taken from `st_ino`.
 const TABLE_BIT: u64 = 1 << 55;
 
-/// An inode's identity on the backing filesystems.
-pub type InodeKey = (u64, u64);
+pub use crate::types::InodeKey;
 
 /// Maps backing inodes to live node ids (see the module comment).
 #[derive(Debug)]

@@ -22,12 +22,10 @@
 pub mod attr;
 pub mod caller;
 pub mod changes;
-pub mod dir;
 pub mod handles;
 pub mod ids;
 pub mod nodes;
 pub mod pin;
-pub mod sys;
 pub mod tree;
 
 mod file_ops;
@@ -39,20 +37,20 @@ mod xattr_ops;
 mod tests;
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use crate::os::{Errno, Result};
 pub use attr::{Attr, Entry, SetAttr, SetTime};
 pub use caller::Caller;
 pub use ids::ROOT_ID;
 pub use name_ops::ListedEntry;
-pub use sys::Errno;
 pub use xattr_ops::Xattr;
 
+use crate::os::{fd, Follow};
 use handles::{DirHandle, FileHandle, Handles};
 use nodes::{Node, NodeTable};
-use sys::Result;
 
 /// Default name of the store folder inside the source, hidden from the mount.
 pub const DEFAULT_STORE_NAME: &str = ".bkfs";
@@ -89,8 +87,6 @@ pub struct Live {
     /// How many handles of each node are open for writing.
     writers: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
     dirs: Handles<DirHandle>,
-    /// `/proc/self/fd`, opened `O_PATH`: the directory to reopen nodes from.
-    proc_fd: OwnedFd,
     opts: LiveOptions,
     /// Told before every change (the snapshot machinery, when there is one).
     changes: Arc<dyn changes::Changes>,
@@ -100,19 +96,12 @@ impl Live {
     /// Opens the source directory. Call this before mounting over it.
     pub fn new(source: &Path, opts: LiveOptions) -> std::io::Result<Live> {
         let open_dir = |path: &Path, flags: i32| -> std::io::Result<OwnedFd> {
-            let c =
-                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))?;
-            Ok(sys::openat(
-                // SAFETY: AT_FDCWD is a valid "directory descriptor" for *at() calls.
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
-                &c,
-                flags | libc::O_DIRECTORY,
-                0,
-            )?)
+            Ok(fd::open(path, Follow::Yes, flags | libc::O_DIRECTORY)?)
         };
         let root = open_dir(source, libc::O_PATH)?;
         let mount = open_dir(source, libc::O_RDONLY)?;
-        let proc_fd = open_dir(Path::new("/proc/self/fd"), libc::O_PATH)?;
+        // Nodes are reopened through /proc/self/fd: refuse to start without it.
+        open_dir(Path::new("/proc/self/fd"), libc::O_PATH)?;
         Ok(Live {
             nodes: NodeTable::new(
                 root,
@@ -122,7 +111,6 @@ impl Live {
             files: Handles::new(),
             writers: Default::default(),
             dirs: Handles::new(),
-            proc_fd,
             opts,
             changes: Arc::new(changes::NoChanges),
         })
@@ -214,14 +202,12 @@ impl Live {
 
     /// Reopens a node's inode for I/O through `/proc/self/fd/N`.
     fn reopen(&self, node: &Node, flags: i32) -> Result<OwnedFd> {
-        let fd = node.fd()?;
-        let name = sys::FdName::new(fd.as_raw_fd());
-        sys::openat(self.proc_fd.as_fd(), name.as_cstr(), flags, 0)
+        fd::reopen(node.fd()?.as_fd(), flags)
     }
 
     pub fn getattr(&self, id: u64) -> Result<Attr> {
         let node = self.node(id)?;
-        Ok(self.attr(sys::fstat(node.fd()?.as_fd())?, id))
+        Ok(self.attr(fd::fstat(node.fd()?.as_fd())?, id))
     }
 
     pub fn forget(&self, id: u64, n: u64) {
@@ -229,6 +215,6 @@ impl Live {
     }
 
     pub fn statfs(&self, id: u64) -> Result<libc::statvfs> {
-        sys::fstatvfs(self.node(id)?.fd()?.as_fd())
+        fd::fstatvfs(self.node(id)?.fd()?.as_fd())
     }
 }

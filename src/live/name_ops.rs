@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use super::attr::{Attr, Entry};
 use super::caller::{set_thread_umask, Caller};
-use super::dir::{is_dot_or_dotdot, DirStream};
 use super::handles::{DirHandle, FileHandle};
 use super::nodes::Node;
-use super::sys::{self, with_name, Errno, Result};
 use super::Live;
+use crate::os::dir::{self, is_dot_or_dotdot, DirStream};
+use crate::os::io::{fsync, Sync};
+use crate::os::{attr, fd, with_name, Errno, Follow, Result};
 
 /// One entry of a directory listing, as handed to the adapter.
 #[derive(Debug)]
@@ -39,7 +40,7 @@ impl Live {
 
     /// Looks `name` up in `dir` and takes one lookup on its node.
     fn lookup_at(&self, dir: &Node, name: &CStr) -> Result<Entry> {
-        let st = sys::fstatat(dir.fd()?.as_fd(), name, libc::AT_SYMLINK_NOFOLLOW)?;
+        let st = fd::fstatat(dir.fd()?.as_fd(), name, Follow::No)?;
         // A known inode is pinned by its node, so the key names the same inode.
         if let Some(node) = self.nodes.acquire_existing((st.st_dev, st.st_ino)) {
             node.set_parent(dir.id);
@@ -47,8 +48,8 @@ impl Live {
                 attr: self.attr(st, node.id),
             });
         }
-        let fd = sys::openat(dir.fd()?.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        let st = sys::fstat(fd.as_fd())?;
+        let fd = fd::openat(dir.fd()?.as_fd(), name, Follow::No, libc::O_PATH, 0)?;
+        let st = fd::fstat(fd.as_fd())?;
         let node = self.nodes.acquire(fd, &st);
         node.set_parent(dir.id);
         Ok(Entry {
@@ -78,7 +79,7 @@ impl Live {
             let node = self.nodes.get(entry.id())?;
             self.after_create(&dir, &node);
             if self.give_to_caller(caller, &dir, &node)? {
-                entry.attr = self.attr(sys::fstat(node.fd()?.as_fd())?, node.id);
+                entry.attr = self.attr(fd::fstat(node.fd()?.as_fd())?, node.id);
             }
             Ok(entry)
         })
@@ -90,13 +91,13 @@ impl Live {
         if caller.uid == 0 && caller.gid == 0 {
             return Ok(false);
         }
-        let dir_st = sys::fstat(dir.fd()?.as_fd())?;
+        let dir_st = fd::fstat(dir.fd()?.as_fd())?;
         let gid = if dir_st.st_mode & libc::S_ISGID != 0 {
             u32::MAX // keep the group the setgid directory gave it
         } else {
             caller.gid
         };
-        if let Err(e) = sys::fchown_fd(node.fd()?.as_fd(), caller.uid, gid) {
+        if let Err(e) = attr::fchown(node.fd()?.as_fd(), caller.uid, gid) {
             tracing::warn!(
                 "cannot give new inode {} to uid {}: {e}",
                 node.id,
@@ -121,7 +122,7 @@ impl Live {
             return Err(Errno::EPERM);
         }
         self.create_entry(caller, parent, name, umask, |dir, c| {
-            sys::mknodat(dir.fd()?.as_fd(), c, mode, dev)
+            dir::mknodat(dir.fd()?.as_fd(), c, mode, dev)
         })
     }
 
@@ -134,7 +135,7 @@ impl Live {
         umask: u32,
     ) -> Result<Entry> {
         self.create_entry(caller, parent, name, umask, |dir, c| {
-            sys::mkdirat(dir.fd()?.as_fd(), c, mode & 0o7777)
+            dir::mkdirat(dir.fd()?.as_fd(), c, mode & 0o7777)
         })
     }
 
@@ -147,7 +148,7 @@ impl Live {
     ) -> Result<Entry> {
         let target = std::ffi::CString::new(target.as_bytes()).map_err(|_| Errno::EINVAL)?;
         self.create_entry(caller, parent, name, 0, |dir, c| {
-            sys::symlinkat(&target, dir.fd()?.as_fd(), c)
+            dir::symlinkat(&target, dir.fd()?.as_fd(), c)
         })
     }
 
@@ -164,8 +165,14 @@ impl Live {
         let open_flags = self.backing_open_flags(flags);
         let mut file = None;
         let entry = self.create_entry(caller, parent, name, umask, |dir, c| {
-            let flags = open_flags | libc::O_CREAT | libc::O_NOFOLLOW | (flags & libc::O_EXCL);
-            file = Some(sys::openat(dir.fd()?.as_fd(), c, flags, mode & 0o7777)?);
+            let flags = open_flags | libc::O_CREAT | (flags & libc::O_EXCL);
+            file = Some(fd::openat(
+                dir.fd()?.as_fd(),
+                c,
+                Follow::No,
+                flags,
+                mode & 0o7777,
+            )?);
             Ok(())
         })?;
         let file = file.expect("create_entry ran the closure");
@@ -193,7 +200,7 @@ impl Live {
             if let Some(v) = &victim {
                 self.before_unlinking(&dir, c, v)?;
             }
-            sys::unlinkat(dir.fd()?.as_fd(), c, flags)?;
+            dir::unlinkat(dir.fd()?.as_fd(), c, flags)?;
             if let Some(v) = victim {
                 self.name_removed(&v);
             }
@@ -237,12 +244,13 @@ impl Live {
                         self.before_unlinking(&new_dir, new, v)?;
                     }
                 }
-                sys::renameat2(
+                dir::renameat2(
                     old_dir.fd()?.as_fd(),
                     old,
                     new_dir.fd()?.as_fd(),
                     new,
                     flags,
+                    "live.rename",
                 )?;
                 if let Some(m) = &moved {
                     self.moved(m, new_dir.id);
@@ -268,14 +276,14 @@ impl Live {
         with_name(new_name, |c| {
             self.before_entries(&dir)?;
             self.before_attrs(&node)?;
-            sys::link_fd(node.fd()?.as_fd(), dir.fd()?.as_fd(), c)
+            dir::link_fd(node.fd()?.as_fd(), dir.fd()?.as_fd(), c, "live.link")
         })?;
         // With two names, which directory holds it is no longer one answer.
         node.set_parent(0);
 
         let node = self.nodes.acquire_id(node.id).ok_or(Errno::ESTALE)?;
         Ok(Entry {
-            attr: self.attr(sys::fstat(node.fd()?.as_fd())?, node.id),
+            attr: self.attr(fd::fstat(node.fd()?.as_fd())?, node.id),
         })
     }
 
@@ -284,7 +292,7 @@ impl Live {
         if node.kind != libc::S_IFLNK {
             return Err(Errno::EINVAL);
         }
-        sys::readlink_fd(node.fd()?.as_fd())
+        dir::readlink_fd(node.fd()?.as_fd())
     }
 
     pub fn opendir(&self, id: u64) -> Result<u64> {
@@ -303,7 +311,7 @@ impl Live {
     pub fn fsyncdir(&self, fh: u64, datasync: bool) -> Result<()> {
         let dir = self.dirs.get(fh)?;
         let stream = dir.stream.lock().expect("dir stream lock");
-        sys::fsync(stream.fd(), datasync)
+        fsync(stream.fd(), Sync::from_datasync(datasync), "live.fsync")
     }
 
     /// Lists directory `fh` from `offset`, calling `add` for each entry until
@@ -344,16 +352,14 @@ impl Live {
                 }
             } else if kind == 0 && !dot {
                 // DT_UNKNOWN: the backing filesystem does not store types.
-                let st = with_name(raw.name, |c| {
-                    sys::fstatat(dir.fd()?.as_fd(), c, libc::AT_SYMLINK_NOFOLLOW)
-                });
+                let st = with_name(raw.name, |c| fd::fstatat(dir.fd()?.as_fd(), c, Follow::No));
                 match st {
                     Ok(st) => kind = st.st_mode & libc::S_IFMT,
                     Err(Errno::ENOENT) => return Ok(true),
                     Err(e) => return Err(e),
                 }
             } else if dot && plus {
-                let st = sys::fstat(dir.fd()?.as_fd())?;
+                let st = fd::fstat(dir.fd()?.as_fd())?;
                 attr = Some(self.attr(st, ino));
             }
             let listed = ListedEntry {

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::ids::{IdMap, InodeKey, ROOT_ID};
-use super::pin::{NodeFd, Pin, RawHandle};
-use super::sys::{self, Errno, Result};
+use super::pin::{NodeFd, Pin};
+use crate::os::handle::FileHandle;
+use crate::os::{fd, proc, Errno, Result};
 
 pub struct Node {
     pub id: u64,
@@ -152,15 +153,10 @@ impl FdBudget {
 /// Default share of the open-file limit given to node descriptors; the
 /// rest is left for open files and temporary descriptors.
 pub fn default_budget() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 512;
+    match proc::nofile_limit() {
+        Ok((soft, _)) => (soft as usize / 5 * 3).clamp(64, 1 << 22),
+        Err(_) => 512,
     }
-    (lim.rlim_cur as usize / 5 * 3).clamp(64, 1 << 22)
 }
 
 impl NodeTable {
@@ -168,7 +164,7 @@ impl NodeTable {
     /// `mount` is the root opened for reading: open_by_handle_at refuses
     /// `O_PATH` descriptors.
     pub fn new(root_fd: OwnedFd, mount: OwnedFd, budget: usize) -> Result<NodeTable> {
-        let st = sys::fstat(root_fd.as_fd())?;
+        let st = fd::fstat(root_fd.as_fd())?;
         let key = (st.st_dev, st.st_ino);
         let mount = Arc::new(mount);
         let budget = FdBudget::new(budget);
@@ -244,7 +240,7 @@ impl NodeTable {
             return (Pin::Fd(fd), Some(share));
         }
         if st.st_dev == self.ids.root_dev() {
-            if let Ok(handle) = RawHandle::of(fd.as_fd()) {
+            if let Ok(handle) = FileHandle::of(fd.as_fd()) {
                 let pin = Pin::Handle {
                     handle: Box::new(handle),
                     mount: self.mount.clone(),

@@ -8,8 +8,8 @@ use super::attr::Attr;
 use super::changes::{Changes, Obj};
 use super::ids::{InodeKey, ROOT_ID};
 use super::nodes::Node;
-use super::sys::{self, Errno, Result};
 use super::Live;
+use crate::os::{fd, Errno, Follow, Result};
 
 /// Longest chain of directories followed to the root before giving up.
 const MAX_DEPTH: usize = 4096;
@@ -43,7 +43,7 @@ impl Live {
             return Some(Vec::new());
         }
         if !node.is_dir() {
-            let st = sys::fstat(node.fd().ok()?.as_fd()).ok()?;
+            let st = fd::fstat(node.fd().ok()?.as_fd()).ok()?;
             if st.st_nlink > 1 {
                 return None;
             }
@@ -126,12 +126,12 @@ impl Live {
         if !self.changes.active() {
             return Ok(None);
         }
-        let fd = match sys::openat(dir.fd()?.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+        let fd = match fd::openat(dir.fd()?.as_fd(), name, Follow::No, libc::O_PATH, 0) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let st = sys::fstat(fd.as_fd())?;
+        let st = fd::fstat(fd.as_fd())?;
         Ok(Some(Found { fd, st }))
     }
 

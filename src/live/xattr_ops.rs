@@ -6,11 +6,12 @@
 //! forwarding; the daemon then acts as root on `/proc/self/fd/N`.
 
 use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 
-use super::sys::{self, Errno, Result};
 use super::Live;
+use crate::os::xattr::XattrOf;
+use crate::os::{Errno, Result};
 
 pub use crate::vfs::Xattr;
 
@@ -19,37 +20,34 @@ fn xattr_name(name: &OsStr) -> Result<std::ffi::CString> {
 }
 
 impl Live {
-    /// Calls `f` with `/proc/self/fd/N` for node `id`, N held open meanwhile.
-    fn with_node_path<T>(
-        &self,
-        id: u64,
-        f: impl FnOnce(&std::ffi::CStr) -> Result<T>,
-    ) -> Result<T> {
+    /// Calls `f` with the xattrs of node `id` (through `/proc/self/fd/N`,
+    /// its descriptor held open meanwhile).
+    fn with_node_xattrs<T>(&self, id: u64, f: impl FnOnce(XattrOf<'_>) -> Result<T>) -> Result<T> {
         let node = self.node(id)?;
         let fd = node.fd()?;
-        f(&sys::proc_fd_path(fd.as_raw_fd()))
+        f(XattrOf::ProcFd(fd.as_fd()))
     }
 
     pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> Result<Xattr> {
         let name = xattr_name(name)?;
-        self.with_node_path(id, |path| {
+        self.with_node_xattrs(id, |of| {
             if size == 0 {
-                return Ok(Xattr::Size(sys::getxattr(path, &name, &mut [])?));
+                return Ok(Xattr::Size(of.get(&name, &mut [])?));
             }
             let mut buf = vec![0u8; size as usize];
-            let n = sys::getxattr(path, &name, &mut buf)?;
+            let n = of.get(&name, &mut buf)?;
             buf.truncate(n);
             Ok(Xattr::Data(buf))
         })
     }
 
     pub fn listxattr(&self, id: u64, size: u32) -> Result<Xattr> {
-        self.with_node_path(id, |path| {
+        self.with_node_xattrs(id, |of| {
             if size == 0 {
-                return Ok(Xattr::Size(sys::listxattr(path, &mut [])?));
+                return Ok(Xattr::Size(of.list(&mut [])?));
             }
             let mut buf = vec![0u8; size as usize];
-            let n = sys::listxattr(path, &mut buf)?;
+            let n = of.list(&mut buf)?;
             buf.truncate(n);
             Ok(Xattr::Data(buf))
         })
@@ -58,13 +56,13 @@ impl Live {
     pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let name = xattr_name(name)?;
         self.before_attrs(&*self.node(id)?)?;
-        self.with_node_path(id, |path| sys::setxattr(path, &name, value, flags))
+        self.with_node_xattrs(id, |of| of.set(&name, value, flags))
     }
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> Result<()> {
         let name = xattr_name(name)?;
         self.before_attrs(&*self.node(id)?)?;
 
-        self.with_node_path(id, |path| sys::removexattr(path, &name))
+        self.with_node_xattrs(id, |of| of.remove(&name))
     }
 }

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 #[cfg(test)]
 use std::path::PathBuf;
@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use fuser::{MountOption, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
-use nix::unistd::{fork, ForkResult};
 
 use super::logging::{self, Target};
 use super::options::{Flags, MountOptions};
@@ -21,6 +20,7 @@ use crate::control::{Control, CONTROL_DIR_ID, QUIESCE_DIR_ID};
 use crate::fuse::{Adapter, Config};
 use crate::live::tree::LiveTree;
 use crate::live::{Live, LiveOptions};
+use crate::os::proc::{self, ForkResult};
 use crate::snapshot::barrier::Barrier;
 use crate::snapshot::diff::Snapshots;
 use crate::snapshot::fence::Fences;
@@ -40,9 +40,9 @@ pub fn spawn(
     flags: Flags,
 ) -> Result<(), MountError> {
     let (rx, tx) = nix::unistd::pipe().map_err(|e| failed(format!("pipe: {e}")))?;
-    // SAFETY: no thread has been started yet (argument parsing and checks
-    // only), so the child may run any code after fork.
-    match unsafe { fork() } {
+    // No thread has been started yet (argument parsing and checks only):
+    // proc::fork checks it.
+    match proc::fork() {
         Err(e) => Err(failed(format!("fork: {e}"))),
         Ok(ForkResult::Parent { .. }) => {
             drop(tx);
@@ -78,10 +78,7 @@ fn detach_stdio() {
         .write(true)
         .open("/dev/null")
     {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors, which we own.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+        proc::redirect_stdio(null.as_fd());
     }
 }
 
@@ -214,25 +211,15 @@ pub fn serve(
 /// Raises the open-file limit as far as allowed: the daemon holds one
 /// descriptor per inode the kernel caches (a kernel tree alone is 80,000).
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Ok((_, hard)) = proc::nofile_limit() else {
         return;
-    }
+    };
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
-        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
-        .unwrap_or(lim.rlim_max);
-    for max in [lim.rlim_max.max(nr_open), lim.rlim_max] {
-        let want = libc::rlimit {
-            rlim_cur: max,
-            rlim_max: max,
-        };
-        // SAFETY: setrlimit reads the struct it is given.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    for max in [hard.max(nr_open), hard] {
+        if proc::set_nofile_limit(max, max).is_ok() {
             tracing::debug!("open file limit: {max}");
             return;
         }

@@ -43,8 +43,7 @@ pub fn init(target: Target<'_>) -> std::io::Result<()> {
             .with_writer(std::io::stderr)
             .try_init(),
         Target::Syslog => {
-            // SAFETY: the identity is a static C string, valid for the process's life.
-            unsafe { libc::openlog(c"bkfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+            crate::os::proc::openlog_daemon();
             builder
                 .with_ansi(false)
                 .without_time()
@@ -86,9 +85,7 @@ impl Drop for SyslogLine {
             return;
         }
         let msg = CString::new(std::mem::take(&mut self.buf)).expect("NULs removed");
-        // SAFETY: the format and the message are valid C strings; "%s" makes
-        // syslog read exactly one string argument.
-        unsafe { libc::syslog(self.priority, c"%s".as_ptr(), msg.as_ptr()) };
+        crate::os::proc::syslog(self.priority, &msg);
     }
 }
 

@@ -50,22 +50,7 @@ impl Creds {
             if let Some(n) = &self.name {
                 cmd.env("USER", n).env("LOGNAME", n);
             }
-            let gids: Vec<libc::gid_t> = groups;
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setgroups(gids.len() as _, gids.as_ptr()) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::setgid(gid) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::setuid(uid) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            crate::os::proc::run_as(cmd, uid, gid, groups);
         }
     }
 }

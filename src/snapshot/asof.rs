@@ -10,7 +10,7 @@ use std::io;
 use crate::store::Xattr;
 
 /// An inode's identity: `(st_dev, st_ino)`.
-pub type Key = (u64, u64);
+pub use crate::types::InodeKey as Key;
 
 /// What an [`AsOf`] error carries when the tree can no longer be read as
 /// of its point in time (an object changed, or went, without a pre-image):

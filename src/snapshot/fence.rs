@@ -30,15 +30,16 @@
 //! the writeback cache the kernel holds that inode's lock during the OPEN).
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::barrier::{Barrier, Hold};
-use crate::live::pin::RawHandle;
 use crate::live::{Errno, Live};
+use crate::os::handle::FileHandle;
+use crate::os::io::{fsync, Sync};
+use crate::os::{fd, proc, Follow};
 
 /// What answers a held FSYNC (the adapter's reply).
 pub type Answer = Box<dyn FnOnce() + Send>;
@@ -212,20 +213,9 @@ impl Fences {
             .clone()
             .ok_or_else(|| FenceError::NoMount("mount point unknown".into()))?;
         let no = |e: std::io::Error| FenceError::NoMount(format!("{}: {e}", path.display()));
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| no(e.into()))?;
-        // SAFETY: a valid C string; the descriptor returned is owned below.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                // Not O_PATH: open_by_handle_at refuses those.
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(no(std::io::Error::last_os_error()));
-        }
-        // SAFETY: fd was just opened and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Not O_PATH: open_by_handle_at refuses those.
+        let fd = fd::open(&path, Follow::Yes, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| no(e.into()))?;
         // It must be this daemon's mount, not what covers its mount point.
         let st = nix::sys::statfs::fstatfs(&fd).map_err(|e| no(e.into()))?;
         let md = nix::sys::stat::fstat(&fd).map_err(|e| no(e.into()))?;
@@ -339,8 +329,7 @@ impl Fences {
     /// A fence thread: opens node `id` through the mount and calls fsync,
     /// which returns once the fix is released.
     fn fence_one(&self, generation: u64, slot: usize, id: u64, mount: &OwnedFd) {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() };
+        let tid = proc::gettid();
         {
             let mut st = self.state.lock().unwrap();
             if !st.holding || st.generation != generation {
@@ -348,7 +337,7 @@ impl Fences {
             }
             st.tids.insert(tid, slot);
         }
-        let fd = match RawHandle::fuse_node(id).open_with(mount.as_fd(), libc::O_RDONLY) {
+        let fd = match FileHandle::fuse_node(id).open(mount.as_fd(), libc::O_RDONLY) {
             Ok(fd) => fd,
             Err(errno) => {
                 let mut st = self.state.lock().unwrap();
@@ -362,8 +351,8 @@ impl Fences {
                 return;
             }
         };
-        // SAFETY: fd is an open descriptor.
-        unsafe { libc::fsync(fd.as_raw_fd()) };
+        // Its result does not matter: it returns when the fix is released.
+        let _ = fsync(fd.as_fd(), Sync::All, "fence.fsync");
     }
 
     /// Ends one fix; the last one answers every held FSYNC and opens the gate.

@@ -25,11 +25,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use nix::errno::Errno;
-
 use super::asof::{AsOf, AsOfFile, Key};
 use crate::live::nodes::{FdBudget, FdShare};
 use crate::live::Xattr;
+use crate::os::{self, Errno};
 use crate::snapview::{ids, Attr};
 use crate::vfs::Namespace;
 
@@ -40,7 +39,7 @@ pub type Result<T> = std::result::Result<T, Errno>;
 const NS: u64 = Namespace::Pending.bits();
 
 fn errno(e: io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+    os::errno_of(&e)
 }
 
 /// The id `(dev, ino)` has in snapshot `name`, in this view and, once

@@ -461,8 +461,7 @@ impl Snapshotter {
             let _ = std::thread::Builder::new()
                 .name("bkfs-scan".into())
                 .spawn(move || {
-                    // SAFETY: setpriority on the calling thread has no memory effects.
-                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 15) };
+                    crate::os::proc::set_thread_nice(15);
                     match &changes {
                         Some(cs) => ingest::scan_changes(&store, &*pit, cs, &progress),
                         None => ingest::scan(&*pit, &progress),
@@ -475,8 +474,7 @@ impl Snapshotter {
         let pool = rayon::ThreadPoolBuilder::new()
             .thread_name(|i| format!("bkfs-copy-{i}"))
             .start_handler(|_| {
-                // SAFETY: setpriority on the calling thread (who = 0) has no memory effects.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+                crate::os::proc::set_thread_nice(10);
             })
             .build();
         // A panic in the copy (a bug) must not leave the snapshot pending

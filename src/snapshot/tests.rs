@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::asof::{AsOf, AsOfFile, Key};
-use super::diff::area;
 use super::diff::{PointInTime, Snapshots};
 use crate::live::changes::{Changes, Obj};
+use crate::os::xattr::XattrOf;
+use crate::os::{self, Follow};
 use crate::store::Xattr;
 
 struct H {
@@ -90,15 +91,8 @@ impl H {
 
     fn with_obj<T>(&self, rel: &str, lineage_known: bool, f: impl FnOnce(&Obj) -> T) -> T {
         let path = cpath(&self.p(rel));
-        let fd = area::openat(
-            // SAFETY: AT_FDCWD is valid for *at() calls.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
-            &path,
-            libc::O_PATH,
-            0,
-        )
-        .unwrap();
-        let st = area::fstat(fd.as_fd()).unwrap();
+        let fd = os::fd::openat(os::fd::cwd(), &path, Follow::No, libc::O_PATH, 0).unwrap();
+        let st = os::fd::fstat(fd.as_fd()).unwrap();
         let lin = self.lineage(rel);
         let lineage = move || lineage_known.then(|| lin.clone());
         let obj = Obj {
@@ -160,42 +154,21 @@ impl H {
             },
         ];
         let c = cpath(&self.p(rel));
-        // SAFETY: valid C string and two timespecs.
-        let r = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                ts.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        os::attr::utimensat(os::fd::cwd(), &c, &ts).unwrap();
     }
 
     fn setxattr(&self, rel: &str, name: &str, value: &[u8]) {
         self.attrs(rel);
         let c = cpath(&self.p(rel));
         let n = CString::new(name).unwrap();
-        // SAFETY: valid C strings; value readable for its length.
-        let r = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        XattrOf::Path(&c).set(&n, value, 0).unwrap();
     }
 
     fn removexattr(&self, rel: &str, name: &str) {
         self.attrs(rel);
         let c = cpath(&self.p(rel));
         let n = CString::new(name).unwrap();
-        // SAFETY: valid C strings.
-        let r = unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) };
-        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        XattrOf::Path(&c).remove(&n).unwrap();
     }
 
     fn entries(&self, dir: &str) {
@@ -234,8 +207,7 @@ impl H {
         let (parent, _) = Self::parent_name(rel);
         self.entries(&parent);
         let c = cpath(&self.p(rel));
-        // SAFETY: valid C string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o640) }, 0);
+        os::dir::mknodat(os::fd::cwd(), &c, libc::S_IFIFO | 0o640, 0).unwrap();
         self.created(rel);
     }
 
@@ -346,23 +318,16 @@ fn capture_live(src: &Path) -> Model {
             root.join(rel)
         };
         let c = cpath(&path);
-        let fd: OwnedFd = area::openat(
-            // SAFETY: AT_FDCWD is valid for *at() calls.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
-            &c,
-            libc::O_PATH,
-            0,
-        )
-        .unwrap();
-        let st = area::fstat(fd.as_fd()).unwrap();
+        let fd: OwnedFd = os::fd::openat(os::fd::cwd(), &c, Follow::No, libc::O_PATH, 0).unwrap();
+        let st = os::fd::fstat(fd.as_fd()).unwrap();
         let mut info = info_of(&st);
-        info.xattrs = area::xattrs_of(fd.as_fd()).unwrap();
+        info.xattrs = os::xattr::list_all(XattrOf::ProcFd(fd.as_fd())).unwrap();
         match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => {
                 let f = File::open(&path).unwrap();
                 info.content = Some(fs::read(&path).unwrap());
                 info.extents = Some(coalesce(
-                    area::data_segments(f.as_fd(), 0, st.st_size as u64).unwrap(),
+                    os::io::data_segments(f.as_fd(), 0, st.st_size as u64).unwrap(),
                 ));
             }
             libc::S_IFLNK => {
@@ -573,8 +538,8 @@ fn unlinked_file_keeps_content_written_after() {
         let f = OpenOptions::new().write(true).open(h.p("f")).unwrap();
         h.unlink("f");
         // Reach it as the live core would, through its descriptor.
-        let fd = area::reopen(f.as_fd(), libc::O_PATH).unwrap();
-        let st = area::fstat(fd.as_fd()).unwrap();
+        let fd = os::fd::reopen(f.as_fd(), libc::O_PATH).unwrap();
+        let st = os::fd::fstat(fd.as_fd()).unwrap();
         let lineage = || None;
         let obj = Obj {
             key: (st.st_dev, st.st_ino),
@@ -1111,7 +1076,7 @@ fn xattrs_of_a_symlink_are_its_own() {
     h.setxattr("s", "trusted.on-link", b"1");
     h.setxattr("t", "trusted.on-target", b"2");
     h.with_obj("s", true, |o| {
-        let x = area::xattrs_of(o.fd).unwrap();
+        let x = os::xattr::list_all(XattrOf::ProcFd(o.fd)).unwrap();
         assert_eq!(x.len(), 1, "{x:?}");
         assert_eq!(x[0].name, b"trusted.on-link");
     });
@@ -1144,10 +1109,10 @@ fn an_inode_reused_after_the_barrier_keeps_the_old_pre_image() {
         // A new file that (as the kernel may) took the old directory's inode
         // number: its hooks must not touch the directory's pre-image.
         h.create("d/x", b"");
-        let fd = area::openat(
-            // SAFETY: AT_FDCWD is valid for *at() calls.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
+        let fd = os::fd::openat(
+            os::fd::cwd(),
             &cpath(&h.p("d/x")),
+            Follow::No,
             libc::O_PATH,
             0,
         )
@@ -1261,7 +1226,7 @@ fn a_write_just_past_the_end_keeps_the_hole_before_it() {
             assert_eq!(
                 {
                     let f = File::open(h.p("tail")).unwrap();
-                    coalesce(area::data_segments(f.as_fd(), 0, 10_000).unwrap())
+                    coalesce(os::io::data_segments(f.as_fd(), 0, 10_000).unwrap())
                 },
                 vec![(0, 4096), (8192, 1808)],
                 "the write allocated the block below the old end"

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::store::{self, Snapshot, Store, Time, Tree};
 
@@ -47,13 +47,7 @@ impl Snap {
 }
 
 pub fn time_of(t: SystemTime) -> Time {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Time {
-            sec: d.as_secs() as i64,
-            nsec: d.subsec_nanos(),
-        },
-        Err(_) => Time::default(),
-    }
+    t.into()
 }
 
 /// One reading of the store's snapshots.

@@ -698,16 +698,7 @@ impl SnapView {
     /// Figures of the store's filesystem, with nothing free: the view is
     /// read-only.
     pub fn statfs(&self) -> Result<libc::statvfs> {
-        let path = std::ffi::CString::new(self.store.root().as_os_str().as_bytes())
-            .map_err(|_| Errno::EINVAL)?;
-        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-        // SAFETY: `path` is a valid C string and `st` a valid out-pointer,
-        // which statvfs fills completely when it succeeds.
-        if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
-            return Err(Errno::last());
-        }
-        // SAFETY: statvfs succeeded, so `st` is initialized.
-        let mut st = unsafe { st.assume_init() };
+        let mut st = crate::os::fd::statvfs(self.store.root())?;
         st.f_bfree = 0;
         st.f_bavail = 0;
         st.f_ffree = 0;

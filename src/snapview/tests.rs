@@ -57,17 +57,9 @@ fn backup(store: &Store, src: &Path, name: &str) {
 fn xattr_set(path: &Path, name: &str, value: &[u8]) {
     let p = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and a buffer of the length given.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+    crate::os::xattr::XattrOf::Path(&p)
+        .set(&n, value, 0)
+        .expect("setxattr");
 }
 
 fn view(store: &Store) -> SnapView {

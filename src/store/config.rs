@@ -58,9 +58,7 @@ impl Default for Config {
 }
 
 fn getrandom(buf: &mut [u8]) {
-    // SAFETY: buf is a valid writable buffer of buf.len() bytes.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
+    if crate::os::proc::getrandom(buf).is_err() {
         // Fall back to something unique enough for an identity (not a secret).
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -42,10 +42,12 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+    /// An I/O error in `context`; `source` is an `io::Error` or an errno of
+    /// the OS layer (which keeps its raw value in the `io::Error`).
+    pub fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            source: source.into(),
         }
     }
 
@@ -78,6 +80,12 @@ pub trait IoContext<T> {
 }
 
 impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}
+
+impl<T> IoContext<T> for crate::os::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(context(), e))
     }

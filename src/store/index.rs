@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -17,6 +17,7 @@ use memmap2::Mmap;
 use super::error::{Error, IoContext, Result};
 use super::id::Id;
 use super::pack::Location;
+use crate::os;
 
 const MAGIC: &[u8; 8] = b"BKFSIX01";
 const HEADER_LEN: usize = 16;
@@ -35,10 +36,7 @@ impl IndexFile {
     fn open(path: &Path) -> Result<IndexFile> {
         let bad = |why: &str| Error::Corrupt(format!("index {}: {why}", path.display()));
         let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-        // SAFETY: index files are never modified after their rename into place
-        // (writers create new files and delete old ones), so the mapping cannot
-        // change under us; a deleted file stays mapped until we drop it.
-        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("mapping {}", path.display()))?;
+        let map = map_immutable(&file).ctx(|| format!("mapping {}", path.display()))?;
         if map.len() < HEADER_LEN + TRAILER_LEN || &map[..8] != MAGIC {
             return Err(bad("not an index file"));
         }
@@ -190,10 +188,21 @@ pub fn write_index_file(
     let tmp = tmp_dir.join(&name);
     let path = dir.join(&name);
     let ctx = || format!("writing {}", tmp.display());
-    let mut f = File::create(&tmp).ctx(ctx)?;
-    f.write_all(&buf).ctx(ctx)?;
-    f.sync_all().ctx(ctx)?;
-    fs::rename(&tmp, &path).ctx(ctx)?;
+    let f = os::file::create(&tmp).ctx(ctx)?;
+    os::io::write_all(f.as_fd(), &buf, "index.write").ctx(ctx)?;
+    os::file::sync(&f, "index.fsync").ctx(ctx)?;
+    os::dir::rename(&tmp, &path, "index.rename").ctx(ctx)?;
     super::fsync_dir(dir)?;
     Ok(path)
+}
+
+/// Maps an index file for reading.
+#[allow(unsafe_code)]
+fn map_immutable(file: &File) -> std::io::Result<Mmap> {
+    // SAFETY: index files are never modified after their rename into place
+    // (writers create new files and delete old ones), so the mapping cannot
+    // change under us; a deleted file stays mapped until we drop it. The one
+    // `unsafe` outside src/os/: its soundness rests on this rule of the
+    // store, which an OS-layer wrapper could not check.
+    unsafe { Mmap::map(file) }
 }

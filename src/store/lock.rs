@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use super::error::{Error, IoContext, Result};
@@ -39,19 +39,10 @@ fn open_lock_file(path: &Path, write: bool) -> Result<File> {
 }
 
 fn flock_file(file: File, path: &Path, mode: Mode) -> Result<Option<File>> {
-    let op = match mode {
-        Mode::Shared => libc::LOCK_SH,
-        Mode::Exclusive => libc::LOCK_EX,
-    } | libc::LOCK_NB;
-    // SAFETY: the fd is owned by `file`, which outlives the call.
-    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-        return Ok(Some(file));
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(None)
-    } else {
-        Err(Error::io(format!("locking {}", path.display()), err))
+    match crate::os::fd::flock(file.as_fd(), matches!(mode, Mode::Exclusive)) {
+        Ok(true) => Ok(Some(file)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(Error::io(format!("locking {}", path.display()), e)),
     }
 }
 

@@ -33,6 +33,8 @@ pub mod writer;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::os;
+
 pub use config::{Config, FORMAT_VERSION};
 pub use error::{Error, IoContext, Result};
 pub use id::Id;
@@ -95,15 +97,14 @@ impl Store {
         let config = Config::new();
         let tmp = path.join(format!("tmp/config.{}", config.id));
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
-        fs::write(&tmp, json).ctx(|| format!("writing {}", tmp.display()))?;
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .ctx(|| format!("syncing {}", tmp.display()))?;
-        let linked = fs::hard_link(&tmp, path.join("config"));
+        os::file::write_file(&tmp, &json, "config.write")
+            .ctx(|| format!("writing {}", tmp.display()))?;
+        os::file::sync_path(&tmp, "config.fsync").ctx(|| format!("syncing {}", tmp.display()))?;
+        let linked = os::dir::hard_link(&tmp, &path.join("config"), "config.link");
         let _ = fs::remove_file(&tmp);
         match linked {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(os::Errno::EEXIST) => return Ok(None),
             // Another process finished first and its writer cleaned tmp/ under us.
             Err(_) if path.join("config").exists() => return Ok(None),
             Err(e) => return Err(Error::io(format!("writing {}/config", path.display()), e)),
@@ -221,10 +222,10 @@ impl Store {
     }
 }
 
+/// Makes the entries of store directory `dir` durable (what was renamed,
+/// linked or removed in it).
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .ctx(|| format!("syncing {}", dir.display()))
+    os::file::sync_path(dir, "store.dirsync").ctx(|| format!("syncing {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Error, IoContext, Result};
 use super::id::Id;
+use crate::os;
 
 pub const HEADER: &[u8; 8] = b"BKFSPK01";
 const TRAILER_MAGIC: &[u8; 8] = b"BKFSPEND";
@@ -105,7 +106,7 @@ pub fn parse_pack_name(name: &str) -> Option<u32> {
 
 pub struct PackWriter {
     num: u32,
-    file: BufWriter<File>,
+    file: BufWriter<os::io::Writer<File>>,
     tmp_path: PathBuf,
     final_path: PathBuf,
     len: u64,
@@ -116,7 +117,7 @@ impl PackWriter {
     pub fn create(tmp_dir: &Path, packs_dir: &Path, num: u32) -> Result<PackWriter> {
         let tmp_path = tmp_dir.join(format!("{}.tmp", pack_name(num)));
         let file = File::create(&tmp_path).ctx(|| format!("creating {}", tmp_path.display()))?;
-        let mut file = BufWriter::with_capacity(1 << 20, file);
+        let mut file = BufWriter::with_capacity(1 << 20, os::io::Writer::new(file, "pack.write"));
         file.write_all(HEADER)
             .ctx(|| format!("writing {}", tmp_path.display()))?;
         Ok(PackWriter {
@@ -174,10 +175,11 @@ impl PackWriter {
             .file
             .into_inner()
             .map_err(|e| e.into_error())
-            .ctx(ctx)?;
-        file.sync_all().ctx(ctx)?;
+            .ctx(ctx)?
+            .into_inner();
+        os::file::sync(&file, "pack.fsync").ctx(ctx)?;
         drop(file);
-        fs::rename(&self.tmp_path, &self.final_path).ctx(ctx)?;
+        os::dir::rename(&self.tmp_path, &self.final_path, "pack.rename").ctx(ctx)?;
         Ok(self.entries)
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Error, IoContext, Result};
 use super::id::Id;
+use crate::os;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -110,11 +111,11 @@ pub fn save(dir: &Path, tmp_dir: &Path, snap: &Snapshot) -> Result<()> {
     let tmp = tmp_dir.join(format!("{}.json.tmp", snap.name));
     let json = serde_json::to_vec_pretty(snap).expect("snapshots always serialize");
     let ctx = || format!("writing {}", tmp.display());
-    fs::write(&tmp, &json).ctx(ctx)?;
-    fs::File::open(&tmp).and_then(|f| f.sync_all()).ctx(ctx)?;
+    os::file::write_file(&tmp, &json, "snapshot.write").ctx(ctx)?;
+    os::file::sync_path(&tmp, "snapshot.fsync").ctx(ctx)?;
     // A hard link, not a rename: it fails if a snapshot of that name appeared meanwhile.
-    fs::hard_link(&tmp, &target).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
+    os::dir::hard_link(&tmp, &target, "snapshot.link").map_err(|e| {
+        if e == os::Errno::EEXIST {
             Error::SnapshotExists(snap.name.clone())
         } else {
             Error::io(format!("writing {}", target.display()), e)

@@ -19,20 +19,7 @@ pub enum Kind {
     Blk,
 }
 
-/// A timestamp with nanoseconds, as `struct timespec`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, PartialOrd, Ord)]
-pub struct Time {
-    pub sec: i64,
-    pub nsec: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Xattr {
-    #[serde(with = "serde_bytes")]
-    pub name: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    pub value: Vec<u8>,
-}
+pub use crate::types::{Time, Xattr};
 
 /// A piece of a file's content: a chunk, or a hole of `len` zero bytes that
 /// occupies no space (sparse files come back sparse).

@@ -16,14 +16,14 @@ use crate::tree::*;
 /// `BKFS_HOLD_COPY` failpoint: a copy starts once the file is gone): the
 /// snapshot stays pending for as long as a test needs, on a fast machine or
 /// a slow one.
-struct Hold {
+pub struct Hold {
     _dir: tempfile::TempDir,
     path: PathBuf,
 }
 
 impl Hold {
     /// Armed.
-    fn new() -> Hold {
+    pub fn new() -> Hold {
         let dir = tempfile::Builder::new()
             .prefix("bkfs-hold-")
             .tempdir_in("/tmp")
@@ -34,7 +34,7 @@ impl Hold {
         h
     }
 
-    fn env(&self, cmd: &mut Command) {
+    pub fn env(&self, cmd: &mut Command) {
         cmd.env("BKFS_HOLD_COPY", &self.path);
     }
 
@@ -43,7 +43,7 @@ impl Hold {
     }
 
     /// Lets the copies run.
-    fn release(&self) {
+    pub fn release(&self) {
         let _ = fs::remove_file(&self.path);
     }
 }

@@ -8,6 +8,7 @@ mod tree;
 
 mod control;
 mod crash;
+mod failpoints;
 mod faults;
 mod model;
 mod pit;

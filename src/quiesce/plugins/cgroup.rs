@@ -4,7 +4,7 @@
 //! bkfs's own cgroup and its ancestors are refused.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -121,14 +121,8 @@ fn wait_frozen(dir: &Path, want: bool, timeout: Duration) -> Result<(), String> 
                 timeout.as_secs_f64()
             ));
         }
-        let mut pfd = libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLPRI,
-            revents: 0,
-        };
         let ms = left.as_millis().min(20) as i32;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let _ = crate::os::fd::poll_priority(f.as_fd(), ms);
     }
 }
 

@@ -11,15 +11,15 @@
 use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::os::handle::FileHandle;
+use crate::os::{self, fd, Follow};
 use crate::snapshot::asof::Key;
 use crate::store::{Time, Xattr};
 
@@ -71,7 +71,7 @@ pub struct AttrsRec {
 
 impl AttrsRec {
     pub fn new(st: &libc::stat, xattrs: Vec<Xattr>, target: Option<Vec<u8>>) -> AttrsRec {
-        let (mtime, atime, ctime) = crate::sys::stat_times(st);
+        let (mtime, atime, ctime) = os::time::stat_times(st);
         AttrsRec {
             dev: st.st_dev,
             ino: st.st_ino,
@@ -92,8 +92,7 @@ impl AttrsRec {
     }
 
     pub fn to_stat(&self) -> libc::stat {
-        // SAFETY: `struct stat` is plain old data; all zeros is a valid value.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let mut st = os::zeroed_stat();
         st.st_dev = self.dev;
         st.st_ino = self.ino;
         st.st_mode = self.mode;
@@ -104,12 +103,7 @@ impl AttrsRec {
         st.st_size = self.size as i64;
         st.st_blksize = self.blksize;
         st.st_blocks = self.blocks;
-        st.st_atime = self.atime.sec;
-        st.st_atime_nsec = self.atime.nsec as i64;
-        st.st_mtime = self.mtime.sec;
-        st.st_mtime_nsec = self.mtime.nsec as i64;
-        st.st_ctime = self.ctime.sec;
-        st.st_ctime_nsec = self.ctime.nsec as i64;
+        os::time::set_stat_times(&mut st, self.mtime, self.atime, self.ctime);
         st
     }
 }
@@ -153,293 +147,36 @@ pub fn parse_rec_name(name: &[u8]) -> Option<(Key, &str)> {
     ))
 }
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
-    check(fd)?;
-    // SAFETY: `fd` was just returned by a successful open and is ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-pub fn openat(dir: BorrowedFd, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is a valid C string.
-    owned(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            mode as libc::c_uint,
-        )
-    })
-}
-
-pub fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
-    crate::sys::fstat(fd)
-}
-
-pub fn fstatat(dir: BorrowedFd, name: &CStr) -> io::Result<libc::stat> {
-    crate::sys::fstatat(dir, name)
-}
-
-/// `/proc/self/fd/N`: reaches the inode an `O_PATH` descriptor holds.
-pub fn proc_path(fd: BorrowedFd) -> CString {
-    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
-}
-
-/// Reopens an `O_PATH` descriptor for I/O.
-pub fn reopen(fd: BorrowedFd, flags: i32) -> io::Result<OwnedFd> {
-    let path = proc_path(fd);
-    let open = |flags: i32| {
-        // SAFETY: `path` is a valid C string.
-        owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })
-    };
-    if flags & libc::O_ACCMODE == libc::O_RDONLY {
-        match open(flags | libc::O_NOATIME) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-            r => return r,
-        }
-    }
-    open(flags)
-}
-
-pub fn read_link(fd: BorrowedFd) -> io::Result<Vec<u8>> {
-    crate::live::sys::readlink_fd(fd).map_err(io::Error::from)
-}
-
-/// All xattrs of the inode an `O_PATH` descriptor holds, sorted by name.
-pub fn xattrs_of(fd: BorrowedFd) -> io::Result<Vec<Xattr>> {
-    use crate::live::sys as lsys;
-    let path = proc_path(fd);
-    let unsupported = |e: nix::errno::Errno| matches!(e, nix::errno::Errno::ENOTSUP);
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        match lsys::listxattr(&path, &mut names) {
-            Ok(n) => break n,
-            Err(nix::errno::Errno::ERANGE) => {
-                let want = lsys::listxattr(&path, &mut []).map_err(io::Error::from)?;
-                names.resize(want.max(names.len() * 2), 0);
-            }
-            Err(e) if unsupported(e) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cname = crate::sys::cstr(name)?;
-        let mut value = vec![0u8; 256];
-        loop {
-            match lsys::getxattr(&path, &cname, &mut value) {
-                Ok(n) => {
-                    value.truncate(n);
-                    out.push(Xattr {
-                        name: name.to_vec(),
-                        value,
-                    });
-                    break;
-                }
-                Err(nix::errno::Errno::ERANGE) => {
-                    let want = lsys::getxattr(&path, &cname, &mut []).map_err(io::Error::from)?;
-                    value.resize(want.max(value.len() * 2), 0);
-                }
-                Err(nix::errno::Errno::ENODATA) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-/// `MAX_HANDLE_SZ` of the kernel.
-const MAX_HANDLE_SZ: usize = 128;
-
-#[repr(C)]
-struct FileHandle {
-    handle_bytes: u32,
-    handle_type: i32,
-    f_handle: [u8; MAX_HANDLE_SZ],
-}
-
 /// The file handle of `name` in `dir` (not following a symlink), encoded as
 /// in [`EntryRec::handle`]; `None` where the filesystem has none.
 pub fn handle_at(dir: BorrowedFd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
-    name_to_handle(dir, name, 0)
+    match FileHandle::at(dir, name) {
+        Ok(h) => Ok(Some(h.to_bytes())),
+        Err(e) if FileHandle::unsupported(e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The file handle of the object `fd` holds, as [`handle_at`] gives.
 pub fn handle_of(fd: BorrowedFd) -> io::Result<Option<Vec<u8>>> {
-    name_to_handle(fd, c"", libc::AT_EMPTY_PATH)
-}
-
-fn name_to_handle(dir: BorrowedFd, name: &CStr, flags: i32) -> io::Result<Option<Vec<u8>>> {
-    let mut h = FileHandle {
-        handle_bytes: MAX_HANDLE_SZ as u32,
-        handle_type: 0,
-        f_handle: [0; MAX_HANDLE_SZ],
-    };
-    let mut mount_id: libc::c_int = 0;
-    // SAFETY: `h` has room for MAX_HANDLE_SZ bytes as announced; `name` is a
-    // valid C string.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_name_to_handle_at,
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut h as *mut FileHandle,
-            &mut mount_id as *mut libc::c_int,
-            flags,
-        )
-    };
-    if ret == -1 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EOPNOTSUPP) | Some(libc::EOVERFLOW) => Ok(None),
-            _ => Err(e),
-        };
+    match FileHandle::of(fd) {
+        Ok(h) => Ok(Some(h.to_bytes())),
+        Err(e) if FileHandle::unsupported(e) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    let n = h.handle_bytes as usize;
-    let mut out = h.handle_type.to_le_bytes().to_vec();
-    out.extend_from_slice(&h.f_handle[..n]);
-    Ok(Some(out))
 }
 
 /// Opens (`O_PATH`) the object a handle from [`handle_at`] names, through
 /// `mount`, any descriptor on its filesystem.
-pub fn open_handle(mount: BorrowedFd, handle: &[u8]) -> io::Result<OwnedFd> {
-    if handle.len() < 4 || handle.len() - 4 > MAX_HANDLE_SZ {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    let mut h = FileHandle {
-        handle_bytes: (handle.len() - 4) as u32,
-        handle_type: i32::from_le_bytes(handle[..4].try_into().expect("4 bytes")),
-        f_handle: [0; MAX_HANDLE_SZ],
-    };
-    h.f_handle[..handle.len() - 4].copy_from_slice(&handle[4..]);
-    // SAFETY: `h` is a valid file_handle; the result is a new descriptor.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_by_handle_at,
-            mount.as_raw_fd(),
-            &h as *const FileHandle,
-            libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-        )
-    };
-    owned(fd as libc::c_int)
-}
-
-/// Hard-links the inode `fd` holds (`O_PATH`) as `name` in `dir`.
-pub fn link_into(fd: BorrowedFd, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
-    let path = proc_path(fd);
-    // SAFETY: both strings are valid C strings.
-    check(unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    })
-    .map(drop)
-}
-
-/// The data segments of `fd` within `[start, end)`, ascending
-/// (`SEEK_DATA`/`SEEK_HOLE`).
-pub fn data_segments(fd: BorrowedFd, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
-    let mut pos = start;
-    while pos < end {
-        // SAFETY: plain lseek on a valid descriptor.
-        let data = unsafe { libc::lseek(fd.as_raw_fd(), pos as i64, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break;
-            }
-            return Err(e);
-        }
-        let data = data as u64;
-        if data >= end {
-            break;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd.as_raw_fd(), data as i64, libc::SEEK_HOLE) };
-        if hole < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                // Truncated under us (the reader of a file whose cut blocks
-                // are all preserved takes no lock the truncate waits for).
-                break;
-            }
-            return Err(e);
-        }
-        let hole = (hole as u64).min(end);
-        if hole <= data {
-            break;
-        }
-        out.push((data, hole - data));
-        pos = hole;
-    }
-    Ok(out)
+pub fn open_handle(mount: BorrowedFd, handle: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
+    let h = FileHandle::from_bytes(handle)?;
+    Ok(h.open(mount, libc::O_PATH | libc::O_NOFOLLOW)?)
 }
 
 /// Reads `buf.len()` bytes at `off`, zeros past the end of the file.
 pub fn read_full(file: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf[done..].fill(0);
-    Ok(())
-}
-
-/// Copies the data segments of `src` within `[start, end)` to the same
-/// offsets of `dst`, so holes stay holes. `copy_file_range` first (a
-/// filesystem that shares extents makes it a reflink), by hand if it fails.
-pub fn copy_range(src: &File, dst: &File, start: u64, end: u64) -> io::Result<()> {
-    let mut buf = Vec::new();
-    for (off, len) in data_segments(src.as_fd(), start, end)? {
-        let stop = off + len;
-        let mut pos = off;
-        while pos < stop {
-            let mut at_in = pos as i64;
-            let mut at_out = pos as i64;
-            // SAFETY: both descriptors are open; the offsets are valid
-            // in/out pointers for the duration of the call.
-            let n = unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut at_in,
-                    dst.as_raw_fd(),
-                    &mut at_out,
-                    (stop - pos) as usize,
-                    0,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            pos += n as u64;
-        }
-        while pos < stop {
-            buf.resize(BLOCK as usize, 0);
-            let n = (stop - pos).min(BLOCK) as usize;
-            read_full(src, &mut buf[..n], pos)?;
-            dst.write_all_at(&buf[..n], pos)?;
-            pos += n as u64;
-        }
-    }
+    let n = os::io::read_full_at(file.as_fd(), buf, off)?;
+    buf[n..].fill(0);
     Ok(())
 }
 
@@ -448,28 +185,28 @@ pub fn write_atomic(dir: BorrowedFd, name: &CStr, bytes: &[u8]) -> io::Result<()
     let mut tmp = name.to_bytes().to_vec();
     tmp.extend_from_slice(b".tmp");
     let tmp = CString::new(tmp).expect("no NUL");
-    let fd = openat(
+    let fd = fd::openat(
         dir,
         &tmp,
+        Follow::No,
         libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
         0o600,
     )?;
-    File::from(fd).write_all(bytes)?;
-    // SAFETY: both names are valid C strings.
-    check(unsafe {
-        libc::renameat(
-            dir.as_raw_fd(),
-            tmp.as_ptr(),
-            dir.as_raw_fd(),
-            name.as_ptr(),
-        )
-    })
-    .map(drop)
+    os::io::write_all(fd.as_fd(), bytes, "area.record.write")?;
+    drop(fd);
+    Ok(os::dir::renameat2(
+        dir,
+        &tmp,
+        dir,
+        name,
+        0,
+        "area.record.rename",
+    )?)
 }
 
 pub fn read_all(dir: BorrowedFd, name: &CStr) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    File::from(openat(dir, name, libc::O_RDONLY, 0)?).read_to_end(&mut out)?;
+    File::from(fd::openat(dir, name, Follow::No, libc::O_RDONLY, 0)?).read_to_end(&mut out)?;
     Ok(out)
 }
 
@@ -494,11 +231,11 @@ pub struct Loaded {
 /// Reads every record of a diff dir (removing half-written `.tmp` files).
 pub fn load(dir: BorrowedFd) -> io::Result<Vec<(Key, Loaded)>> {
     let mut map: std::collections::HashMap<Key, Loaded> = Default::default();
-    for name in crate::sys::read_dir_names(dir)? {
+    for name in os::dir::read_dir_names(dir)? {
         let Some((key, ext)) = parse_rec_name(&name) else {
             continue;
         };
-        let cname = crate::sys::cstr(&name)?;
+        let cname = os::cstr(&name)?;
         let rec = map.entry(key).or_default();
         match ext {
             "attrs" => rec.attrs = Some(Arc::new(decode(&read_all(dir, &cname)?)?)),
@@ -517,8 +254,7 @@ pub fn load(dir: BorrowedFd) -> io::Result<Vec<(Key, Loaded)>> {
                 }
             }
             _ if ext.ends_with("tmp") => {
-                // SAFETY: valid C string.
-                unsafe { libc::unlinkat(dir.as_raw_fd(), cname.as_ptr(), 0) };
+                let _ = os::dir::unlinkat(dir, &cname, 0);
             }
             _ => {}
         }
@@ -526,21 +262,8 @@ pub fn load(dir: BorrowedFd) -> io::Result<Vec<(Key, Loaded)>> {
     Ok(map.into_iter().collect())
 }
 
-/// Whether a directory (opened for reading) has no entry but `.` and `..`;
-/// reads only as far as the first other entry.
-pub fn dir_is_empty(dir: OwnedFd) -> io::Result<bool> {
-    let mut d = nix::dir::Dir::from_fd(dir).map_err(io::Error::from)?;
-    for e in d.iter() {
-        let e = e.map_err(io::Error::from)?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 /// Whether `name` is one of `hidden`.
 pub fn is_hidden(hidden: &[std::ffi::OsString], name: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
     hidden.iter().any(|h| h.as_bytes() == name)
 }

@@ -11,6 +11,7 @@
 
 pub(crate) mod area;
 mod pit;
+mod pit_read;
 
 use std::ffi::{CStr, OsString};
 use std::io;
@@ -21,11 +22,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use crate::live::changes::{Changes, Obj};
-use crate::live::sys::{Errno, Result as LiveResult};
+use crate::os::{self, fd, Errno, Follow, Result as LiveResult};
 use crate::snapshot::changeset::ChangeSet;
 
 pub use area::BLOCK;
-pub use pit::{PitFile, PitObj, PointInTime};
+pub use pit_read::{PitFile, PitObj, PointInTime};
 
 use pit::{Pit, Source};
 
@@ -62,13 +63,10 @@ pub struct Snapshots {
 }
 
 fn to_errno(e: io::Error) -> Errno {
-    match e.raw_os_error() {
-        Some(n) => Errno::from_raw(n),
-        None => {
-            tracing::error!("snapshot pre-image: {e}");
-            Errno::EIO
-        }
+    if e.raw_os_error().is_none() {
+        tracing::error!("snapshot pre-image: {e}");
     }
+    os::errno_of(&e)
 }
 
 impl Snapshots {
@@ -78,18 +76,11 @@ impl Snapshots {
     /// earlier daemon, so that its copy can be redone.
     pub fn open(source: &Path, diff_root: &Path, hidden: Vec<OsString>) -> io::Result<Snapshots> {
         std::fs::create_dir_all(diff_root)?;
-        let c = crate::sys::cstr(source.as_os_str().as_bytes())?;
-        let root = area::openat(
-            // SAFETY: AT_FDCWD is valid for *at() calls.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) },
-            &c,
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-        )?;
-        let mount = crate::sys::open_dir(source)?;
-        let st = area::fstat(root.as_fd())?;
+        let root = fd::open(source, Follow::No, libc::O_PATH | libc::O_DIRECTORY)?;
+        let mount = fd::open_dir(source)?;
+        let st = fd::fstat(root.as_fd())?;
         let root_key = (st.st_dev, st.st_ino);
-        let diff_root_fd = crate::sys::open_dir(diff_root)?;
+        let diff_root_fd = fd::open_dir(diff_root)?;
         let skip = Self::skip_entry(source, diff_root)?;
         let source = Arc::new(Source {
             root: Arc::new(root),
@@ -148,7 +139,7 @@ impl Snapshots {
                 self.trash(&path);
                 continue;
             }
-            let dir = crate::sys::open_dir(&path)?;
+            let dir = fd::open_dir(&path)?;
             match Pit::load(self.source.clone(), dir) {
                 Ok(p) => found.push((p, path)),
                 Err(e) => {
@@ -192,7 +183,7 @@ impl Snapshots {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let to = self.diff_root.join(format!("{TRASH_PREFIX}{base}-{nanos}"));
-        match std::fs::rename(path, &to) {
+        match os::dir::rename(path, &to, "area.trash") {
             Ok(()) => remove_in_background(to),
             Err(e) => {
                 tracing::warn!("cannot move {} to the trash: {e}", path.display());
@@ -221,7 +212,7 @@ impl Snapshots {
         if let Some(p) = pending.as_ref() {
             // Raw EBUSY (kind ResourceBusy), so that it maps to an errno.
             tracing::debug!("snapshot {:?} is still pending: one at a time", p.name());
-            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+            return Err(Errno::EBUSY.into());
         }
         let pit = Pit::create(self.source.clone(), self.diff_root_fd.as_fd(), name, time)?;
         *pending = Some(Arc::new(PointInTime::new(Arc::new(pit))));

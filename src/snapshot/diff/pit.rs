@@ -1,5 +1,6 @@
-//! A pending snapshot: its preserved pre-images (written by the hooks, see
-//! [`super::Snapshots`]) and the tree as of its point in time ([`AsOf`]).
+//! A pending snapshot, the write side: its diff dir and the pre-images the
+//! hooks preserve in it (see [`super::Snapshots`]). The tree as of its point
+//! in time, read from them, is in `pit_read.rs`.
 //!
 //! Locking: the per-object records live in striped maps; a stripe's lock
 //! covers "preserve → mark" in a hook (write lock, held across the
@@ -13,18 +14,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
 use serde_bytes::ByteBuf;
 
 use super::area::{self, AttrsRec, EntryRec, State, ALL_BLOCKS, BLOCK};
 use crate::live::changes::Obj;
-use crate::snapshot::asof::{AsOf, AsOfFile, Inconsistent, Key};
-use crate::store::{Time, Xattr};
+use crate::os::xattr::{self, XattrOf};
+use crate::os::{self, fd, Errno, Follow};
+use crate::snapshot::asof::{Inconsistent, Key};
+use crate::store::Time;
 
 const STRIPES: usize = 256;
 
@@ -56,15 +59,15 @@ impl Source {
 
 /// What the diff dir holds for one object.
 #[derive(Default)]
-struct Rec {
+pub(super) struct Rec {
     /// Born after the barrier: the snapshot does not need it.
     created: bool,
-    attrs: Option<Arc<AttrsRec>>,
-    entries: Option<Arc<Vec<EntryRec>>>,
+    pub(super) attrs: Option<Arc<AttrsRec>>,
+    pub(super) entries: Option<Arc<Vec<EntryRec>>>,
     /// Blocks (of [`BLOCK`] bytes) whose content is in `.data`.
-    blocks: BTreeSet<u64>,
+    pub(super) blocks: BTreeSet<u64>,
     /// Every block is in `.data`: the live object is not needed for content.
-    all: bool,
+    pub(super) all: bool,
     /// Kept alive by a hard link in the diff dir.
     linked: bool,
 }
@@ -78,59 +81,11 @@ pub(crate) struct Pit {
     /// point in time without a pre-image.
     commit: Time,
     /// The diff dir, `O_RDONLY|O_DIRECTORY`.
-    dir: OwnedFd,
-    source: Arc<Source>,
+    pub(super) dir: OwnedFd,
+    pub(super) source: Arc<Source>,
     stripes: Box<[Stripe]>,
     /// Set once the snapshot is sealed or failed: hooks no longer preserve.
     released: AtomicBool,
-}
-
-/// A pending snapshot as of its point in time. Shared (`Arc`) by the
-/// provider copying it and the view showing it.
-pub struct PointInTime {
-    pit: Arc<Pit>,
-}
-
-fn to_time(t: SystemTime) -> Time {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => Time {
-            sec: d.as_secs() as i64,
-            nsec: d.subsec_nanos(),
-        },
-        Err(e) => Time {
-            sec: -(e.duration().as_secs() as i64) - 1,
-            nsec: 1_000_000_000 - e.duration().subsec_nanos().max(1),
-        },
-    }
-}
-
-fn from_time(t: Time) -> SystemTime {
-    if t.sec >= 0 {
-        SystemTime::UNIX_EPOCH + std::time::Duration::new(t.sec as u64, t.nsec)
-    } else {
-        SystemTime::UNIX_EPOCH - std::time::Duration::from_secs((-t.sec) as u64)
-            + std::time::Duration::from_nanos(t.nsec as u64)
-    }
-}
-
-fn realtime_now() -> Time {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    Time {
-        sec: ts.tv_sec,
-        nsec: ts.tv_nsec as u32,
-    }
-}
-
-fn gone(key: Key) -> io::Error {
-    Inconsistent::error(format!(
-        "object {}:{} of the pending snapshot is gone from the source and has no pre-image",
-        key.0, key.1
-    ))
 }
 
 impl Pit {
@@ -141,25 +96,21 @@ impl Pit {
         name: &str,
         time: SystemTime,
     ) -> io::Result<Pit> {
-        let cname = crate::sys::cstr(name.as_bytes())?;
-        // SAFETY: valid C string.
-        if unsafe {
-            libc::mkdirat(
-                std::os::fd::AsRawFd::as_raw_fd(&diff_root),
-                cname.as_ptr(),
-                0o700,
-            )
-        } < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+        let cname = os::cstr(name.as_bytes())?;
+        os::dir::mkdirat(diff_root, &cname, 0o700)?;
         let made = (|| {
-            let dir = area::openat(diff_root, &cname, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let dir = fd::openat(
+                diff_root,
+                &cname,
+                Follow::No,
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )?;
             let state = State {
                 version: area::VERSION,
                 name: name.to_owned(),
-                time: to_time(time),
-                commit: realtime_now(),
+                time: time.into(),
+                commit: os::time::realtime_now(),
                 root: source.root_key,
             };
             let json = serde_json::to_vec_pretty(&state).map_err(io::Error::other)?;
@@ -169,14 +120,11 @@ impl Pit {
         match made {
             Ok((dir, state)) => Ok(Pit::new(source, dir, state, Vec::new())),
             Err(e) => {
-                // Leave no directory behind that would refuse the name.
-                let at = std::os::fd::AsRawFd::as_raw_fd(&diff_root);
+                // Leave no directory behind that would refuse the name
+                // (failures leave nothing worse).
                 let tmp = CString::new(format!("{name}/state.json.tmp")).expect("no NUL");
-                // SAFETY: valid C strings; failures leave nothing worse.
-                unsafe {
-                    libc::unlinkat(at, tmp.as_ptr(), 0);
-                    libc::unlinkat(at, cname.as_ptr(), libc::AT_REMOVEDIR);
-                }
+                let _ = os::dir::unlinkat(diff_root, &tmp, 0);
+                let _ = os::dir::unlinkat(diff_root, &cname, libc::AT_REMOVEDIR);
                 Err(e)
             }
         }
@@ -205,7 +153,7 @@ impl Pit {
     fn new(source: Arc<Source>, dir: OwnedFd, state: State, recs: Vec<(Key, area::Loaded)>) -> Pit {
         let pit = Pit {
             name: state.name,
-            time: from_time(state.time),
+            time: state.time.into(),
             commit: state.commit,
             dir,
             source,
@@ -235,7 +183,7 @@ impl Pit {
         &self.stripes[(h.finish() as usize) % STRIPES]
     }
 
-    fn read(&self, key: Key) -> RwLockReadGuard<'_, HashMap<Key, Rec>> {
+    pub(super) fn read(&self, key: Key) -> RwLockReadGuard<'_, HashMap<Key, Rec>> {
         self.stripe(key).read().expect("stripe lock")
     }
 
@@ -248,11 +196,8 @@ impl Pit {
     }
 
     /// The ctime safety net for an object read live without a pre-image.
-    fn check_live(&self, st: &libc::stat) -> io::Result<()> {
-        let ctime = Time {
-            sec: st.st_ctime,
-            nsec: st.st_ctime_nsec as u32,
-        };
+    pub(super) fn check_live(&self, st: &libc::stat) -> io::Result<()> {
+        let ctime = os::time::from_stat(st.st_ctime, st.st_ctime_nsec);
         if ctime > self.commit {
             return Err(Inconsistent::error(format!(
                 "object {}:{} changed after the point in time of snapshot {:?} without a \
@@ -303,11 +248,11 @@ impl Pit {
         if let Some(a) = &rec.attrs {
             return Ok(a.clone());
         }
-        let st = area::fstat(obj.fd)?;
+        let st = fd::fstat(obj.fd)?;
         let kind = st.st_mode & libc::S_IFMT;
-        let xattrs = area::xattrs_of(obj.fd)?;
+        let xattrs = xattr::list_all(XattrOf::ProcFd(obj.fd))?;
         let target = if kind == libc::S_IFLNK {
-            Some(area::read_link(obj.fd)?)
+            Some(os::dir::readlink_fd(obj.fd)?)
         } else {
             None
         };
@@ -337,17 +282,17 @@ impl Pit {
 
     /// The live listing of a directory with what finds each entry later.
     fn list_live_entries(&self, fd: BorrowedFd, key: Key) -> io::Result<Vec<EntryRec>> {
-        let d = area::reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let d = fd::reopen_noatime(fd, libc::O_DIRECTORY)?;
         let mut out = Vec::new();
-        for name in crate::sys::read_dir_names(d.as_fd())? {
+        for name in os::dir::read_dir_names(d.as_fd())? {
             if self.source.hides(key, &name) {
                 continue;
             }
-            let c = crate::sys::cstr(&name)?;
-            let st = match area::fstatat(d.as_fd(), &c) {
+            let c = os::cstr(&name)?;
+            let st = match fd::fstatat(d.as_fd(), &c, Follow::No) {
                 Ok(st) => st,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(e),
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
             };
             let handle = area::handle_at(d.as_fd(), &c)?;
             out.push(EntryRec {
@@ -398,12 +343,20 @@ impl Pit {
         if todo.is_empty() {
             return Ok(());
         }
-        let live = File::from(area::reopen(obj.fd, libc::O_RDONLY)?);
+        let live = fd::reopen_noatime(obj.fd, 0)?;
         let (data, log) = self.data_files(obj.key)?;
         for b in todo {
             let s = b * BLOCK;
-            area::copy_range(&live, &data, s, (s + BLOCK).min(a.size))?;
-            (&log).write_all(&b.to_le_bytes())?;
+            let end = (s + BLOCK).min(a.size);
+            os::io::copy_segments(
+                live.as_fd(),
+                data.as_fd(),
+                s,
+                end,
+                BLOCK as usize,
+                "area.data",
+            )?;
+            os::io::write_all(log.as_fd(), &b.to_le_bytes(), "area.log")?;
             rec.blocks.insert(b);
         }
         Ok(())
@@ -413,15 +366,17 @@ impl Pit {
     /// a pending snapshot may have preserved more objects than the process
     /// may have descriptors.
     fn data_files(&self, key: Key) -> io::Result<(File, File)> {
-        let data = area::openat(
+        let data = fd::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "data"),
+            Follow::No,
             libc::O_RDWR | libc::O_CREAT,
             0o600,
         )?;
-        let log = area::openat(
+        let log = fd::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "blocks"),
+            Follow::No,
             libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
             0o600,
         )?;
@@ -429,14 +384,14 @@ impl Pit {
     }
 
     /// Opens `.data` to read preserved blocks.
-    fn open_data(&self, key: Key) -> io::Result<File> {
-        area::openat(
+    pub(super) fn open_data(&self, key: Key) -> io::Result<File> {
+        Ok(File::from(fd::openat(
             self.dir.as_fd(),
             &area::rec_name(key, "data"),
+            Follow::No,
             libc::O_RDONLY,
             0,
-        )
-        .map(File::from)
+        )?))
     }
 
     pub fn attrs(&self, obj: &Obj) -> io::Result<()> {
@@ -496,8 +451,8 @@ impl Pit {
                     // Removed or replaced, a directory is empty: its listing
                     // is then complete and cheap. A directory that is not
                     // empty is being renamed and stays reachable by handle.
-                    let d = area::reopen(victim.fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
-                    if area::dir_is_empty(d)? {
+                    let d = fd::reopen_noatime(victim.fd, libc::O_DIRECTORY)?;
+                    if os::dir::dir_is_empty(d.as_fd())? {
                         p.ensure_entries(victim, r)?;
                     }
                     return Ok(());
@@ -506,13 +461,14 @@ impl Pit {
                 // be removed at once (in two directories), each hook seeing
                 // the other name still there. A link costs one call, once
                 // per object.
-                match area::link_into(
+                match os::dir::link_fd(
                     victim.fd,
                     p.dir.as_fd(),
                     &area::rec_name(victim.key, "link"),
+                    "area.link",
                 ) {
                     Ok(()) => r.linked = true,
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => r.linked = true,
+                    Err(Errno::EEXIST) => r.linked = true,
                     Err(e) => {
                         tracing::debug!(
                             "cannot link {:?} into the diff area ({e}): copying",
@@ -522,7 +478,7 @@ impl Pit {
                             p.preserve_blocks(victim, r, 0, a.size)?;
                         }
                         let (_, log) = p.data_files(victim.key)?;
-                        (&log).write_all(&ALL_BLOCKS.to_le_bytes())?;
+                        os::io::write_all(log.as_fd(), &ALL_BLOCKS.to_le_bytes(), "area.log")?;
                         r.all = true;
                     }
                 }
@@ -540,425 +496,5 @@ impl Pit {
     pub fn created(&self, obj: &Obj) {
         let mut g = self.stripe(obj.key).write().expect("stripe lock");
         g.entry(obj.key).or_default().created = true;
-    }
-
-    // ---- reading ----
-
-    /// Finds the object of a preserved entry of `dir`: by its handle, by
-    /// its link in the diff dir, or still at its name (an object on another
-    /// filesystem mounted inside the source, which the source's handles do
-    /// not reach); always checking it is the same inode.
-    fn resolve(&self, dir: Option<BorrowedFd>, e: &EntryRec) -> Option<Arc<OwnedFd>> {
-        let key = e.key();
-        let ok = |fd: OwnedFd| -> Option<Arc<OwnedFd>> {
-            let st = area::fstat(fd.as_fd()).ok()?;
-            ((st.st_dev, st.st_ino) == key).then(|| Arc::new(fd))
-        };
-        if let Some(h) = &e.handle {
-            if let Some(fd) = area::open_handle(self.source.mount.as_fd(), h)
-                .ok()
-                .and_then(ok)
-            {
-                return Some(fd);
-            }
-        }
-        if let Some(fd) = area::openat(
-            self.dir.as_fd(),
-            &area::rec_name(key, "link"),
-            libc::O_PATH,
-            0,
-        )
-        .ok()
-        .and_then(ok)
-        {
-            return Some(fd);
-        }
-        let name = crate::sys::cstr(&e.name).ok()?;
-        area::openat(dir?, &name, libc::O_PATH, 0).ok().and_then(ok)
-    }
-}
-
-/// An object of the tree as of the point in time.
-#[derive(Clone)]
-pub struct PitObj {
-    key: Key,
-    kind: u32,
-    /// `O_PATH` descriptor of the live inode; `None` when it is gone and only
-    /// its pre-image is left, or while it is parked.
-    fd: Option<Arc<OwnedFd>>,
-    /// Parked ([`AsOf::park`]): the live inode's file handle, in place of
-    /// its descriptor.
-    handle: Option<Arc<Vec<u8>>>,
-}
-
-impl PitObj {
-    pub fn kind(&self) -> u32 {
-        self.kind
-    }
-
-    fn fd(&self) -> io::Result<BorrowedFd<'_>> {
-        self.fd
-            .as_ref()
-            .map(|f| f.as_fd())
-            .ok_or_else(|| gone(self.key))
-    }
-}
-
-impl std::fmt::Debug for PitObj {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PitObj")
-            .field("key", &self.key)
-            .field("kind", &self.kind)
-            .field("live", &self.fd.is_some())
-            .finish()
-    }
-}
-
-impl PointInTime {
-    pub(crate) fn new(pit: Arc<Pit>) -> PointInTime {
-        PointInTime { pit }
-    }
-
-    pub(crate) fn pit(&self) -> &Arc<Pit> {
-        &self.pit
-    }
-
-    /// The snapshot's name.
-    pub fn name(&self) -> &str {
-        &self.pit.name
-    }
-
-    /// The time given at commit.
-    pub fn time(&self) -> SystemTime {
-        self.pit.time
-    }
-}
-
-impl AsOf for PointInTime {
-    type Obj = PitObj;
-    type File = PitFile;
-
-    fn root(&self) -> io::Result<PitObj> {
-        Ok(PitObj {
-            key: self.pit.source.root_key,
-            kind: libc::S_IFDIR,
-            fd: Some(self.pit.source.root.clone()),
-            handle: None,
-        })
-    }
-
-    fn holds_fd(&self, obj: &PitObj) -> bool {
-        obj.fd
-            .as_ref()
-            .is_some_and(|f| !Arc::ptr_eq(f, &self.pit.source.root))
-    }
-
-    fn park(&self, obj: &PitObj) -> Option<PitObj> {
-        let Some(fd) = obj.fd.as_ref().filter(|_| self.holds_fd(obj)) else {
-            return Some(obj.clone());
-        };
-        // Handles are opened through the source root: they reach its own
-        // filesystem only.
-        if obj.key.0 != self.pit.source.root_key.0 {
-            return None;
-        }
-        let handle = area::handle_of(fd.as_fd()).ok()??;
-        Some(PitObj {
-            key: obj.key,
-            kind: obj.kind,
-            fd: None,
-            handle: Some(Arc::new(handle)),
-        })
-    }
-
-    fn unpark(&self, obj: &PitObj) -> io::Result<PitObj> {
-        let Some(handle) = &obj.handle else {
-            return Ok(obj.clone());
-        };
-        let fd = area::open_handle(self.pit.source.mount.as_fd(), handle)?;
-        let st = area::fstat(fd.as_fd())?;
-        if (st.st_dev, st.st_ino) != obj.key {
-            return Err(io::Error::from_raw_os_error(libc::ESTALE));
-        }
-        Ok(PitObj {
-            key: obj.key,
-            kind: obj.kind,
-            fd: Some(Arc::new(fd)),
-            handle: None,
-        })
-    }
-
-    fn key(&self, obj: &PitObj) -> Key {
-        obj.key
-    }
-
-    fn stat(&self, obj: &PitObj) -> io::Result<libc::stat> {
-        let p = &self.pit;
-        let g = p.read(obj.key);
-        if let Some(a) = g.get(&obj.key).and_then(|r| r.attrs.as_ref()) {
-            return Ok(a.to_stat());
-        }
-        let st = area::fstat(obj.fd()?)?;
-        p.check_live(&st)?;
-        Ok(st)
-    }
-
-    fn list(&self, dir: &PitObj) -> io::Result<Vec<Vec<u8>>> {
-        let p = &self.pit;
-        let g = p.read(dir.key);
-        let rec = g.get(&dir.key);
-        if let Some(e) = rec.and_then(|r| r.entries.as_ref()) {
-            return Ok(e
-                .iter()
-                .filter(|e| !p.source.hides(dir.key, &e.name))
-                .map(|e| e.name.to_vec())
-                .collect());
-        }
-        let fd = dir.fd()?;
-        if rec.and_then(|r| r.attrs.as_ref()).is_none() {
-            p.check_live(&area::fstat(fd)?)?;
-        }
-        let d = area::reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        let mut names = crate::sys::read_dir_names(d.as_fd())?;
-        names.retain(|n| !p.source.hides(dir.key, n));
-        Ok(names)
-    }
-
-    fn child(&self, dir: &PitObj, name: &[u8]) -> io::Result<PitObj> {
-        let p = &self.pit;
-        if p.source.hides(dir.key, name) {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
-        }
-        let c = crate::sys::cstr(name)?;
-        let entry = {
-            let g = p.read(dir.key);
-            match g.get(&dir.key).and_then(|r| r.entries.as_ref()) {
-                Some(list) => {
-                    let i = list
-                        .binary_search_by(|e| e.name.as_slice().cmp(name))
-                        .map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
-                    list[i].clone()
-                }
-                None => {
-                    // Unchanged entries: the live name is the name then.
-                    let fd = area::openat(dir.fd()?, &c, libc::O_PATH, 0)?;
-                    let st = area::fstat(fd.as_fd())?;
-                    return Ok(PitObj {
-                        key: (st.st_dev, st.st_ino),
-                        kind: st.st_mode & libc::S_IFMT,
-                        fd: Some(Arc::new(fd)),
-                        handle: None,
-                    });
-                }
-            }
-        };
-        Ok(PitObj {
-            key: entry.key(),
-            kind: entry.kind,
-            fd: p.resolve(dir.fd.as_ref().map(|f| f.as_fd()), &entry),
-            handle: None,
-        })
-    }
-
-    fn xattrs(&self, obj: &PitObj) -> io::Result<Vec<Xattr>> {
-        let p = &self.pit;
-        let g = p.read(obj.key);
-        if let Some(a) = g.get(&obj.key).and_then(|r| r.attrs.as_ref()) {
-            return Ok(a.xattrs.clone());
-        }
-        let fd = obj.fd()?;
-        p.check_live(&area::fstat(fd)?)?;
-        area::xattrs_of(fd)
-    }
-
-    fn readlink(&self, obj: &PitObj) -> io::Result<Vec<u8>> {
-        let p = &self.pit;
-        {
-            let g = p.read(obj.key);
-            if let Some(t) = g
-                .get(&obj.key)
-                .and_then(|r| r.attrs.as_ref())
-                .and_then(|a| a.target.as_ref())
-            {
-                return Ok(t.to_vec());
-            }
-        }
-        // A symlink's target never changes.
-        area::read_link(obj.fd()?)
-    }
-
-    fn open(&self, obj: &PitObj) -> io::Result<PitFile> {
-        let p = &self.pit;
-        let (size, all) = {
-            let g = p.read(obj.key);
-            let rec = g.get(&obj.key);
-            match rec.and_then(|r| r.attrs.as_ref()) {
-                Some(a) => (a.size, rec.is_some_and(|r| r.all)),
-                None => {
-                    let st = area::fstat(obj.fd()?)?;
-                    p.check_live(&st)?;
-                    (st.st_size as u64, false)
-                }
-            }
-        };
-        let live = if all {
-            None
-        } else {
-            Some(File::from(area::reopen(obj.fd()?, libc::O_RDONLY)?))
-        };
-        Ok(PitFile {
-            pit: p.clone(),
-            key: obj.key,
-            size,
-            live,
-            data: Mutex::new(None),
-        })
-    }
-}
-
-/// A regular file as of the point in time: preserved blocks from the diff
-/// area, the others from the live file.
-pub struct PitFile {
-    pit: Arc<Pit>,
-    key: Key,
-    /// The size at the point in time.
-    size: u64,
-    live: Option<File>,
-    /// `.data`, opened at the first preserved block read.
-    data: Mutex<Option<Arc<File>>>,
-}
-
-impl PitFile {
-    fn live(&self) -> io::Result<&File> {
-        self.live.as_ref().ok_or_else(|| gone(self.key))
-    }
-
-    /// The object's `.data`; call it only once a block is known preserved
-    /// (so the file exists: it is written before the block is logged).
-    fn data(&self) -> io::Result<Arc<File>> {
-        let mut d = self.data.lock().expect("data lock");
-        if let Some(f) = d.as_ref() {
-            return Ok(f.clone());
-        }
-        let f = Arc::new(self.pit.open_data(self.key)?);
-        *d = Some(f.clone());
-        Ok(f)
-    }
-}
-
-/// Removes `cut` from `ranges` (both sorted, non-overlapping `(off, len)`).
-fn subtract(ranges: &[(u64, u64)], cut: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    for &(off, len) in ranges {
-        let mut s = off;
-        let e = off + len;
-        for &(co, cl) in cut {
-            let ce = co + cl;
-            if ce <= s || co >= e {
-                continue;
-            }
-            if co > s {
-                out.push((s, co - s));
-            }
-            s = s.max(ce);
-            if s >= e {
-                break;
-            }
-        }
-        if s < e {
-            out.push((s, e - s));
-        }
-    }
-    out
-}
-
-fn coalesce(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    v.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
-    for (off, len) in v {
-        if len == 0 {
-            continue;
-        }
-        match out.last_mut() {
-            Some((lo, ll)) if *lo + *ll >= off => *ll = (*ll).max(off + len - *lo),
-            _ => out.push((off, len)),
-        }
-    }
-    out
-}
-
-impl AsOfFile for PitFile {
-    fn extents(&self, size: u64) -> io::Result<Vec<(u64, u64)>> {
-        let limit = size.min(self.size);
-        let p = &self.pit;
-        let g = p.read(self.key);
-        let rec = g.get(&self.key);
-        let with_attrs = rec.is_some_and(|r| r.attrs.is_some());
-        let (all, blocks) = match rec {
-            Some(r) if with_attrs => (r.all, Some(&r.blocks)),
-            _ => (false, None),
-        };
-        // Preserved ranges.
-        let mut kept: Vec<(u64, u64)> = Vec::new();
-        if all {
-            kept.push((0, limit));
-        } else if let Some(blocks) = blocks {
-            for &b in blocks {
-                let s = b * BLOCK;
-                if s >= limit {
-                    break;
-                }
-                let e = (s + BLOCK).min(limit);
-                match kept.last_mut() {
-                    Some((ko, kl)) if *ko + *kl == s => *kl = e - *ko,
-                    _ => kept.push((s, e - s)),
-                }
-            }
-        }
-        let mut out = Vec::new();
-        if !all {
-            let live = self.live()?;
-            if !with_attrs {
-                p.check_live(&area::fstat(live.as_fd())?)?;
-            }
-            let l = area::data_segments(live.as_fd(), 0, limit)?;
-            out.extend(subtract(&l, &kept));
-        }
-        if !kept.is_empty() {
-            let data = self.data()?;
-            for &(s, l) in &kept {
-                out.extend(area::data_segments(data.as_fd(), s, s + l)?);
-            }
-        }
-        Ok(coalesce(out))
-    }
-
-    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
-        if off >= self.size {
-            return Ok(0);
-        }
-        let n = (buf.len() as u64).min(self.size - off) as usize;
-        let buf = &mut buf[..n];
-        let p = &self.pit;
-        let g = p.read(self.key);
-        let rec = g.get(&self.key).filter(|r| r.attrs.is_some());
-        if rec.is_none() {
-            p.check_live(&area::fstat(self.live()?.as_fd())?)?;
-        }
-        let mut done = 0usize;
-        while done < n {
-            let pos = off + done as u64;
-            let b = pos / BLOCK;
-            let seg = (((b + 1) * BLOCK - pos) as usize).min(n - done);
-            let out = &mut buf[done..done + seg];
-            let kept = rec.is_some_and(|r| r.all || r.blocks.contains(&b));
-            if kept {
-                area::read_full(&*self.data()?, out, pos)?;
-            } else {
-                area::read_full(self.live()?, out, pos)?;
-            }
-            done += seg;
-        }
-        Ok(n)
     }
 }
