@@ -13,12 +13,13 @@
 //! read-only except for the control files and `mkdir`/`rmdir` in
 //! `.snapshots` (take and forget a snapshot).
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -120,10 +121,10 @@ impl Pits {
         if pending.as_bytes() != name {
             return None;
         }
-        if let Some(v) = self.map.read().unwrap().get(&pending) {
+        if let Some(v) = self.map.read().get(&pending) {
             return Some(v.clone());
         }
-        let mut map = self.map.write().unwrap();
+        let mut map = self.map.write();
         map.retain(|n, v| *n == pending || v.in_use());
         let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID, self.budget.clone()) {
             Ok(v) => Arc::new(v),
@@ -138,7 +139,7 @@ impl Pits {
 
     /// The unsealed view that knows id `ino`.
     fn of(&self, ino: u64) -> Option<Arc<PitView<PointInTime>>> {
-        let map = self.map.read().unwrap();
+        let map = self.map.read();
         map.values().find(|v| v.knows(ino)).cloned()
     }
 
@@ -147,7 +148,7 @@ impl Pits {
     /// drops those the kernel holds nothing of.
     fn retire_stale(&self) {
         let pending = self.snapshotter.pending().map(|(n, _)| n);
-        let mut map = self.map.write().unwrap();
+        let mut map = self.map.write();
         for (n, v) in map.iter() {
             if pending.as_ref() != Some(n) {
                 v.retire();
@@ -219,7 +220,7 @@ impl MountFs {
     }
 
     fn fh(&self) -> u64 {
-        let mut n = self.next_fh.lock().unwrap();
+        let mut n = self.next_fh.lock();
         *n += 1;
         *n
     }
@@ -272,7 +273,7 @@ impl MountFs {
         }
         // Sealed or failed: nothing of the view's objects serves any more.
         p.retire();
-        if let Some(v) = self.forwarded.lock().unwrap().get(&ino) {
+        if let Some(v) = self.forwarded.lock().get(&ino) {
             return PitRoute::Sealed(*v);
         }
         let Some(path) = p.path(ino) else {
@@ -295,7 +296,7 @@ impl MountFs {
                 Err(_) => return PitRoute::Gone,
             }
         }
-        let mut fwd = self.forwarded.lock().unwrap();
+        let mut fwd = self.forwarded.lock();
         match fwd.get(&ino) {
             Some(v) => {
                 // Raced with another request: keep one lookup.
@@ -446,7 +447,7 @@ impl Filesystem for MountFs {
                 if let Some(p) = self.pit_of(ino.0) {
                     rest = p.forget(ino.0, nlookup);
                     if !p.knows(ino.0) {
-                        if let Some(v) = self.forwarded.lock().unwrap().remove(&ino.0) {
+                        if let Some(v) = self.forwarded.lock().remove(&ino.0) {
                             self.view.forget(v, 1);
                         }
                     }
@@ -700,7 +701,7 @@ impl Filesystem for MountFs {
                 match contents {
                     Ok(c) => {
                         let fh = self.fh();
-                        self.control_files.lock().unwrap().insert(fh, Arc::new(c));
+                        self.control_files.lock().insert(fh, Arc::new(c));
                         // Direct I/O: every open reads what is true now, and
                         // each write reaches the daemon as written.
                         reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
@@ -745,7 +746,7 @@ impl Filesystem for MountFs {
                 .live
                 .read(req, ino, fh, offset, size, flags, lock_owner, reply),
             Route::Control => {
-                let c = self.control_files.lock().unwrap().get(&fh.0).cloned();
+                let c = self.control_files.lock().get(&fh.0).cloned();
                 match c {
                     Some(c) => {
                         let start = (offset as usize).min(c.len());
@@ -821,7 +822,7 @@ impl Filesystem for MountFs {
                 .live
                 .release(req, ino, fh, flags, lock_owner, flush, reply),
             Route::Control => {
-                self.control_files.lock().unwrap().remove(&fh.0);
+                self.control_files.lock().remove(&fh.0);
                 reply.ok()
             }
             Route::View => self
@@ -1044,7 +1045,7 @@ impl Filesystem for MountFs {
                 } else if let Some(p) = self.pit_of(ino.0) {
                     p.releasedir(fh.0);
                 }
-                if let Some(vfh) = self.forwarded_dirs.lock().unwrap().remove(&(ino.0, fh.0)) {
+                if let Some(vfh) = self.forwarded_dirs.lock().remove(&(ino.0, fh.0)) {
                     self.view.releasedir(vfh);
                 }
                 reply.ok()
@@ -1252,7 +1253,7 @@ impl MountFs {
         match self.pit_route(ino) {
             PitRoute::Pending(p) => Ok(Listing::Pending(p)),
             PitRoute::Sealed(v) => {
-                let mut dirs = self.forwarded_dirs.lock().unwrap();
+                let mut dirs = self.forwarded_dirs.lock();
                 if let Some(vfh) = dirs.get(&(ino, fh)) {
                     return Ok(Listing::Sealed(*vfh));
                 }

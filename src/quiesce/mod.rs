@@ -33,12 +33,13 @@ pub mod plugins;
 pub mod profile;
 pub mod run;
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -266,7 +267,7 @@ impl AppRt {
     }
 
     fn status(&self) -> AppStatus {
-        let st = self.st.lock().unwrap();
+        let st = self.st.lock();
         AppStatus {
             name: self.spec.name.clone(),
             plugin: self.spec.plugin.as_str(),
@@ -289,7 +290,7 @@ impl AppRt {
     }
 
     fn set(&self, f: impl FnOnce(&mut St)) {
-        f(&mut self.st.lock().unwrap())
+        f(&mut self.st.lock())
     }
 
     /// Runs one phase with the plug-in locked, timing it and keeping what the
@@ -411,7 +412,7 @@ impl Quiescer {
                             });
                         }
                     });
-                    *inner.orphans.lock().unwrap() = failed;
+                    *inner.orphans.lock() = failed;
                 }
                 Err(e) => tracing::error!("quiesce: frozen marker {}: {e}", inner.marker.display()),
             }
@@ -426,13 +427,7 @@ impl Quiescer {
     }
 
     pub fn apps(&self) -> Vec<AppStatus> {
-        self.inner
-            .apps
-            .read()
-            .unwrap()
-            .iter()
-            .map(|a| a.status())
-            .collect()
+        self.inner.apps.read().iter().map(|a| a.status()).collect()
     }
 
     pub fn app(&self, name: &str) -> Option<AppStatus> {
@@ -440,17 +435,17 @@ impl Quiescer {
     }
 
     pub fn require(&self) -> Require {
-        self.inner.profile.read().unwrap().require
+        self.inner.profile.read().require
     }
 
     /// Retention of the profile (applied by the mount after each sealed snapshot).
     pub fn keep(&self) -> Keep {
-        self.inner.profile.read().unwrap().keep.clone()
+        self.inner.profile.read().keep.clone()
     }
 
     /// The caps (the mount applies `barrier` to its write barrier).
     pub fn watchdog_caps(&self) -> Watchdog {
-        self.inner.profile.read().unwrap().watchdog.clone()
+        self.inner.profile.read().watchdog.clone()
     }
 
     pub fn marker_path(&self) -> &Path {
@@ -476,13 +471,13 @@ impl Quiescer {
     /// identify → prepare → freeze every application, in profile order.
     pub fn freeze(&self) -> Result<Frozen, QuiesceError> {
         let inner = &self.inner;
-        let _op = inner.op.lock().unwrap();
+        let _op = inner.op.lock();
         let (require, n_apps) = {
-            let p = inner.profile.read().unwrap();
+            let p = inner.profile.read();
             (p.require, p.apps.len())
         };
-        let apps: Vec<Arc<AppRt>> = inner.apps.read().unwrap().clone();
-        if let Some(a) = apps.iter().find(|a| a.st.lock().unwrap().by_hand) {
+        let apps: Vec<Arc<AppRt>> = inner.apps.read().clone();
+        if let Some(a) = apps.iter().find(|a| a.st.lock().by_hand) {
             return Err(QuiesceError::Busy(format!(
                 "{} is frozen by hand; thaw it first",
                 a.spec.name
@@ -523,7 +518,7 @@ impl Quiescer {
         // identify and prepare every application before freezing any.
         for a in &apps {
             let r = {
-                let mut p = a.plugin.lock().unwrap();
+                let mut p = a.plugin.lock();
                 a.set(|st| {
                     st.state = Some(AppState::Freezing);
                     st.held = true;
@@ -562,7 +557,7 @@ impl Quiescer {
             }
             frozen.first_freeze.get_or_insert_with(Instant::now);
             let r = {
-                let mut p = a.plugin.lock().unwrap();
+                let mut p = a.plugin.lock();
                 a.phase(&mut p, "freeze", |p, cx| p.freeze(cx))
             };
             match r {
@@ -605,7 +600,7 @@ impl Quiescer {
     /// Freezes one application by hand (`.quiesce/APP/freeze`); the watchdog's cap applies.
     pub fn freeze_app(&self, name: &str) -> Result<(), QuiesceError> {
         let inner = &self.inner;
-        let _op = inner.op.lock().unwrap();
+        let _op = inner.op.lock();
         let a = inner
             .app(name)
             .ok_or_else(|| QuiesceError::NoSuchApp(name.into()))?;
@@ -614,7 +609,7 @@ impl Quiescer {
                 "a snapshot's quiesce cycle is running".into(),
             ));
         }
-        if a.st.lock().unwrap().held {
+        if a.st.lock().held {
             return Ok(()); // already frozen
         }
         a.set(|st| {
@@ -627,7 +622,7 @@ impl Quiescer {
         });
         inner.update_marker();
         let r = {
-            let mut p = a.plugin.lock().unwrap();
+            let mut p = a.plugin.lock();
             a.phase(&mut p, "identify", |p, cx| p.identify(cx))
                 .map(|d| a.set(|st| st.description = d))
                 .map_err(|e| ("identify", e))
@@ -682,38 +677,32 @@ impl Quiescer {
     /// Thaws everything this quiescer may hold, and what a previous daemon's
     /// marker names. Always safe; idempotent.
     pub fn thaw_all_force(&self) {
-        let apps: Vec<Arc<AppRt>> = self.inner.apps.read().unwrap().clone();
+        let apps: Vec<Arc<AppRt>> = self.inner.apps.read().clone();
         for a in apps.iter().rev() {
             let _ = self.inner.thaw_one(a, Some("by a forced thaw"));
         }
-        let orphans = std::mem::take(&mut *self.inner.orphans.lock().unwrap());
+        let orphans = std::mem::take(&mut *self.inner.orphans.lock());
         let failed = recover_entries(&orphans, |_, _| {});
-        *self.inner.orphans.lock().unwrap() = failed;
+        *self.inner.orphans.lock() = failed;
         self.inner.update_marker();
     }
 
     /// Replaces the profile; refused while anything is frozen.
     pub fn reload(&self, profile: Profile) -> Result<(), QuiesceError> {
         let inner = &self.inner;
-        let _op = inner.op.lock().unwrap();
+        let _op = inner.op.lock();
         if inner.cycle.load(Ordering::SeqCst) {
             return Err(QuiesceError::Refused("a quiesce cycle is running".into()));
         }
-        if let Some(a) = inner
-            .apps
-            .read()
-            .unwrap()
-            .iter()
-            .find(|a| a.st.lock().unwrap().held)
-        {
+        if let Some(a) = inner.apps.read().iter().find(|a| a.st.lock().held) {
             return Err(QuiesceError::Refused(format!(
                 "{} is frozen; thaw it first",
                 a.spec.name
             )));
         }
         let apps = build_apps(&profile);
-        *inner.apps.write().unwrap() = apps;
-        *inner.profile.write().unwrap() = profile;
+        *inner.apps.write() = apps;
+        *inner.profile.write() = profile;
         Ok(())
     }
 }
@@ -729,7 +718,6 @@ impl Inner {
     fn app(&self, name: &str) -> Option<Arc<AppRt>> {
         self.apps
             .read()
-            .unwrap()
             .iter()
             .find(|a| a.spec.name == name)
             .cloned()
@@ -776,8 +764,8 @@ impl Inner {
     /// Undoes prepare/freeze of one application after a failure.
     fn abort_one(&self, a: &Arc<AppRt>, result: &str) {
         let r = {
-            let mut p = a.plugin.lock().unwrap();
-            let attempts = self.profile.read().unwrap().watchdog.thaw_attempts.max(1);
+            let mut p = a.plugin.lock();
+            let attempts = self.profile.read().watchdog.thaw_attempts.max(1);
             let mut r = Err(String::new());
             for i in 0..attempts {
                 if i > 0 {
@@ -809,15 +797,15 @@ impl Inner {
     /// from the watchdog, the requester and by hand at once: the plug-in lock
     /// orders them and the second finds nothing held.
     fn thaw_one(&self, a: &Arc<AppRt>, why: Option<&str>) -> Result<(), String> {
-        let mut p = a.plugin.lock().unwrap();
+        let mut p = a.plugin.lock();
         {
-            let mut st = a.st.lock().unwrap();
+            let mut st = a.st.lock();
             if !st.held {
                 return Ok(());
             }
             st.state = Some(AppState::Thawing);
         }
-        let attempts = self.profile.read().unwrap().watchdog.thaw_attempts.max(1);
+        let attempts = self.profile.read().watchdog.thaw_attempts.max(1);
         let mut r = Err(String::new());
         for i in 0..attempts {
             if i > 0 {
@@ -850,7 +838,7 @@ impl Inner {
     }
 
     fn post_one(&self, a: &Arc<AppRt>) {
-        let mut p = a.plugin.lock().unwrap();
+        let mut p = a.plugin.lock();
         if let Err(e) = a.phase(&mut p, "post", |p, cx| p.post(cx)) {
             a.set(|st| st.result = format!("post failed: {e}"));
         }
@@ -858,10 +846,10 @@ impl Inner {
 
     /// Writes the marker naming what is held, or removes it when nothing is.
     fn update_marker(&self) {
-        let _g = self.marker_lock.lock().unwrap();
-        let mut entries: Vec<MarkerEntry> = self.orphans.lock().unwrap().clone();
-        for a in self.apps.read().unwrap().iter() {
-            let st = a.st.lock().unwrap();
+        let _g = self.marker_lock.lock();
+        let mut entries: Vec<MarkerEntry> = self.orphans.lock().clone();
+        for a in self.apps.read().iter() {
+            let st = a.st.lock();
             if st.held {
                 entries.push(MarkerEntry {
                     spec: a.spec.clone(),
@@ -881,7 +869,7 @@ impl Inner {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
-                profile: self.profile.read().unwrap().path.clone(),
+                profile: self.profile.read().path.clone(),
                 apps: entries,
             };
             write_marker(&self.marker, &m)
@@ -966,11 +954,11 @@ fn watchdog(inner: Weak<Inner>) {
     loop {
         let tick = {
             let Some(inner) = inner.upgrade() else { return };
-            let cap = inner.profile.read().unwrap().watchdog.freeze;
-            let apps: Vec<Arc<AppRt>> = inner.apps.read().unwrap().clone();
+            let cap = inner.profile.read().watchdog.freeze;
+            let apps: Vec<Arc<AppRt>> = inner.apps.read().clone();
             for a in apps {
                 let over = {
-                    let st = a.st.lock().unwrap();
+                    let st = a.st.lock();
                     st.state == Some(AppState::Frozen)
                         && st.frozen_since.is_some_and(|t| t.elapsed() >= cap)
                 };
@@ -1040,7 +1028,7 @@ impl Frozen {
         }
         let frozen_ms = self.first_freeze.map(|t| ms(t.elapsed()));
         for a in &self.apps {
-            let early = a.st.lock().unwrap().thawed_early.clone();
+            let early = a.st.lock().thawed_early.clone();
             if let Some(how) = early {
                 consistency = "crash_consistent";
                 why.push(format!(
@@ -1048,7 +1036,7 @@ impl Frozen {
                     a.spec.name
                 ));
             }
-            if a.st.lock().unwrap().state == Some(AppState::Thawed) {
+            if a.st.lock().state == Some(AppState::Thawed) {
                 self.inner.post_one(a);
             }
         }
@@ -1057,7 +1045,6 @@ impl Frozen {
             .inner
             .apps
             .read()
-            .unwrap()
             .iter()
             .map(|a| {
                 let s = a.status();

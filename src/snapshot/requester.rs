@@ -9,9 +9,10 @@
 //! snapshot is pending at a time: a request while a copy runs is refused
 //! with `EBUSY` and the name of the running one.
 
+use parking_lot::{Mutex, RwLock};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -153,18 +154,18 @@ impl Snapshotter {
 
     /// Quiesce `q`'s applications around every commit from now on.
     pub fn set_quiescer(&self, q: Option<Arc<Quiescer>>) {
-        *self.quiescer.write().unwrap() = q;
+        *self.quiescer.write() = q;
     }
 
     /// Remembers the profile file `path` the quiescer was made from.
     pub fn set_profile(&self, path: PathBuf, q: Arc<Quiescer>) {
-        *self.profile.lock().unwrap() = Some(path);
+        *self.profile.lock() = Some(path);
         self.set_quiescer(Some(q));
     }
 
     /// Re-reads the profile file (`echo reload > .control/profile`).
     pub fn reload_profile(&self) -> Result<(), Refusal> {
-        let path = self.profile.lock().unwrap().clone().ok_or_else(|| {
+        let path = self.profile.lock().clone().ok_or_else(|| {
             Refusal::new(
                 Errno::ENOENT,
                 "the mount has no profile (mount with -o profile=FILE)",
@@ -187,7 +188,7 @@ impl Snapshotter {
 
     /// `cat .control/profile`.
     pub fn profile_text(&self) -> String {
-        let path = self.profile.lock().unwrap().clone();
+        let path = self.profile.lock().clone();
         let q = self.quiescer();
         let mut s = format!(
             "path: {}\n",
@@ -204,23 +205,23 @@ impl Snapshotter {
     }
 
     pub fn quiescer(&self) -> Option<Arc<Quiescer>> {
-        self.quiescer.read().unwrap().clone()
+        self.quiescer.read().clone()
     }
 
     /// `f(name)` runs after a snapshot is sealed or forgotten.
     pub fn set_on_change(&self, f: impl Fn(&str) + Send + Sync + 'static) {
-        *self.on_change.lock().unwrap() = Some(Box::new(f));
+        *self.on_change.lock() = Some(Box::new(f));
     }
 
     fn changed(&self, name: &str) {
-        if let Some(f) = &*self.on_change.lock().unwrap() {
+        if let Some(f) = &*self.on_change.lock() {
             f(name);
         }
     }
 
     fn note(&self, msg: String) {
         tracing::warn!("{msg}");
-        let mut notes = self.notes.lock().unwrap();
+        let mut notes = self.notes.lock();
         notes.push(format!("{} {msg}", rfc3339(SystemTime::now())));
         let n = notes.len();
         if n > 20 {
@@ -238,7 +239,7 @@ impl Snapshotter {
     /// Takes snapshot `name` (`None`: an automatic name); returns once its
     /// point in time is fixed, with the name.
     pub fn take(self: &Arc<Self>, name: Option<&str>) -> Result<String, Refusal> {
-        let Ok(_one) = self.requesting.try_lock() else {
+        let Some(_one) = self.requesting.try_lock() else {
             return Err(Refusal::new(
                 Errno::EBUSY,
                 "another snapshot request is being committed",
@@ -262,7 +263,7 @@ impl Snapshotter {
             // refusal must be readable too.
             op.state = "failed";
             op.error = e.reason.clone();
-            let mut last = self.last.lock().unwrap();
+            let mut last = self.last.lock();
             let running = last
                 .as_ref()
                 .is_some_and(|l| matches!(l.state, "copying" | "committed"));
@@ -309,7 +310,7 @@ impl Snapshotter {
         let frozen = match &quiescer {
             Some(q) => {
                 op.state = "quiescing";
-                *self.last.lock().unwrap() = Some(op.clone());
+                *self.last.lock() = Some(op.clone());
                 let f = q.freeze().map_err(|e| {
                     Refusal::new(Errno::from_raw(e.errno()), format!("quiescing: {e}"))
                 })?;
@@ -318,7 +319,7 @@ impl Snapshotter {
             }
             None => None,
         };
-        *self.last.lock().unwrap() = Some(op.clone());
+        *self.last.lock() = Some(op.clone());
         // On every error below, dropping `frozen` thaws the applications.
         let (hold, fixed) = self.fix()?;
         let time = SystemTime::now();
@@ -352,7 +353,7 @@ impl Snapshotter {
             }
         }
         op.state = "committed";
-        *self.last.lock().unwrap() = Some(op.clone());
+        *self.last.lock() = Some(op.clone());
         Ok(cs)
     }
 
@@ -378,7 +379,7 @@ impl Snapshotter {
             why: "resumed after a restart of the daemon".into(),
             ..OpStatus::default()
         };
-        *self.last.lock().unwrap() = Some(op.clone());
+        *self.last.lock() = Some(op.clone());
         self.start_copy(name, op, None);
     }
 
@@ -394,15 +395,15 @@ impl Snapshotter {
             return self.copy_failed(&name, op, "the point in time is gone before its copy");
         };
         let progress = Arc::new(Progress::default());
-        *self.progress.lock().unwrap() = progress.clone();
-        *self.copy_started.lock().unwrap() = Some(Instant::now());
-        *self.copy_took.lock().unwrap() = None;
+        *self.progress.lock() = progress.clone();
+        *self.copy_started.lock() = Some(Instant::now());
+        *self.copy_took.lock() = None;
         op.state = "copying";
         op.incremental = match &changes {
             Some(cs) => format!("changes since {}", cs.since),
             None => "metadata compared with the parent".into(),
         };
-        *self.last.lock().unwrap() = Some(op.clone());
+        *self.last.lock() = Some(op.clone());
         self.cancel.store(false, Ordering::Relaxed);
         let me = self.clone();
         let (name2, op2) = (name.clone(), op.clone());
@@ -415,7 +416,7 @@ impl Snapshotter {
                 return self.copy_failed(&name2, op2, &format!("cannot start the copy: {e}"));
             }
         };
-        let old = self.copier.lock().unwrap().replace(handle);
+        let old = self.copier.lock().replace(handle);
         if let Some(old) = old {
             let _ = old.join();
         }
@@ -494,11 +495,7 @@ impl Snapshotter {
             Err(_) => run(),
         };
         drop(pit);
-        *self.copy_took.lock().unwrap() = self
-            .copy_started
-            .lock()
-            .unwrap()
-            .map(|t| t.elapsed().as_secs_f64());
+        *self.copy_took.lock() = self.copy_started.lock().map(|t| t.elapsed().as_secs_f64());
         if !progress.scan_done.load(Ordering::Relaxed) {
             // What was copied is the total.
             progress
@@ -534,7 +531,7 @@ impl Snapshotter {
                     tracing::warn!("snapshot {name}: {}", op.error);
                 }
                 tracing::info!("snapshot {name} sealed");
-                *self.last.lock().unwrap() = Some(op);
+                *self.last.lock() = Some(op);
                 self.changed(&name);
                 self.apply_retention();
             }
@@ -544,7 +541,7 @@ impl Snapshotter {
                 );
                 op.state = "interrupted";
                 op.error = "the mount is going away; the copy resumes at the next mount".into();
-                *self.last.lock().unwrap() = Some(op);
+                *self.last.lock() = Some(op);
             }
             Err(e) => self.copy_failed(&name, op, &e.to_string()),
         }
@@ -558,7 +555,7 @@ impl Snapshotter {
         self.snaps.failed(name);
         op.state = "failed";
         op.error = why.to_string();
-        *self.last.lock().unwrap() = Some(op);
+        *self.last.lock() = Some(op);
         self.changed(name);
     }
 
@@ -663,7 +660,7 @@ impl Snapshotter {
     /// Holds the barrier by hand (`.control/freeze`) until [`Self::thaw`] or
     /// [`FREEZE_CAP`].
     pub fn freeze(&self) -> Result<(), Refusal> {
-        let mut manual = self.manual.lock().unwrap();
+        let mut manual = self.manual.lock();
         if manual.is_some() {
             return Ok(());
         }
@@ -674,7 +671,7 @@ impl Snapshotter {
 
     /// Releases a hand-held barrier; true if one was held.
     pub fn thaw(&self) -> bool {
-        match self.manual.lock().unwrap().take() {
+        match self.manual.lock().take() {
             Some((hold, fixed, _)) => {
                 hold.release();
                 fixed.release();
@@ -695,7 +692,6 @@ impl Snapshotter {
                 let expired = me
                     .manual
                     .lock()
-                    .unwrap()
                     .as_ref()
                     .is_some_and(|(_, _, t)| t.elapsed() >= FREEZE_CAP);
                 if expired && me.thaw() {
@@ -711,29 +707,28 @@ impl Snapshotter {
     pub fn shutdown(&self) {
         self.cancel.store(true, Ordering::Relaxed);
         self.thaw();
-        if let Some(h) = self.copier.lock().unwrap().take() {
+        if let Some(h) = self.copier.lock().take() {
             let _ = h.join();
         }
     }
 
     /// `cat .control/snapshot`: `key: value` lines (docs/CONTROL.md).
     pub fn snapshot_text(&self) -> String {
-        let last = self.last.lock().unwrap().clone();
+        let last = self.last.lock().clone();
         let Some(op) = last else {
             return "name:\nstate: none\n".to_string();
         };
-        let p = self.progress.lock().unwrap().clone();
+        let p = self.progress.lock().clone();
         let files = p.files.load(Ordering::Relaxed);
         let bytes = p.bytes.load(Ordering::Relaxed);
         let total_files = p.total_files.load(Ordering::Relaxed);
         let total_bytes = p.total_bytes.load(Ordering::Relaxed);
         let known = p.scan_done.load(Ordering::Relaxed);
-        let secs = match *self.copy_took.lock().unwrap() {
+        let secs = match *self.copy_took.lock() {
             Some(took) if op.state != "copying" => took,
             _ => self
                 .copy_started
                 .lock()
-                .unwrap()
                 .map(|t| t.elapsed().as_secs_f64())
                 .unwrap_or(0.0),
         };
@@ -848,7 +843,7 @@ impl Snapshotter {
         kv("new_bytes_stored", stored.to_string());
         let pending = self.snaps.pending().map(|(n, _)| n).unwrap_or_default();
         kv("pending", pending);
-        let last = self.last.lock().unwrap().clone();
+        let last = self.last.lock().clone();
         kv(
             "operation",
             last.as_ref()
@@ -868,7 +863,7 @@ impl Snapshotter {
         );
         kv("deferred_ops", self.barrier.waiting().to_string());
         kv("waiting_opens", self.fences.waiting_opens().to_string());
-        let notes = self.notes.lock().unwrap();
+        let notes = self.notes.lock();
         kv("notes", notes.len().to_string());
         for n in notes.iter() {
             kv("note", n.clone());
@@ -878,7 +873,7 @@ impl Snapshotter {
 
     /// `cat .control/freeze`.
     pub fn freeze_text(&self) -> String {
-        match &*self.manual.lock().unwrap() {
+        match &*self.manual.lock() {
             Some((_, _, t)) => format!(
                 "frozen: yes\nheld_ms: {:.1}\ncap_s: {}\n",
                 ms(t.elapsed()),
