@@ -16,6 +16,8 @@
 //! Like the other cores, this one knows nothing of FUSE: ids in, `Result`
 //! out. Ids live in namespace [`NAMESPACE_CONTROL`].
 
+pub mod text;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;

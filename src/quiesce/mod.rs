@@ -45,6 +45,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::control::text;
+
 /// Where frozen markers live: gone at reboot, as are the applications frozen.
 pub const MARKER_DIR: &str = "/run/bkfs/quiesce";
 
@@ -123,20 +125,22 @@ impl AppStatus {
             "status.json" => format!("{}\n", self.to_json()),
             "request" => format!("{}\n", self.request?),
             "status" => {
-                let one = |s: &str| s.replace('\n', "\\n");
-                let mut out = format!(
-                    "name: {}\nplugin: {}\nstate: {}\nresult: {}\ndescription: {}\nfrozen_ms: {}\nwatchdog: {}\n",
-                    self.name,
-                    self.plugin,
-                    self.state.as_str(),
-                    one(&self.result),
-                    one(&self.description),
-                    self.frozen_for_ms.map(|m| format!("{m:.1}")).unwrap_or_default(),
-                    one(self.watchdog.as_deref().unwrap_or("")),
-                );
+                let mut e = text::Encoder::new();
+                e.pair("name", &self.name)
+                    .pair("plugin", self.plugin)
+                    .pair("state", self.state.as_str())
+                    .pair("result", &self.result)
+                    .pair("description", &self.description)
+                    .pair(
+                        "frozen_ms",
+                        self.frozen_for_ms
+                            .map(|m| format!("{m:.1}"))
+                            .unwrap_or_default(),
+                    )
+                    .pair("watchdog", self.watchdog.as_deref().unwrap_or(""));
                 for p in ["identify", "prepare", "freeze", "thaw", "post"] {
                     if let Some(ms) = self.timings_ms.get(p) {
-                        out.push_str(&format!("{p}_ms: {ms:.1}\n"));
+                        e.pair(&format!("{p}_ms"), format!("{ms:.1}"));
                     }
                 }
                 for (k, v) in &self.positions {
@@ -147,9 +151,9 @@ impl AppStatus {
                         .as_str()
                         .map(String::from)
                         .unwrap_or_else(|| v.to_string());
-                    out.push_str(&format!("position.{k}: {}\n", one(&v)));
+                    e.pair(&format!("position.{k}"), v);
                 }
-                out
+                e.finish()
             }
             _ => return None,
         })

@@ -21,6 +21,7 @@ use nix::errno::Errno;
 use super::barrier::{Barrier, Hold};
 use super::diff::{PointInTime, Snapshots};
 use super::fence::{FenceError, Fences, Fixed};
+use crate::control::text;
 use crate::ingest::{self, CopyOptions, Progress};
 use crate::quiesce::Quiescer;
 use crate::store::{self, Capture, Store};
@@ -190,18 +191,19 @@ impl Snapshotter {
     pub fn profile_text(&self) -> String {
         let path = self.profile.lock().clone();
         let q = self.quiescer();
-        let mut s = format!(
-            "path: {}\n",
-            path.map(|p| p.display().to_string()).unwrap_or_default()
+        let mut e = text::Encoder::new();
+        e.pair(
+            "path",
+            path.map(|p| p.display().to_string()).unwrap_or_default(),
         );
         if let Some(q) = q {
-            s.push_str(&format!("require: {:?}\n", q.require()).to_lowercase());
+            e.pair("require", format!("{:?}", q.require()).to_lowercase());
             let apps: Vec<String> = q.apps().into_iter().map(|a| a.name).collect();
-            s.push_str(&format!("apps: {}\n", apps.join(" ")));
+            e.pair("apps", apps.join(" "));
         } else {
-            s.push_str("require:\napps:\n");
+            e.bare("require").bare("apps");
         }
-        s
+        e.finish()
     }
 
     pub fn quiescer(&self) -> Option<Arc<Quiescer>> {
@@ -716,7 +718,10 @@ impl Snapshotter {
     pub fn snapshot_text(&self) -> String {
         let last = self.last.lock().clone();
         let Some(op) = last else {
-            return "name:\nstate: none\n".to_string();
+            return text::Encoder::new()
+                .bare("name")
+                .pair("state", "none")
+                .finish();
         };
         let p = self.progress.lock().clone();
         let files = p.files.load(Ordering::Relaxed);
@@ -742,12 +747,9 @@ impl Snapshotter {
         };
         let opt_time = |t: Option<SystemTime>| t.map(rfc3339).unwrap_or_default();
         let opt_ms = |m: Option<f64>| m.map(|m| format!("{m:.3}")).unwrap_or_default();
-        let mut s = String::new();
+        let mut e = text::Encoder::new();
         let mut kv = |k: &str, v: &str| {
-            s.push_str(k);
-            s.push_str(": ");
-            s.push_str(v);
-            s.push('\n');
+            e.pair(k, v);
         };
         kv("name", &op.name);
         kv("state", op.state);
@@ -802,17 +804,14 @@ impl Snapshotter {
             }
             kv("app", &line);
         }
-        s
+        e.finish()
     }
 
     /// `cat .control/status`: mount, store and provider figures.
     pub fn status_text(&self) -> String {
-        let mut s = String::new();
+        let mut e = text::Encoder::new();
         let mut kv = |k: &str, v: String| {
-            s.push_str(k);
-            s.push_str(": ");
-            s.push_str(&v);
-            s.push('\n');
+            e.pair(k, v);
         };
         kv("source", self.source.display().to_string());
         kv("store", self.store.root().display().to_string());
@@ -868,19 +867,19 @@ impl Snapshotter {
         for n in notes.iter() {
             kv("note", n.clone());
         }
-        s
+        e.finish()
     }
 
     /// `cat .control/freeze`.
     pub fn freeze_text(&self) -> String {
+        let mut e = text::Encoder::new();
         match &*self.manual.lock() {
-            Some((_, _, t)) => format!(
-                "frozen: yes\nheld_ms: {:.1}\ncap_s: {}\n",
-                ms(t.elapsed()),
-                FREEZE_CAP.as_secs()
-            ),
-            None => format!("frozen: no\nheld_ms:\ncap_s: {}\n", FREEZE_CAP.as_secs()),
-        }
+            Some((_, _, t)) => e
+                .pair("frozen", "yes")
+                .pair("held_ms", format!("{:.1}", ms(t.elapsed()))),
+            None => e.pair("frozen", "no").bare("held_ms"),
+        };
+        e.pair("cap_s", FREEZE_CAP.as_secs()).finish()
     }
 }
 
