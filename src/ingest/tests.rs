@@ -571,7 +571,7 @@ fn cancel_leaves_no_record() {
     let mut o = opts("after", &src);
     o.cancel = Some(&FLAG);
     o.capture = Some(Capture {
-        consistency: "fs_consistent".into(),
+        consistency: crate::store::Consistency::FsConsistent,
         ..Capture::default()
     });
     let r = copy_ok(&store, &Counting::new(&src), &o);
@@ -582,7 +582,7 @@ fn cancel_leaves_no_record() {
             .capture
             .unwrap()
             .consistency,
-        "fs_consistent"
+        crate::store::Consistency::FsConsistent
     );
     assert_eq!(r.snapshot.name, "after");
     assert!(crate::store::check::check(&store, true).unwrap().ok());

@@ -46,11 +46,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::control::text;
+pub use crate::store::Consistency;
 
 /// Where frozen markers live: gone at reboot, as are the applications frozen.
 pub const MARKER_DIR: &str = "/run/bkfs/quiesce";
 
 pub use plugins::Handshake;
+pub use plugins::PluginError;
 use plugins::{PhaseCx, Plugin};
 pub use profile::{
     AppSpec, Keep, OnError, PluginKind, Profile, ProfileError, Require, Timeouts, Watchdog,
@@ -77,6 +79,43 @@ impl AppState {
             AppState::Thawing => "thawing",
             AppState::Failed => "failed",
         }
+    }
+}
+
+/// The phases of a quiesce cycle, in the order they run (docs/PLUGINS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Identify,
+    Prepare,
+    Freeze,
+    Thaw,
+    Post,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Identify,
+        Phase::Prepare,
+        Phase::Freeze,
+        Phase::Thaw,
+        Phase::Post,
+    ];
+
+    /// Its name in timings (`freeze_ms`), results and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Identify => "identify",
+            Phase::Prepare => "prepare",
+            Phase::Freeze => "freeze",
+            Phase::Thaw => "thaw",
+            Phase::Post => "post",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -138,8 +177,8 @@ impl AppStatus {
                             .unwrap_or_default(),
                     )
                     .pair("watchdog", self.watchdog.as_deref().unwrap_or(""));
-                for p in ["identify", "prepare", "freeze", "thaw", "post"] {
-                    if let Some(ms) = self.timings_ms.get(p) {
+                for p in Phase::ALL {
+                    if let Some(ms) = self.timings_ms.get(p.as_str()) {
                         e.pair(&format!("{p}_ms"), format!("{ms:.1}"));
                     }
                 }
@@ -166,8 +205,8 @@ pub enum QuiesceError {
     /// An application failed and the profile requires consistency: no snapshot.
     Failed {
         app: String,
-        phase: &'static str,
-        reason: String,
+        phase: Phase,
+        reason: PluginError,
     },
     /// Another cycle is running, or an application is frozen by hand.
     Busy(String),
@@ -206,8 +245,7 @@ impl std::error::Error for QuiesceError {}
 /// What a quiesce cycle achieved, for the snapshot's record.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
-    /// `app_consistent`, `fs_consistent` or `crash_consistent`.
-    pub consistency: &'static str,
+    pub consistency: Consistency,
     pub why: String,
     /// From the first freeze started to the last thaw ended.
     pub frozen_ms: Option<f64>,
@@ -221,7 +259,7 @@ impl Outcome {
     pub fn capture(&self, requested: String, barrier_ms: f64) -> crate::store::Capture {
         crate::store::Capture {
             requested,
-            consistency: self.consistency.to_string(),
+            consistency: self.consistency,
             why: self.why.clone(),
             barrier_ms,
             frozen_ms: self.frozen_ms,
@@ -302,17 +340,17 @@ impl AppRt {
     fn phase<T>(
         &self,
         plugin: &mut Box<dyn Plugin>,
-        name: &'static str,
-        f: impl FnOnce(&mut dyn Plugin, &PhaseCx) -> Result<T, String>,
-    ) -> Result<T, String> {
-        let creds = self.creds.clone()?;
+        name: Phase,
+        f: impl FnOnce(&mut dyn Plugin, &PhaseCx) -> Result<T, PluginError>,
+    ) -> Result<T, PluginError> {
+        let creds = self.creds.clone().map_err(PluginError::User)?;
         let t = &self.spec.timeouts;
         let timeout = match name {
-            "identify" => t.identify,
-            "prepare" => t.prepare,
-            "freeze" => t.freeze,
-            "post" => t.post,
-            _ => t.thaw,
+            Phase::Identify => t.identify,
+            Phase::Prepare => t.prepare,
+            Phase::Freeze => t.freeze,
+            Phase::Post => t.post,
+            Phase::Thaw => t.thaw,
         };
         let cx = PhaseCx {
             app: &self.spec,
@@ -324,7 +362,7 @@ impl AppRt {
         let el = ms(start.elapsed());
         let (pos, rec) = (plugin.positions(), plugin.recovery());
         self.set(|st| {
-            *st.timings.entry(name.to_string()).or_insert(0.0) += el;
+            *st.timings.entry(name.as_str().to_string()).or_insert(0.0) += el;
             st.positions = pos;
             st.recovery = rec;
         });
@@ -495,13 +533,13 @@ impl Quiescer {
         let mut frozen = Frozen {
             inner: inner.clone(),
             apps: Vec::new(),
-            consistency: "app_consistent",
+            consistency: Consistency::AppConsistent,
             why: String::new(),
             first_freeze: None,
             done: false,
         };
         if require == Require::Crash || n_apps == 0 {
-            frozen.consistency = "fs_consistent";
+            frozen.consistency = Consistency::FsConsistent;
             frozen.why = if n_apps == 0 {
                 "the profile lists no applications".into()
             } else {
@@ -528,12 +566,12 @@ impl Quiescer {
                     st.held = true;
                 });
                 inner.update_marker();
-                a.phase(&mut p, "identify", |p, cx| p.identify(cx))
+                a.phase(&mut p, Phase::Identify, |p, cx| p.identify(cx))
                     .map(|d| a.set(|st| st.description = d))
-                    .map_err(|e| ("identify", e))
+                    .map_err(|e| (Phase::Identify, e))
                     .and_then(|_| {
-                        a.phase(&mut p, "prepare", |p, cx| p.prepare(cx))
-                            .map_err(|e| ("prepare", e))
+                        a.phase(&mut p, Phase::Prepare, |p, cx| p.prepare(cx))
+                            .map_err(|e| (Phase::Prepare, e))
                     })
             };
             match r {
@@ -544,7 +582,7 @@ impl Quiescer {
                         frozen.done = true;
                         inner.cycle.store(false, Ordering::SeqCst);
                         return err.map(|why| {
-                            frozen.consistency = "crash_consistent";
+                            frozen.consistency = Consistency::CrashConsistent;
                             frozen.why = why;
                             frozen.done = false;
                             frozen
@@ -562,7 +600,7 @@ impl Quiescer {
             frozen.first_freeze.get_or_insert_with(Instant::now);
             let r = {
                 let mut p = a.plugin.lock();
-                a.phase(&mut p, "freeze", |p, cx| p.freeze(cx))
+                a.phase(&mut p, Phase::Freeze, |p, cx| p.freeze(cx))
             };
             match r {
                 Ok(()) => {
@@ -577,13 +615,13 @@ impl Quiescer {
                 Err(e) => {
                     frozen.apps.retain(|x| !Arc::ptr_eq(x, a));
                     if let Some(err) =
-                        inner.fail(a, "freeze", &e, &mut active, &mut failures, require)
+                        inner.fail(a, Phase::Freeze, &e, &mut active, &mut failures, require)
                     {
                         frozen.apps.clear();
                         frozen.done = true;
                         inner.cycle.store(false, Ordering::SeqCst);
                         return err.map(|why| {
-                            frozen.consistency = "crash_consistent";
+                            frozen.consistency = Consistency::CrashConsistent;
                             frozen.why = why;
                             frozen.done = false;
                             frozen
@@ -595,7 +633,7 @@ impl Quiescer {
         if failures.is_empty() {
             frozen.why = format!("{} application(s) frozen", frozen.apps.len());
         } else {
-            frozen.consistency = "crash_consistent";
+            frozen.consistency = Consistency::CrashConsistent;
             frozen.why = failures.join("; ");
         }
         Ok(frozen)
@@ -627,16 +665,16 @@ impl Quiescer {
         inner.update_marker();
         let r = {
             let mut p = a.plugin.lock();
-            a.phase(&mut p, "identify", |p, cx| p.identify(cx))
+            a.phase(&mut p, Phase::Identify, |p, cx| p.identify(cx))
                 .map(|d| a.set(|st| st.description = d))
-                .map_err(|e| ("identify", e))
+                .map_err(|e| (Phase::Identify, e))
                 .and_then(|_| {
-                    a.phase(&mut p, "prepare", |p, cx| p.prepare(cx))
-                        .map_err(|e| ("prepare", e))
+                    a.phase(&mut p, Phase::Prepare, |p, cx| p.prepare(cx))
+                        .map_err(|e| (Phase::Prepare, e))
                 })
                 .and_then(|_| {
-                    a.phase(&mut p, "freeze", |p, cx| p.freeze(cx))
-                        .map_err(|e| ("freeze", e))
+                    a.phase(&mut p, Phase::Freeze, |p, cx| p.freeze(cx))
+                        .map_err(|e| (Phase::Freeze, e))
                 })
         };
         match r {
@@ -673,7 +711,7 @@ impl Quiescer {
         self.inner.update_marker();
         r.map_err(|e| QuiesceError::Failed {
             app: name.into(),
-            phase: "thaw",
+            phase: Phase::Thaw,
             reason: e,
         })
     }
@@ -733,8 +771,8 @@ impl Inner {
     fn fail(
         &self,
         a: &Arc<AppRt>,
-        phase: &'static str,
-        e: &str,
+        phase: Phase,
+        e: &PluginError,
         active: &mut Vec<Arc<AppRt>>,
         failures: &mut Vec<String>,
         require: Require,
@@ -756,7 +794,7 @@ impl Inner {
             Require::App => Err(QuiesceError::Failed {
                 app: a.spec.name.clone(),
                 phase,
-                reason: e.to_string(),
+                reason: e.clone(),
             }),
             _ => Ok(format!(
                 "best-effort: {} {phase} failed: {e}; every application thawed, snapshot crash-consistent",
@@ -770,12 +808,12 @@ impl Inner {
         let r = {
             let mut p = a.plugin.lock();
             let attempts = self.profile.read().watchdog.thaw_attempts.max(1);
-            let mut r = Err(String::new());
+            let mut r = Err(PluginError::Failed(String::new()));
             for i in 0..attempts {
                 if i > 0 {
                     std::thread::sleep(Duration::from_millis(100 * i as u64));
                 }
-                r = a.phase(&mut p, "thaw", |p, cx| p.abort(cx));
+                r = a.phase(&mut p, Phase::Thaw, |p, cx| p.abort(cx));
                 if r.is_ok() {
                     break;
                 }
@@ -800,7 +838,7 @@ impl Inner {
     /// Thaws one application if it holds anything (retried). Safe to call
     /// from the watchdog, the requester and by hand at once: the plug-in lock
     /// orders them and the second finds nothing held.
-    fn thaw_one(&self, a: &Arc<AppRt>, why: Option<&str>) -> Result<(), String> {
+    fn thaw_one(&self, a: &Arc<AppRt>, why: Option<&str>) -> Result<(), PluginError> {
         let mut p = a.plugin.lock();
         {
             let mut st = a.st.lock();
@@ -810,12 +848,12 @@ impl Inner {
             st.state = Some(AppState::Thawing);
         }
         let attempts = self.profile.read().watchdog.thaw_attempts.max(1);
-        let mut r = Err(String::new());
+        let mut r = Err(PluginError::Failed(String::new()));
         for i in 0..attempts {
             if i > 0 {
                 std::thread::sleep(Duration::from_millis(100 * i as u64));
             }
-            r = a.phase(&mut p, "thaw", |p, cx| p.thaw(cx));
+            r = a.phase(&mut p, Phase::Thaw, |p, cx| p.thaw(cx));
             if r.is_ok() {
                 break;
             }
@@ -843,7 +881,7 @@ impl Inner {
 
     fn post_one(&self, a: &Arc<AppRt>) {
         let mut p = a.plugin.lock();
-        if let Err(e) = a.phase(&mut p, "post", |p, cx| p.post(cx)) {
+        if let Err(e) = a.phase(&mut p, Phase::Post, |p, cx| p.post(cx)) {
             a.set(|st| st.result = format!("post failed: {e}"));
         }
     }
@@ -906,7 +944,7 @@ fn read_marker(path: &Path) -> Result<MarkerFile, String> {
 /// Thaws marker entries (reverse order); returns those that failed.
 fn recover_entries(
     entries: &[MarkerEntry],
-    mut report: impl FnMut(&str, &Result<(), String>),
+    mut report: impl FnMut(&str, &Result<(), PluginError>),
 ) -> Vec<MarkerEntry> {
     let mut failed = Vec::new();
     for e in entries.iter().rev() {
@@ -931,7 +969,7 @@ fn recover_entries(
 }
 
 /// An application's name and how its thaw went.
-pub type AppResult = (String, Result<(), String>);
+pub type AppResult = (String, Result<(), PluginError>);
 
 /// `bkfs thaw --force --marker FILE`: thaws what a marker names and removes
 /// it if everything thawed. Returns (name, result) per application.
@@ -992,7 +1030,7 @@ fn watchdog(inner: Weak<Inner>) {
 pub struct Frozen {
     inner: Arc<Inner>,
     apps: Vec<Arc<AppRt>>,
-    consistency: &'static str,
+    consistency: Consistency,
     why: String,
     first_freeze: Option<Instant>,
     done: bool,
@@ -1000,7 +1038,7 @@ pub struct Frozen {
 
 impl Frozen {
     /// What the snapshot will be if thawed now.
-    pub fn consistency(&self) -> &'static str {
+    pub fn consistency(&self) -> Consistency {
         self.consistency
     }
 
@@ -1034,7 +1072,7 @@ impl Frozen {
         for a in &self.apps {
             let early = a.st.lock().thawed_early.clone();
             if let Some(how) = early {
-                consistency = "crash_consistent";
+                consistency = Consistency::CrashConsistent;
                 why.push(format!(
                     "{} was thawed {how} before the snapshot was released",
                     a.spec.name

@@ -199,19 +199,19 @@ fn quiesce_order_freeze_by_level_thaw_reverse() {
     );
     let q = l.quiescer(&text);
     let f = q.freeze().unwrap();
-    assert_eq!(f.consistency(), "app_consistent");
+    assert_eq!(f.consistency(), Consistency::AppConsistent);
     assert_eq!(f.frozen_apps(), ["web", "worker", "db"]);
     assert!(l.marker().exists());
     let marker = std::fs::read_to_string(l.marker()).unwrap();
     assert!(marker.contains("\"worker\"") && marker.contains("\"db\""));
     assert!(q.apps().iter().all(|a| a.state == AppState::Frozen));
     let o = f.thaw();
-    assert_eq!(o.consistency, "app_consistent");
+    assert_eq!(o.consistency, Consistency::AppConsistent);
     assert!(o.frozen_ms.unwrap() > 0.0);
     assert_eq!(o.apps.len(), 3);
     assert!(o.apps[0]["timings_ms"]["freeze"].as_f64().is_some());
     let c = o.capture("2026-11-22T03:04:05.123456Z".into(), 0.8);
-    assert_eq!(c.consistency, "app_consistent");
+    assert_eq!(c.consistency, Consistency::AppConsistent);
     assert_eq!(c.frozen_ms, o.frozen_ms);
     assert_eq!(c.apps.len(), 3);
     assert_eq!(
@@ -243,9 +243,9 @@ fn quiesce_require_app_failure_thaws_and_errs() {
     match &e {
         QuiesceError::Failed { app, phase, reason } => {
             assert_eq!(app, "b");
-            assert_eq!(*phase, "freeze");
+            assert_eq!(*phase, Phase::Freeze);
             assert!(
-                reason.contains("exit 3") && reason.contains("cannot"),
+                reason.to_string().contains("exit 3") && reason.to_string().contains("cannot"),
                 "{reason}"
             );
         }
@@ -275,12 +275,12 @@ fn quiesce_best_effort_falls_back_to_crash_consistent() {
     );
     let q = l.quiescer(&text);
     let f = q.freeze().unwrap();
-    assert_eq!(f.consistency(), "crash_consistent");
+    assert_eq!(f.consistency(), Consistency::CrashConsistent);
     assert!(f.why().contains("b freeze failed"), "{}", f.why());
     assert!(f.frozen_apps().is_empty());
     assert_eq!(l.lines(), ["freeze a", "freeze b", "thaw b", "thaw a"]);
     let o = f.thaw();
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
     assert!(!l.marker().exists());
 }
 
@@ -296,14 +296,14 @@ fn quiesce_on_error_continue_keeps_the_others() {
     let q = l.quiescer(&text);
     let f = q.freeze().unwrap();
     assert_eq!(f.frozen_apps(), ["a", "c"]);
-    assert_eq!(f.consistency(), "crash_consistent");
+    assert_eq!(f.consistency(), Consistency::CrashConsistent);
     assert!(f.why().contains("b (on_error = continue) freeze failed"));
     let o = f.thaw();
     assert_eq!(
         l.lines(),
         ["freeze a", "freeze b", "thaw b", "freeze c", "thaw c", "thaw a"]
     );
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn quiesce_thaw_on_every_error_path() {
         matches!(
             &e,
             QuiesceError::Failed {
-                phase: "identify",
+                phase: Phase::Identify,
                 ..
             }
         ),
@@ -339,7 +339,7 @@ fn quiesce_thaw_on_every_error_path() {
         matches!(
             &e,
             QuiesceError::Failed {
-                phase: "prepare",
+                phase: Phase::Prepare,
                 ..
             }
         ),
@@ -417,7 +417,7 @@ fn quiesce_watchdog_force_thaws_after_cap() {
     );
     assert!(!l.marker().exists());
     let o = f.thaw();
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
     assert!(o.why.contains("watchdog"));
     assert_eq!(l.lines().len(), 2);
 
@@ -481,9 +481,9 @@ fn quiesce_crash_profile_runs_nothing() {
     let text = format!("require = \"crash\"\n{}", l.app("a", "", "true"));
     let q = l.quiescer(&text);
     let f = q.freeze().unwrap();
-    assert_eq!(f.consistency(), "fs_consistent");
+    assert_eq!(f.consistency(), Consistency::FsConsistent);
     let o = f.thaw();
-    assert_eq!(o.consistency, "fs_consistent");
+    assert_eq!(o.consistency, Consistency::FsConsistent);
     assert!(l.lines().is_empty());
 }
 
@@ -505,11 +505,11 @@ fn quiesce_handshake_state_machine() {
         q2.ack("hs", Some("thawed")).unwrap();
     });
     let f = q.freeze().unwrap();
-    assert_eq!(f.consistency(), "app_consistent");
+    assert_eq!(f.consistency(), Consistency::AppConsistent);
     assert_eq!(q.app("hs").unwrap().state, AppState::Frozen);
     let o = f.thaw();
     app.join().unwrap();
-    assert_eq!(o.consistency, "app_consistent");
+    assert_eq!(o.consistency, Consistency::AppConsistent);
     assert_eq!(q.app("hs").unwrap().state, AppState::Thawed);
 
     // An application that never answers: the freeze fails within its timeout.
@@ -621,15 +621,15 @@ fn quiesce_early_thaws_downgrade_and_drop_thaws() {
     let f = q.freeze().unwrap();
     q.thaw_app("b").unwrap();
     let o = f.thaw();
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
     assert!(o.why.contains("b was thawed by hand"), "{}", o.why);
     let f = q.freeze().unwrap();
     q.thaw_all_force();
     let o = f.thaw();
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
     assert!(o.why.contains("by a forced thaw"), "{}", o.why);
     let o = q.freeze().unwrap().thaw();
-    assert_eq!(o.consistency, "app_consistent", "{}", o.why);
+    assert_eq!(o.consistency, Consistency::AppConsistent, "{}", o.why);
     // Dropping the quiescer (unmount) thaws what was frozen by hand.
     q.freeze_app("a").unwrap();
     let n = l.lines().len();

@@ -24,7 +24,7 @@ use super::fence::{FenceError, Fences, Fixed};
 use crate::control::text;
 use crate::ingest::{self, CopyOptions, Progress};
 use crate::quiesce::Quiescer;
-use crate::store::{self, Capture, Store};
+use crate::store::{self, Capture, Consistency, Store};
 
 /// How long a commit waits for write-class operations in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,15 +57,55 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// The state of a snapshot operation, as `state:` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OpState {
+    /// The profile's applications are being frozen.
+    Quiescing,
+    /// Fencing, holding the barrier, committing the epoch.
+    #[default]
+    Committing,
+    /// The point in time is fixed; the copy has not started.
+    Committed,
+    Copying,
+    Sealed,
+    Failed,
+    /// The mount went away during the copy; it resumes at the next mount.
+    Interrupted,
+}
+
+impl OpState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Quiescing => "quiescing",
+            OpState::Committing => "committing",
+            OpState::Committed => "committed",
+            OpState::Copying => "copying",
+            OpState::Sealed => "sealed",
+            OpState::Failed => "failed",
+            OpState::Interrupted => "interrupted",
+        }
+    }
+
+    /// A pending snapshot: its point in time is fixed, its copy not over.
+    pub fn is_pending(self) -> bool {
+        matches!(self, OpState::Committed | OpState::Copying)
+    }
+}
+
+impl std::fmt::Display for OpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where the latest snapshot operation stands.
 #[derive(Debug, Clone, Default)]
 pub struct OpStatus {
     pub name: String,
-    /// `quiescing`, `committing`, `committed`, `copying`, `sealed`, `failed`,
-    /// `interrupted` (the mount went away during the copy; resumed at the
-    /// next mount).
-    pub state: &'static str,
-    pub consistency: String,
+    pub state: OpState,
+    /// Known once committed.
+    pub consistency: Option<Consistency>,
     pub why: String,
     pub requested: Option<SystemTime>,
     pub committed: Option<SystemTime>,
@@ -254,7 +294,7 @@ impl Snapshotter {
         };
         let mut op = OpStatus {
             name: name.clone(),
-            state: "committing",
+            state: OpState::Committing,
             requested: Some(requested),
             ..OpStatus::default()
         };
@@ -263,12 +303,10 @@ impl Snapshotter {
             // A refused request does not replace the status of a copy that
             // runs: the running one is what `cat` must keep showing... but the
             // refusal must be readable too.
-            op.state = "failed";
+            op.state = OpState::Failed;
             op.error = e.reason.clone();
             let mut last = self.last.lock();
-            let running = last
-                .as_ref()
-                .is_some_and(|l| matches!(l.state, "copying" | "committed"));
+            let running = last.as_ref().is_some_and(|l| l.state.is_pending());
             if running {
                 drop(last);
                 self.note(format!("snapshot {name} refused: {e}"));
@@ -311,12 +349,12 @@ impl Snapshotter {
         let quiescer = self.quiescer();
         let frozen = match &quiescer {
             Some(q) => {
-                op.state = "quiescing";
+                op.state = OpState::Quiescing;
                 *self.last.lock() = Some(op.clone());
                 let f = q.freeze().map_err(|e| {
                     Refusal::new(Errno::from_raw(e.errno()), format!("quiescing: {e}"))
                 })?;
-                op.state = "committing";
+                op.state = OpState::Committing;
                 Some(f)
             }
             None => None,
@@ -344,17 +382,17 @@ impl Snapshotter {
         op.barrier_ms = Some(ms(held));
         match frozen.map(|f| f.thaw()) {
             Some(outcome) => {
-                op.consistency = outcome.consistency.into();
+                op.consistency = Some(outcome.consistency);
                 op.why = outcome.why;
                 op.frozen_ms = outcome.frozen_ms;
                 op.apps = outcome.apps;
             }
             None => {
-                op.consistency = "fs_consistent".into();
+                op.consistency = Some(Consistency::FsConsistent);
                 op.why = "write barrier; no applications to quiesce".into();
             }
         }
-        op.state = "committed";
+        op.state = OpState::Committed;
         *self.last.lock() = Some(op.clone());
         Ok(cs)
     }
@@ -375,9 +413,9 @@ impl Snapshotter {
         tracing::info!("resuming the copy of snapshot {name}");
         let op = OpStatus {
             name: name.clone(),
-            state: "committed",
+            state: OpState::Committed,
             committed: Some(committed),
-            consistency: "fs_consistent".into(),
+            consistency: Some(Consistency::FsConsistent),
             why: "resumed after a restart of the daemon".into(),
             ..OpStatus::default()
         };
@@ -400,7 +438,7 @@ impl Snapshotter {
         *self.progress.lock() = progress.clone();
         *self.copy_started.lock() = Some(Instant::now());
         *self.copy_took.lock() = None;
-        op.state = "copying";
+        op.state = OpState::Copying;
         op.incremental = match &changes {
             Some(cs) => format!("changes since {}", cs.since),
             None => "metadata compared with the parent".into(),
@@ -435,7 +473,7 @@ impl Snapshotter {
         self.hold_for_tests();
         let capture = Capture {
             requested: op.requested.map(rfc3339).unwrap_or_default(),
-            consistency: op.consistency.clone(),
+            consistency: op.consistency.unwrap_or_default(),
             why: op.why.clone(),
             barrier_ms: op.barrier_ms.unwrap_or(0.0),
             frozen_ms: op.frozen_ms,
@@ -513,7 +551,7 @@ impl Snapshotter {
                 // The store's view learns of it before the pending view goes.
                 self.changed(&name);
                 self.snaps.sealed(&name);
-                op.state = "sealed";
+                op.state = OpState::Sealed;
                 op.sealed = Some(SystemTime::now());
                 if report.changes_dropped {
                     op.incremental = format!(
@@ -541,7 +579,7 @@ impl Snapshotter {
                 tracing::info!(
                     "the copy of snapshot {name} stops with the mount; it resumes at the next"
                 );
-                op.state = "interrupted";
+                op.state = OpState::Interrupted;
                 op.error = "the mount is going away; the copy resumes at the next mount".into();
                 *self.last.lock() = Some(op);
             }
@@ -555,7 +593,7 @@ impl Snapshotter {
     fn copy_failed(&self, name: &str, mut op: OpStatus, why: &str) {
         tracing::error!("snapshot {name} failed: {why}");
         self.snaps.failed(name);
-        op.state = "failed";
+        op.state = OpState::Failed;
         op.error = why.to_string();
         *self.last.lock() = Some(op);
         self.changed(name);
@@ -730,14 +768,17 @@ impl Snapshotter {
         let total_bytes = p.total_bytes.load(Ordering::Relaxed);
         let known = p.scan_done.load(Ordering::Relaxed);
         let secs = match *self.copy_took.lock() {
-            Some(took) if op.state != "copying" => took,
+            Some(took) if op.state != OpState::Copying => took,
             _ => self
                 .copy_started
                 .lock()
                 .map(|t| t.elapsed().as_secs_f64())
                 .unwrap_or(0.0),
         };
-        let copying = matches!(op.state, "copying" | "sealed" | "interrupted" | "failed");
+        let copying = matches!(
+            op.state,
+            OpState::Copying | OpState::Sealed | OpState::Interrupted | OpState::Failed
+        );
         let total = |n: u64| {
             if known {
                 n.to_string()
@@ -752,8 +793,11 @@ impl Snapshotter {
             e.pair(k, v);
         };
         kv("name", &op.name);
-        kv("state", op.state);
-        kv("consistency", &op.consistency);
+        kv("state", op.state.as_str());
+        kv(
+            "consistency",
+            op.consistency.map(Consistency::as_str).unwrap_or_default(),
+        );
         kv("why", &op.why);
         kv("requested", &opt_time(op.requested));
         kv("committed", &opt_time(op.committed));

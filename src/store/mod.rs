@@ -37,7 +37,7 @@ pub use config::{Config, FORMAT_VERSION};
 pub use error::{Error, IoContext, Result};
 pub use id::Id;
 pub use reader::StoreReader;
-pub use snapshot::{Capture, Snapshot};
+pub use snapshot::{Capture, Consistency, Snapshot};
 pub use tree::{Kind, Node, Piece, Time, Tree, Xattr};
 pub use writer::StoreWriter;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HsState {
@@ -119,7 +119,7 @@ pub struct HandshakePlugin {
 }
 
 impl HandshakePlugin {
-    pub fn new(p: &Params, cell: std::sync::Arc<Handshake>) -> Result<Self, PluginError> {
+    pub fn new(p: &Params, cell: std::sync::Arc<Handshake>) -> Result<Self, ParamError> {
         p.known(&[])?;
         Ok(HandshakePlugin {
             cell,
@@ -129,7 +129,7 @@ impl HandshakePlugin {
 }
 
 impl Plugin for HandshakePlugin {
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         let t = Instant::now();
         match self
             .cell
@@ -139,20 +139,20 @@ impl Plugin for HandshakePlugin {
                 self.acked_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
                 Ok(())
             }
-            Err(e) => Err(format!("freeze {e}")),
+            Err(e) => Err(format!("freeze {e}").into()),
         }
     }
 
-    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         if self.cell.state() == HsState::Idle {
             return Ok(());
         }
         self.cell
             .ask(HsState::ThawRequested, HsState::Idle, cx.timeout)
-            .map_err(|e| format!("thaw {e}"))
+            .map_err(|e| PluginError::Failed(format!("thaw {e}")))
     }
 
-    fn abort(&mut self, _cx: &PhaseCx) -> Result<(), String> {
+    fn abort(&mut self, _cx: &PhaseCx) -> Result<(), PluginError> {
         // After a failure: post a thaw request and do not wait for it, so an
         // application that answers late still resumes.
         let mut g = self.cell.state.lock();
