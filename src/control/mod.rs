@@ -16,6 +16,7 @@
 //! Like the other cores, this one knows nothing of FUSE: ids in, `Result`
 //! out. Ids live in namespace [`NAMESPACE_CONTROL`].
 
+pub mod render;
 pub mod text;
 
 use std::ffi::OsStr;
@@ -275,7 +276,7 @@ impl Control {
         let q = self.snapshotter.quiescer().ok_or(Errno::ENOENT)?;
         let st = q.app(&name).ok_or(Errno::ENOENT)?;
         // `request` of an application that does not hand-shake reads empty.
-        Ok(st.render(file).unwrap_or_default())
+        Ok(render::app_file(&st, file).unwrap_or_default())
     }
 
     /// A write to a file of `.quiesce/APP/`.

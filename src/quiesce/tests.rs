@@ -3,6 +3,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+use crate::control::render::app_file;
+use serde_json::Value;
 
 fn parse(text: &str) -> Result<Profile, ProfileError> {
     Profile::parse(text, Path::new("/etc/bkfs/p.toml"))
@@ -592,12 +594,12 @@ fn quiesce_status_files() {
     let l = Log::new();
     let q = l.quiescer(&l.app("a", "", "true"));
     let s = q.app("a").unwrap();
-    assert_eq!(s.render("state").unwrap(), "thawed\n");
-    assert!(s.render("request").is_none());
-    assert!(s.render("nope").is_none());
+    assert_eq!(app_file(&s, "state").unwrap(), "thawed\n");
+    assert!(app_file(&s, "request").is_none());
+    assert!(app_file(&s, "nope").is_none());
     q.freeze().unwrap().thaw();
     let s = q.app("a").unwrap();
-    let st = s.render("status").unwrap();
+    let st = app_file(&s, "status").unwrap();
     assert!(
         st.starts_with("name: a\nplugin: exec\nstate: thawed\nresult: ok\n"),
         "{st}"
@@ -606,10 +608,10 @@ fn quiesce_status_files() {
         st.contains("\nfreeze_ms: ") && st.contains("\nthaw_ms: "),
         "{st}"
     );
-    let v: Value = serde_json::from_str(&s.render("status.json").unwrap()).unwrap();
+    let v: Value = serde_json::from_str(&app_file(&s, "status.json").unwrap()).unwrap();
     assert_eq!(v["state"], "thawed");
     for f in AppStatus::FILES.iter().filter(|f| **f != "request") {
-        assert!(s.render(f).unwrap().ends_with('\n'));
+        assert!(app_file(&s, f).unwrap().ends_with('\n'));
     }
 }
 
