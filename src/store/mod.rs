@@ -22,6 +22,7 @@ pub mod index;
 pub mod lock;
 pub mod pack;
 pub mod reader;
+pub mod retention;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testdata;
