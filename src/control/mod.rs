@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 
 use crate::live::ids::NAMESPACE_SHIFT;
-use crate::snapshot::requester::Snapshotter;
+use crate::snapshot::requester::{Snapshotter, FREEZE_CAP};
 use crate::snapview::catalog::time_of;
 use crate::snapview::Attr;
 
@@ -306,10 +306,10 @@ impl Control {
             };
         }
         Ok(match id {
-            SNAPSHOT_ID => s.snapshot_text(),
-            PROFILE_ID => s.profile_text(),
-            STATUS_ID => s.status_text(),
-            FREEZE_ID => s.freeze_text(),
+            SNAPSHOT_ID => render::snapshot(s.snapshot_status()),
+            PROFILE_ID => render::profile(&s.profile_status()),
+            STATUS_ID => render::status(&s.mount_status()),
+            FREEZE_ID => render::freeze(s.frozen_for(), FREEZE_CAP),
             THAW_ID => String::new(),
             CONTROL_DIR_ID => return Err(Errno::EISDIR),
             _ => return Err(Errno::ENOENT),
