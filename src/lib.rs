@@ -22,6 +22,19 @@
 //! - [`os`]: the OS layer, the only home of libc calls and `unsafe` (the
 //!   crate denies `unsafe_code` everywhere else), with failpoints for tests;
 //! - [`types`]: plain data every part shares (times, xattrs, inode keys).
+//!
+//! # Locks
+//!
+//! Every mutex, read-write lock and condition variable is `parking_lot`'s
+//! (`clippy.toml` refuses the std ones): they do not poison, so taking one
+//! is `.lock()`, never `.lock().unwrap()`. A panic is a bug, and the
+//! daemon's threads that catch one (the copy, the FUSE workers) go on: a
+//! lock held across it is released as it unwinds, and what it guarded is
+//! whatever the panicking code left. Code under a lock therefore keeps its
+//! data consistent at every point that can panic (update, then publish;
+//! no half-done multi-step change), and never calls out (plug-ins, the
+//! store, syscalls that may block for long) while holding a lock that a
+//! request path needs, unless the lock exists to serialize that call.
 
 #![deny(
     unsafe_code,

@@ -9,6 +9,7 @@
 //! Everything is done relative to directory descriptors, so depth is no limit
 //! (paths are only used for messages and for the rare late hard link).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::File;
@@ -16,7 +17,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -141,7 +141,7 @@ pub fn restore(
     } else {
         job.entry(dest_fd.as_fd(), dest, &node, &node);
     }
-    for l in std::mem::take(&mut *job.pending_links.lock().unwrap()) {
+    for l in std::mem::take(&mut *job.pending_links.lock()) {
         let linked = std::fs::hard_link(&l.target, &l.link).and_then(|()| {
             let parent = os::path_cstr(&l.parent)?;
             Ok(set_times_at(
@@ -162,7 +162,7 @@ pub fn restore(
             job.error(dest, &e.to_string(), false);
         }
     }
-    let errors = std::mem::take(&mut *job.errors.lock().unwrap());
+    let errors = std::mem::take(&mut *job.errors.lock());
     Ok(Report {
         errors,
         damaged: job.damaged.load(Ordering::Relaxed),
@@ -224,7 +224,6 @@ impl Job<'_> {
     fn error(&self, path: &Path, msg: &str, damaged: bool) {
         self.errors
             .lock()
-            .unwrap()
             .push(format!("{}: {msg}", path.display()));
         if damaged {
             self.damaged.store(true, Ordering::Relaxed);
@@ -298,9 +297,9 @@ impl Job<'_> {
             clear_in_the_way(dir, &name, path)?;
         }
         if n.is_hardlinked() {
-            let mut links = self.links.lock().unwrap();
+            let mut links = self.links.lock();
             if let Some(first) = links.get(&(n.dev, n.ino)) {
-                self.pending_links.lock().unwrap().push(PendingLink {
+                self.pending_links.lock().push(PendingLink {
                     link: path.to_path_buf(),
                     target: first.clone(),
                     parent: dir_path.to_path_buf(),

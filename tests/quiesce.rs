@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bkfs::quiesce::{AppState, Profile, QuiesceError, Quiescer};
+use bkfs::quiesce::{AppState, Consistency, Phase, Profile, QuiesceError, Quiescer};
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -105,7 +105,7 @@ fn exec_runs_as_user_and_honours_exit_codes_and_timeouts() {
     );
     let q = quiescer(d.path(), &text);
     let o = q.freeze().unwrap().thaw();
-    assert_eq!(o.consistency, "app_consistent");
+    assert_eq!(o.consistency, Consistency::AppConsistent);
     if is_root() {
         assert_eq!(lines(&shared.join("uid")), ["65534"]);
         assert!(
@@ -129,7 +129,7 @@ fn exec_runs_as_user_and_honours_exit_codes_and_timeouts() {
     let e = q.freeze().err().expect("a hung freeze fails");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(
-        matches!(&e, QuiesceError::Failed { phase: "freeze", reason, .. } if reason.contains("timed out")),
+        matches!(&e, QuiesceError::Failed { phase: Phase::Freeze, reason, .. } if reason.to_string().contains("timed out")),
         "{e}"
     );
     let bg: i32 = std::fs::read_to_string(&pidfile)
@@ -157,7 +157,7 @@ fn exec_runs_as_user_and_honours_exit_codes_and_timeouts() {
     let f = q.freeze().unwrap();
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let o = f.thaw();
-    assert_eq!(o.consistency, "app_consistent");
+    assert_eq!(o.consistency, Consistency::AppConsistent);
     assert_eq!(o.apps[0]["positions"]["commands"][0]["output"], "frozen");
 
     // Exit codes: 0 is success, anything else a failure with its output.
@@ -197,7 +197,7 @@ fn exec_hook_directories_qemu_and_vmware() {
         );
         let q = quiescer(d.path(), &text);
         let o = q.freeze().unwrap().thaw();
-        assert_eq!(o.consistency, "app_consistent", "{style}");
+        assert_eq!(o.consistency, Consistency::AppConsistent, "{style}");
         assert_eq!(
             lines(&log),
             ["a freeze", "b freeze", "c freeze", "c thaw", "b thaw", "a thaw"],
@@ -280,7 +280,7 @@ fn cgroup_freezes_a_real_process_tree() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(file_len(&out), n, "the tree wrote while frozen");
     let o = f.thaw();
-    assert_eq!(o.consistency, "app_consistent");
+    assert_eq!(o.consistency, Consistency::AppConsistent);
     wait_for("ticks after the thaw", Duration::from_secs(5), || {
         file_len(&out) > n
     });
@@ -395,7 +395,7 @@ fn sqlite_checkpoint_and_held_lock_with_a_concurrent_writer() {
         std::fs::copy(&wal, d.path().join("copy.db-wal")).unwrap();
     }
     let o = f.thaw();
-    assert_eq!(o.consistency, "app_consistent");
+    assert_eq!(o.consistency, Consistency::AppConsistent);
     assert_eq!(o.apps[0]["positions"]["wal_checkpoint"]["busy"], 0);
     wait_for("rows after the thaw", Duration::from_secs(10), || {
         count() > n
@@ -572,7 +572,12 @@ fn postgresql_checkpoint_and_backup_api() {
         }
         pg.psql("INSERT INTO t VALUES (1);");
         let o = f.thaw();
-        assert_eq!(o.consistency, "app_consistent", "{mode}: {}", o.why);
+        assert_eq!(
+            o.consistency,
+            Consistency::AppConsistent,
+            "{mode}: {}",
+            o.why
+        );
         let pos = &o.apps[0]["positions"];
         let at = lsn(pos["lsn"].as_str().unwrap());
         assert!(at >= before, "{mode}: {pos}");
@@ -614,7 +619,7 @@ fn postgresql_checkpoint_and_backup_api() {
         matches!(
             &e,
             QuiesceError::Failed {
-                phase: "identify",
+                phase: Phase::Identify,
                 ..
             }
         ),
@@ -905,7 +910,7 @@ fn mariadb_backup_stages_block_commits_and_record_positions() {
         "a commit went through BLOCK_COMMIT"
     );
     let o = f.thaw();
-    assert_eq!(o.consistency, "app_consistent", "{}", o.why);
+    assert_eq!(o.consistency, Consistency::AppConsistent, "{}", o.why);
     let pos = &o.apps[0]["positions"];
     assert_eq!(pos["lock"], "BackupStage", "{pos}");
     assert!(
@@ -978,7 +983,7 @@ fn redis_bgsave_waits_for_lastsave() {
     );
     let q = quiescer(d.path(), &text);
     let o = q.freeze().unwrap_or_else(|e| panic!("{e}")).thaw();
-    assert_eq!(o.consistency, "app_consistent", "{}", o.why);
+    assert_eq!(o.consistency, Consistency::AppConsistent, "{}", o.why);
     let lastsave = o.apps[0]["positions"]["lastsave"].as_i64().unwrap();
     assert!(lastsave > before, "{lastsave} <= {before}");
     assert!(d.path().join("dump.rdb").exists());
@@ -988,7 +993,7 @@ fn redis_bgsave_waits_for_lastsave() {
     assert!(matches!(
         q.freeze(),
         Err(QuiesceError::Failed {
-            phase: "identify",
+            phase: Phase::Identify,
             ..
         })
     ));

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::control::text;
 use crate::store::Error;
 
 /// The mount `given`, or the one the current directory is in.
@@ -28,15 +29,9 @@ pub fn find_mount(given: Option<PathBuf>) -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::Other("not inside a bkfs mount; name one with --mount M".to_string()))
 }
 
-/// `key: value` lines as a map.
-pub fn parse(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| {
-            l.split_once(": ")
-                .or_else(|| l.strip_suffix(':').map(|k| (k, "")))
-        })
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+/// A control file's `key: value` lines as a map (one value per key).
+fn parse(text: &str) -> BTreeMap<String, String> {
+    text::decode(text).into_map()
 }
 
 fn read(mount: &Path, file: &str) -> Result<String, Error> {
@@ -130,22 +125,19 @@ pub fn status(mount: &Path, json: bool) -> Result<i32, Error> {
     let snapshot = read(mount, "snapshot")?;
     if json {
         // `note:` and `app:` lines repeat: lists in JSON.
-        let lines = |text: &str, key: &str| -> Vec<String> {
-            let prefix = format!("{key}: ");
-            text.lines()
-                .filter_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
-                .collect()
-        };
-        let mut st = parse(&status);
+        let (status, snapshot) = (text::decode(&status), text::decode(&snapshot));
+        let notes: Vec<String> = status.all("note").into_iter().map(String::from).collect();
+        let apps: Vec<String> = snapshot.all("app").into_iter().map(String::from).collect();
+        let mut st = status.into_map();
         st.remove("note");
-        let mut snap = parse(&snapshot);
+        let mut snap = snapshot.into_map();
         snap.remove("app");
         let v = serde_json::json!({
             "mount": mount,
             "status": st,
-            "notes": lines(&status, "note"),
+            "notes": notes,
             "snapshot": snap,
-            "apps": lines(&snapshot, "app"),
+            "apps": apps,
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
     } else {

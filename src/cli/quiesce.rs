@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::quiesce::{self, AppState, Profile, Quiescer};
+use crate::quiesce::{self, AppState, Consistency, Profile, Quiescer};
 
 /// Where markers live unless told otherwise; `bkfs thaw --force` without
 /// `--marker` thaws every marker here.
@@ -67,7 +67,7 @@ pub fn quiesce(a: &QuiesceArgs) -> i32 {
         || q.apps().iter().any(|s| s.state == AppState::Failed)
         || outcome
             .as_ref()
-            .is_some_and(|o| o.consistency == "crash_consistent");
+            .is_some_and(|o| o.consistency == Consistency::CrashConsistent);
     if a.json {
         let v = serde_json::json!({
             "ok": !failed,

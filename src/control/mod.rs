@@ -16,6 +16,9 @@
 //! Like the other cores, this one knows nothing of FUSE: ids in, `Result`
 //! out. Ids live in namespace [`Namespace::Control`].
 
+pub mod render;
+pub mod text;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use nix::errno::Errno;
 
 pub mod tree;
 
-use crate::snapshot::requester::Snapshotter;
+use crate::snapshot::requester::{Snapshotter, FREEZE_CAP};
 use crate::snapview::catalog::time_of;
 use crate::snapview::Attr;
 use crate::vfs::Namespace;
@@ -269,7 +272,7 @@ impl Control {
         let q = self.snapshotter.quiescer().ok_or(Errno::ENOENT)?;
         let st = q.app(&name).ok_or(Errno::ENOENT)?;
         // `request` of an application that does not hand-shake reads empty.
-        Ok(st.render(file).unwrap_or_default())
+        Ok(render::app_file(&st, file).unwrap_or_default())
     }
 
     /// A write to a file of `.quiesce/APP/`.
@@ -299,10 +302,10 @@ impl Control {
             };
         }
         Ok(match id {
-            SNAPSHOT_ID => s.snapshot_text(),
-            PROFILE_ID => s.profile_text(),
-            STATUS_ID => s.status_text(),
-            FREEZE_ID => s.freeze_text(),
+            SNAPSHOT_ID => render::snapshot(s.snapshot_status()),
+            PROFILE_ID => render::profile(&s.profile_status()),
+            STATUS_ID => render::status(&s.mount_status()),
+            FREEZE_ID => render::freeze(s.frozen_for(), FREEZE_CAP),
             THAW_ID => String::new(),
             CONTROL_DIR_ID => return Err(Errno::EISDIR),
             _ => return Err(Errno::ENOENT),

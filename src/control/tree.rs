@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use super::Control;
@@ -123,7 +125,7 @@ impl Tree for ControlTree {
             self.control.contents(id.0)?
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.open.lock().unwrap().insert(fh, Arc::new(contents));
+        self.open.lock().insert(fh, Arc::new(contents));
         Ok(Opened {
             fh,
             direct_io: true,
@@ -132,7 +134,7 @@ impl Tree for ControlTree {
     }
 
     fn read(&self, id: NodeId, fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let Some(c) = self.open.lock().unwrap().get(&fh).cloned() else {
+        let Some(c) = self.open.lock().get(&fh).cloned() else {
             tracing::warn!("read of control file {id} with unknown handle {fh}");
             return Err(Errno::EBADF);
         };
@@ -155,7 +157,7 @@ impl Tree for ControlTree {
     }
 
     fn release(&self, _id: NodeId, fh: u64) {
-        self.open.lock().unwrap().remove(&fh);
+        self.open.lock().remove(&fh);
     }
 
     fn opendir(&self, id: NodeId) -> Result<Opened> {

@@ -21,8 +21,9 @@
 //! One backing id per inode, shared by all its passthrough opens, released
 //! (`FUSE_DEV_IOC_BACKING_CLOSE`) with the last of them.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use fuser::BackingId;
 
@@ -79,7 +80,7 @@ impl IoModes {
         passthrough: bool,
         make_backing: impl FnOnce() -> std::io::Result<Backing>,
     ) -> Result<(Mode, Option<std::io::Error>), Refusal> {
-        let mut state = self.state.lock().expect("io mode lock");
+        let mut state = self.state.lock();
         let inode = state.inodes.entry(ino).or_default();
         let mut error = None;
         let mode = if inode.passthrough > 0 {
@@ -117,7 +118,7 @@ impl IoModes {
 
     /// Forgets open `fh`; drops the inode's backing id with its last passthrough open.
     pub fn release(&self, fh: u64) {
-        let mut state = self.state.lock().expect("io mode lock");
+        let mut state = self.state.lock();
         let Some((ino, mode)) = state.handles.remove(&fh) else {
             return;
         };
@@ -161,7 +162,7 @@ mod tests {
         assert!(matches!(m, Mode::Cached) && err.is_none());
         io.release(3);
         io.release(4);
-        assert!(io.state.lock().unwrap().inodes.is_empty());
-        assert!(io.state.lock().unwrap().handles.is_empty());
+        assert!(io.state.lock().inodes.is_empty());
+        assert!(io.state.lock().handles.is_empty());
     }
 }

@@ -13,10 +13,11 @@
 mod file;
 pub mod plain;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use rayon::prelude::*;
@@ -290,13 +291,13 @@ pub fn copy<A: AsOf>(
         Err(Failure::Store(e)) => return Err(e),
         Err(Failure::Source(e)) => return Err(Error::io(format!("source {}", opts.source), e)),
     };
-    if let Some(e) = walk.fatal.lock().unwrap().take() {
+    if let Some(e) = walk.fatal.lock().take() {
         return Err(e);
     }
     let top = put_tree(&w, vec![root_node])?;
     tracing::debug!("walk done after {:.3} s", started.elapsed().as_secs_f64());
-    let errors = std::mem::take(&mut *walk.errors.lock().unwrap());
-    let warnings = std::mem::take(&mut *walk.warnings.lock().unwrap());
+    let errors = std::mem::take(&mut *walk.errors.lock());
+    let warnings = std::mem::take(&mut *walk.warnings.lock());
     let s = &w.stats;
     let mut snap = Snapshot {
         name: opts.name.clone(),
@@ -434,7 +435,7 @@ impl std::ops::Add for Counts {
 /// What directory tree `id` holds, itself included, counted once per tree id
 /// (`memo`), subdirectories in parallel.
 fn count_tree(r: &StoreReader, memo: &Mutex<HashMap<Id, Counts>>, id: Id) -> Result<Counts> {
-    if let Some(c) = memo.lock().unwrap().get(&id) {
+    if let Some(c) = memo.lock().get(&id) {
         return Ok(*c);
     }
     let tree = r.tree(&id)?;
@@ -451,7 +452,7 @@ fn count_tree(r: &StoreReader, memo: &Mutex<HashMap<Id, Counts>>, id: Id) -> Res
         })
         .try_reduce(Counts::default, |a, b| Ok(a + b))?;
     let c = own + subs;
-    memo.lock().unwrap().insert(id, c);
+    memo.lock().insert(id, c);
     Ok(c)
 }
 
@@ -462,15 +463,12 @@ fn complete(o: &Node) -> bool {
 
 impl<A: AsOf> Walk<'_, A> {
     fn source_error(&self, path: &Path, e: &std::io::Error) {
-        self.errors
-            .lock()
-            .unwrap()
-            .push(format!("{}: {e}", path.display()));
+        self.errors.lock().push(format!("{}: {e}", path.display()));
     }
 
     fn store_error(&self, e: Error) {
         self.stop.store(true, Ordering::Relaxed);
-        let mut f = self.fatal.lock().unwrap();
+        let mut f = self.fatal.lock();
         if f.is_none() {
             *f = Some(e);
         }
@@ -533,7 +531,6 @@ impl<A: AsOf> Walk<'_, A> {
         let Some(kind) = kind_of(st.st_mode) else {
             self.warnings
                 .lock()
-                .unwrap()
                 .push(format!("{}: socket skipped", path.display()));
             return Ok(None);
         };
@@ -591,7 +588,6 @@ impl<A: AsOf> Walk<'_, A> {
             return Err(Failure::Store(
                 self.fatal
                     .lock()
-                    .unwrap()
                     .take()
                     .unwrap_or_else(|| Error::Other("stopped".into())),
             ));
@@ -600,7 +596,7 @@ impl<A: AsOf> Walk<'_, A> {
         // was written or counted just now), for the next copy to reuse.
         let memo = self.counts_memo();
         let counts = {
-            let m = memo.lock().unwrap();
+            let m = memo.lock();
             nodes
                 .iter()
                 .filter(|n| n.kind == Kind::Dir)
@@ -608,7 +604,7 @@ impl<A: AsOf> Walk<'_, A> {
         };
         let id = put_tree(self.w, nodes).map_err(Failure::Store)?;
         if let Some(c) = counts {
-            memo.lock().unwrap().insert(id, c);
+            memo.lock().insert(id, c);
         }
         node.subtree = Some(id);
         self.progress.dirs.fetch_add(1, Ordering::Relaxed);
@@ -674,7 +670,7 @@ impl<A: AsOf> Walk<'_, A> {
             return Ok(());
         }
         if node.nlink > 1 {
-            let seen = self.links.lock().unwrap().get(&key).and_then(|(c, seen)| {
+            let seen = self.links.lock().get(&key).and_then(|(c, seen)| {
                 (seen.st_mtime == st.st_mtime
                     && seen.st_mtime_nsec == st.st_mtime_nsec
                     && seen.st_size == st.st_size)
@@ -700,10 +696,7 @@ impl<A: AsOf> Walk<'_, A> {
             .sum();
         self.progress.bytes.fetch_add(holes, Ordering::Relaxed);
         if node.nlink > 1 {
-            self.links
-                .lock()
-                .unwrap()
-                .insert(key, (node.content.clone(), *st));
+            self.links.lock().insert(key, (node.content.clone(), *st));
         }
         Ok(())
     }

@@ -2,12 +2,12 @@
 //! temporary directory that counts what is asked of it, with change sets
 //! made by hand (what the mount's daemon would have recorded).
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::*;
@@ -51,11 +51,11 @@ impl AsOf for Counting {
         self.inner.key(obj)
     }
     fn stat(&self, obj: &Self::Obj) -> std::io::Result<libc::stat> {
-        self.stated.lock().unwrap().push(self.key(obj));
+        self.stated.lock().push(self.key(obj));
         self.inner.stat(obj)
     }
     fn list(&self, dir: &Self::Obj) -> std::io::Result<Vec<Vec<u8>>> {
-        self.listed.lock().unwrap().push(self.key(dir));
+        self.listed.lock().push(self.key(dir));
         self.inner.list(dir)
     }
     fn child(&self, dir: &Self::Obj, name: &[u8]) -> std::io::Result<Self::Obj> {
@@ -68,14 +68,14 @@ impl AsOf for Counting {
         self.inner.child(dir, name)
     }
     fn xattrs(&self, obj: &Self::Obj) -> std::io::Result<Vec<Xattr>> {
-        self.xattrs.lock().unwrap().push(self.key(obj));
+        self.xattrs.lock().push(self.key(obj));
         self.inner.xattrs(obj)
     }
     fn readlink(&self, obj: &Self::Obj) -> std::io::Result<Vec<u8>> {
         self.inner.readlink(obj)
     }
     fn open(&self, obj: &Self::Obj) -> std::io::Result<Self::File> {
-        self.opened.lock().unwrap().push(self.key(obj));
+        self.opened.lock().push(self.key(obj));
         self.inner.open(obj)
     }
 }
@@ -489,23 +489,23 @@ fn unchanged_directories_are_not_looked_at() {
     o.changes = Some(&changes);
     let r = copy_ok(&store, &c, &o);
 
-    let listed: HashSet<Key> = c.listed.lock().unwrap().iter().copied().collect();
+    let listed: HashSet<Key> = c.listed.lock().iter().copied().collect();
     let want: HashSet<Key> = [key_of(&src), key_of(&src.join("b"))].into();
     assert_eq!(listed, want, "only the root and b/ are listed");
-    let stated = c.stated.lock().unwrap().clone();
+    let stated = c.stated.lock().clone();
     for p in ["a", "a/one", "a/deep", "a/deep/two", "b/old", "top"] {
         let k = key_of(&src.join(p));
         assert!(!stated.contains(&k), "{p} was stat'ed");
-        assert!(!c.xattrs.lock().unwrap().contains(&k), "{p}: xattrs read");
+        assert!(!c.xattrs.lock().contains(&k), "{p}: xattrs read");
     }
-    assert_eq!(*c.opened.lock().unwrap(), vec![key_of(&src.join("b/new"))]);
+    assert_eq!(*c.opened.lock(), vec![key_of(&src.join("b/new"))]);
     assert_eq!(r.snapshot.stats.bytes_read, 3);
 
     // The scan for the totals looks at no more than the copy.
     let c = Counting::new(&src);
     let p = Progress::default();
     scan_changes(&store, &c, &changes, &p);
-    let listed: HashSet<Key> = c.listed.lock().unwrap().iter().copied().collect();
+    let listed: HashSet<Key> = c.listed.lock().iter().copied().collect();
     assert_eq!(listed, want, "the scan lists only the root and b/");
     assert_eq!(
         p.total_files.load(Ordering::Relaxed),
@@ -532,8 +532,8 @@ fn unchanged_directories_are_not_looked_at() {
     let mut o = opts("same", &src);
     o.changes = Some(&empty);
     let same = copy_ok(&store, &c, &o);
-    assert!(c.listed.lock().unwrap().is_empty());
-    assert!(c.stated.lock().unwrap().is_empty());
+    assert!(c.listed.lock().is_empty());
+    assert!(c.stated.lock().is_empty());
     assert_eq!(same.snapshot.tree, r.snapshot.tree);
     assert_eq!(same.snapshot.stats.files, 5);
 }
@@ -571,7 +571,7 @@ fn cancel_leaves_no_record() {
     let mut o = opts("after", &src);
     o.cancel = Some(&FLAG);
     o.capture = Some(Capture {
-        consistency: "fs_consistent".into(),
+        consistency: crate::store::Consistency::FsConsistent,
         ..Capture::default()
     });
     let r = copy_ok(&store, &Counting::new(&src), &o);
@@ -582,7 +582,7 @@ fn cancel_leaves_no_record() {
             .capture
             .unwrap()
             .consistency,
-        "fs_consistent"
+        crate::store::Consistency::FsConsistent
     );
     assert_eq!(r.snapshot.name, "after");
     assert!(crate::store::check::check(&store, true).unwrap().ok());

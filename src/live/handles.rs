@@ -1,9 +1,10 @@
 //! Open files and directories, by the handle number the kernel passes back.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use super::nodes::Node;
 use crate::os::dir::DirStream;
@@ -51,29 +52,21 @@ impl<T> Handles<T> {
 
     pub fn insert(&self, value: T) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
-        self.map
-            .write()
-            .expect("handle table lock")
-            .insert(fh, Arc::new(value));
+        self.map.write().insert(fh, Arc::new(value));
         fh
     }
 
     /// The handle `fh`, or `EBADF` for a number we never gave out.
     pub fn get(&self, fh: u64) -> Result<Arc<T>> {
-        self.map
-            .read()
-            .expect("handle table lock")
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)
+        self.map.read().get(&fh).cloned().ok_or(Errno::EBADF)
     }
 
     pub fn remove(&self, fh: u64) -> Option<Arc<T>> {
-        self.map.write().expect("handle table lock").remove(&fh)
+        self.map.write().remove(&fh)
     }
 
     pub fn len(&self) -> usize {
-        self.map.read().expect("handle table lock").len()
+        self.map.read().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -25,8 +25,8 @@
 //!   a counter, remembered by `(st_dev, st_ino)` for the life of the mount so
 //!   it stays stable too. Such inodes are rare; the table grows only with them.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 pub use crate::vfs::ids::ROOT_ID;
 
@@ -70,7 +70,7 @@ impl IdMap {
         if dev == self.root_key.0 && ino < TABLE_BIT && ino != ROOT_ID && ino != 0 {
             return ino;
         }
-        let mut table = self.table.lock().expect("id table lock");
+        let mut table = self.table.lock();
         if let Some(&id) = table.ids.get(&key) {
             return id;
         }

@@ -85,7 +85,7 @@ pub struct Live {
     nodes: NodeTable,
     files: Handles<FileHandle>,
     /// How many handles of each node are open for writing.
-    writers: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
+    writers: parking_lot::Mutex<std::collections::HashMap<u64, usize>>,
     dirs: Handles<DirHandle>,
     opts: LiveOptions,
     /// Told before every change (the snapshot machinery, when there is one).
@@ -139,25 +139,20 @@ impl Live {
     /// The nodes open for writing now: the inodes a write(2) may be in
     /// progress on.
     pub fn open_for_writing(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.writers.lock().unwrap().keys().copied().collect();
+        let mut ids: Vec<u64> = self.writers.lock().keys().copied().collect();
         ids.sort_unstable();
         ids
     }
 
     /// Whether node `id` has a handle open for writing.
     pub fn is_open_for_writing(&self, id: u64) -> bool {
-        self.writers.lock().unwrap().contains_key(&id)
+        self.writers.lock().contains_key(&id)
     }
 
     /// Registers an open file; its handle number.
     fn add_file(&self, file: FileHandle) -> u64 {
         if file.writable() {
-            *self
-                .writers
-                .lock()
-                .unwrap()
-                .entry(file.node.id)
-                .or_default() += 1;
+            *self.writers.lock().entry(file.node.id).or_default() += 1;
         }
         self.files.insert(file)
     }
@@ -168,7 +163,7 @@ impl Live {
             return;
         };
         if file.writable() {
-            let mut w = self.writers.lock().unwrap();
+            let mut w = self.writers.lock();
             if let Some(n) = w.get_mut(&file.node.id) {
                 *n -= 1;
                 if *n == 0 {

@@ -1,9 +1,10 @@
 //! Operations on names: lookup, creation, removal, rename, link, listing.
 
+use parking_lot::Mutex;
 use std::ffi::{CStr, OsStr};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::attr::{Attr, Entry};
 use super::caller::{set_thread_umask, Caller};
@@ -310,7 +311,7 @@ impl Live {
 
     pub fn fsyncdir(&self, fh: u64, datasync: bool) -> Result<()> {
         let dir = self.dirs.get(fh)?;
-        let stream = dir.stream.lock().expect("dir stream lock");
+        let stream = dir.stream.lock();
         fsync(stream.fd(), Sync::from_datasync(datasync), "live.fsync")
     }
 
@@ -326,7 +327,7 @@ impl Live {
     ) -> Result<()> {
         let handle = self.dirs.get(fh)?;
         let dir: &Arc<Node> = &handle.node;
-        let mut stream = handle.stream.lock().expect("dir stream lock");
+        let mut stream = handle.stream.lock();
         stream.list(offset, |raw| {
             if self.is_hidden(dir.id, raw.name) {
                 return Ok(true);

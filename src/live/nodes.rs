@@ -11,10 +11,11 @@
 //!   handles instead (see [`super::pin`]); those are looked up
 //!   again, not trusted by inode number, when a lookup finds them.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use super::ids::{IdMap, InodeKey, ROOT_ID};
 use super::pin::{NodeFd, Pin};
@@ -199,7 +200,7 @@ impl NodeTable {
 
     /// The node with this id, or `ESTALE` if the kernel names one it forgot.
     pub fn get(&self, id: u64) -> Result<Arc<Node>> {
-        let slots = self.slots.read().expect("node table lock");
+        let slots = self.slots.read();
         slots
             .get(&id)
             .map(|slot| slot.node.clone())
@@ -215,7 +216,7 @@ impl NodeTable {
     /// descriptor (which proves it is the same inode).
     pub fn acquire_existing(&self, key: InodeKey) -> Option<Arc<Node>> {
         let id = self.ids.id_of(key);
-        let mut slots = self.slots.write().expect("node table lock");
+        let mut slots = self.slots.write();
         let slot = slots.get_mut(&id)?;
         if !slot.node.pin.is_fd() {
             return None;
@@ -226,7 +227,7 @@ impl NodeTable {
 
     /// Adds one lookup to node `id`, which the kernel holds (for link).
     pub fn acquire_id(&self, id: u64) -> Option<Arc<Node>> {
-        let mut slots = self.slots.write().expect("node table lock");
+        let mut slots = self.slots.write();
         let slot = slots.get_mut(&id)?;
         slot.lookups += 1;
         Some(slot.node.clone())
@@ -260,7 +261,7 @@ impl NodeTable {
         let key = (st.st_dev, st.st_ino);
         let id = self.ids.id_of(key);
         let kind = st.st_mode & libc::S_IFMT;
-        let mut slots = self.slots.write().expect("node table lock");
+        let mut slots = self.slots.write();
         if let Some(slot) = slots.get_mut(&id) {
             if !slot.node.pin.is_fd() {
                 let (pin, share) = self.pin_for(fd, st);
@@ -301,7 +302,7 @@ impl NodeTable {
         if id == ROOT_ID {
             return;
         }
-        let mut slots = self.slots.write().expect("node table lock");
+        let mut slots = self.slots.write();
         if let Some(slot) = slots.get_mut(&id) {
             slot.lookups = slot.lookups.saturating_sub(n);
             if slot.lookups == 0 {
@@ -314,13 +315,13 @@ impl NodeTable {
 
     /// How many lookups the kernel holds on `id` (0 if unknown); for tests.
     pub fn lookups(&self, id: u64) -> u64 {
-        let slots = self.slots.read().expect("node table lock");
+        let slots = self.slots.read();
         slots.get(&id).map_or(0, |s| s.lookups)
     }
 
     /// Number of nodes in the table, the root included.
     pub fn len(&self) -> usize {
-        self.slots.read().expect("node table lock").len()
+        self.slots.read().len()
     }
 
     pub fn is_empty(&self) -> bool {

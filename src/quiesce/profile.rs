@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use crate::store::retention::Keep;
+
 /// What a snapshot requires of the profile's applications.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -120,82 +122,6 @@ pub struct AppSpec {
     /// Line of the `[[app]]` table in the profile (0 when unknown).
     #[serde(default)]
     pub line: usize,
-}
-
-/// Retention, applied by the mount after each sealed snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Keep {
-    pub last: Option<u32>,
-    pub hourly: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
-    pub monthly: Option<u32>,
-}
-
-impl Keep {
-    pub fn is_empty(&self) -> bool {
-        *self == Keep::default()
-    }
-
-    /// Which snapshots the rules keep, given (name, time in Unix seconds).
-    /// Each rule walks the snapshots newest first and keeps the newest of each
-    /// distinct period (UTC hour, day, ISO week from Monday, month) until it has
-    /// N; `last` keeps the N newest. A snapshot is kept if any rule keeps it;
-    /// with no rule at all, every snapshot is kept.
-    pub fn select(&self, snaps: &[(String, i64)]) -> std::collections::BTreeSet<String> {
-        let mut order: Vec<&(String, i64)> = snaps.iter().collect();
-        order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-        if self.is_empty() {
-            return order.iter().map(|s| s.0.clone()).collect();
-        }
-        let mut keep = std::collections::BTreeSet::new();
-        if let Some(n) = self.last {
-            keep.extend(order.iter().take(n as usize).map(|s| s.0.clone()));
-        }
-        fn day(t: i64) -> i64 {
-            t.div_euclid(86_400)
-        }
-        let rules: [(Option<u32>, &Period); 4] = [
-            (self.hourly, &|t| t.div_euclid(3600)),
-            (self.daily, &day),
-            // 1970-01-01 was a Thursday: Monday-based weeks start 3 days earlier.
-            (self.weekly, &|t| (day(t) + 3).div_euclid(7)),
-            (self.monthly, &|t| {
-                let (y, m, _) = civil_from_days(day(t));
-                y * 12 + m as i64
-            }),
-        ];
-        for (n, period) in rules {
-            let Some(n) = n else { continue };
-            let mut seen = std::collections::BTreeSet::new();
-            for s in &order {
-                if seen.len() >= n as usize {
-                    break;
-                }
-                if seen.insert(period(s.1)) {
-                    keep.insert(s.0.clone());
-                }
-            }
-        }
-        keep
-    }
-}
-
-/// A retention period of a time: its index (hour, day, week or month number).
-type Period = dyn Fn(i64) -> i64;
-
-/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01 (proleptic Gregorian).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Caps enforced by the watchdog and the thaw retries.

@@ -157,7 +157,7 @@ pub fn run(argv: &[OsString], creds: &Creds, timeout: Duration, env: &[(&str, St
     drop(cmd); // closes our copies of the write ends
                // The reader appends as output comes, so what arrived is kept even if a
                // background grandchild keeps the pipe open after the command exits.
-    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let buf = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel::<()>();
     let b2 = buf.clone();
     std::thread::spawn(move || {
@@ -167,7 +167,7 @@ pub fn run(argv: &[OsString], creds: &Creds, timeout: Duration, env: &[(&str, St
             match r.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let mut b = b2.lock().unwrap();
+                    let mut b = b2.lock();
                     if b.len() < 1 << 20 {
                         b.extend_from_slice(&chunk[..n]);
                     }
@@ -193,7 +193,7 @@ pub fn run(argv: &[OsString], creds: &Creds, timeout: Duration, env: &[(&str, St
     };
     // A background grandchild may hold the pipe open: wait a little, not forever.
     let _ = rx.recv_timeout(Duration::from_millis(if timed_out { 500 } else { 200 }));
-    let out = std::mem::take(&mut *buf.lock().unwrap());
+    let out = std::mem::take(&mut *buf.lock());
     Ran {
         status,
         timed_out,

@@ -3,6 +3,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+use crate::control::render::app_file;
+use serde_json::Value;
 
 fn parse(text: &str) -> Result<Profile, ProfileError> {
     Profile::parse(text, Path::new("/etc/bkfs/p.toml"))
@@ -199,19 +201,19 @@ fn quiesce_order_freeze_by_level_thaw_reverse() {
     );
     let q = l.quiescer(&text);
     let f = q.freeze().unwrap();
-    assert_eq!(f.consistency(), "app_consistent");
+    assert_eq!(f.consistency(), Consistency::AppConsistent);
     assert_eq!(f.frozen_apps(), ["web", "worker", "db"]);
     assert!(l.marker().exists());
     let marker = std::fs::read_to_string(l.marker()).unwrap();
     assert!(marker.contains("\"worker\"") && marker.contains("\"db\""));
     assert!(q.apps().iter().all(|a| a.state == AppState::Frozen));
     let o = f.thaw();
-    assert_eq!(o.consistency, "app_consistent");
+    assert_eq!(o.consistency, Consistency::AppConsistent);
     assert!(o.frozen_ms.unwrap() > 0.0);
     assert_eq!(o.apps.len(), 3);
     assert!(o.apps[0]["timings_ms"]["freeze"].as_f64().is_some());
     let c = o.capture("2026-11-22T03:04:05.123456Z".into(), 0.8);
-    assert_eq!(c.consistency, "app_consistent");
+    assert_eq!(c.consistency, Consistency::AppConsistent);
     assert_eq!(c.frozen_ms, o.frozen_ms);
     assert_eq!(c.apps.len(), 3);
     assert_eq!(
@@ -243,9 +245,9 @@ fn quiesce_require_app_failure_thaws_and_errs() {
     match &e {
         QuiesceError::Failed { app, phase, reason } => {
             assert_eq!(app, "b");
-            assert_eq!(*phase, "freeze");
+            assert_eq!(*phase, Phase::Freeze);
             assert!(
-                reason.contains("exit 3") && reason.contains("cannot"),
+                reason.to_string().contains("exit 3") && reason.to_string().contains("cannot"),
                 "{reason}"
             );
         }
@@ -275,12 +277,12 @@ fn quiesce_best_effort_falls_back_to_crash_consistent() {
     );
     let q = l.quiescer(&text);
     let f = q.freeze().unwrap();
-    assert_eq!(f.consistency(), "crash_consistent");
+    assert_eq!(f.consistency(), Consistency::CrashConsistent);
     assert!(f.why().contains("b freeze failed"), "{}", f.why());
     assert!(f.frozen_apps().is_empty());
     assert_eq!(l.lines(), ["freeze a", "freeze b", "thaw b", "thaw a"]);
     let o = f.thaw();
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
     assert!(!l.marker().exists());
 }
 
@@ -296,14 +298,14 @@ fn quiesce_on_error_continue_keeps_the_others() {
     let q = l.quiescer(&text);
     let f = q.freeze().unwrap();
     assert_eq!(f.frozen_apps(), ["a", "c"]);
-    assert_eq!(f.consistency(), "crash_consistent");
+    assert_eq!(f.consistency(), Consistency::CrashConsistent);
     assert!(f.why().contains("b (on_error = continue) freeze failed"));
     let o = f.thaw();
     assert_eq!(
         l.lines(),
         ["freeze a", "freeze b", "thaw b", "freeze c", "thaw c", "thaw a"]
     );
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
 }
 
 #[test]
@@ -321,7 +323,7 @@ fn quiesce_thaw_on_every_error_path() {
         matches!(
             &e,
             QuiesceError::Failed {
-                phase: "identify",
+                phase: Phase::Identify,
                 ..
             }
         ),
@@ -339,7 +341,7 @@ fn quiesce_thaw_on_every_error_path() {
         matches!(
             &e,
             QuiesceError::Failed {
-                phase: "prepare",
+                phase: Phase::Prepare,
                 ..
             }
         ),
@@ -417,7 +419,7 @@ fn quiesce_watchdog_force_thaws_after_cap() {
     );
     assert!(!l.marker().exists());
     let o = f.thaw();
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
     assert!(o.why.contains("watchdog"));
     assert_eq!(l.lines().len(), 2);
 
@@ -481,9 +483,9 @@ fn quiesce_crash_profile_runs_nothing() {
     let text = format!("require = \"crash\"\n{}", l.app("a", "", "true"));
     let q = l.quiescer(&text);
     let f = q.freeze().unwrap();
-    assert_eq!(f.consistency(), "fs_consistent");
+    assert_eq!(f.consistency(), Consistency::FsConsistent);
     let o = f.thaw();
-    assert_eq!(o.consistency, "fs_consistent");
+    assert_eq!(o.consistency, Consistency::FsConsistent);
     assert!(l.lines().is_empty());
 }
 
@@ -505,11 +507,11 @@ fn quiesce_handshake_state_machine() {
         q2.ack("hs", Some("thawed")).unwrap();
     });
     let f = q.freeze().unwrap();
-    assert_eq!(f.consistency(), "app_consistent");
+    assert_eq!(f.consistency(), Consistency::AppConsistent);
     assert_eq!(q.app("hs").unwrap().state, AppState::Frozen);
     let o = f.thaw();
     app.join().unwrap();
-    assert_eq!(o.consistency, "app_consistent");
+    assert_eq!(o.consistency, Consistency::AppConsistent);
     assert_eq!(q.app("hs").unwrap().state, AppState::Thawed);
 
     // An application that never answers: the freeze fails within its timeout.
@@ -521,83 +523,16 @@ fn quiesce_handshake_state_machine() {
 }
 
 #[test]
-fn quiesce_keep_selects_per_period() {
-    let h = 3600;
-    let d = 86_400;
-    // 2026-11-22 is a Sunday; t0 = 2026-11-22T12:00:00Z.
-    let t0 = 1_795_348_800;
-    assert_eq!(profile::civil_from_days(t0 / d), (2026, 11, 22));
-    let snaps: Vec<(String, i64)> = [
-        ("a", t0),
-        ("b", t0 + 600),        // same hour as a, newer
-        ("c", t0 - h),          // previous hour
-        ("d", t0 - d),          // Saturday
-        ("e", t0 - 6 * d),      // Monday 16th: same week as a
-        ("f", t0 - 7 * d),      // Sunday 15th: previous week
-        ("g", t0 - 30 * d),     // October 23rd
-        ("h", t0 - 60 * d - h), // September
-    ]
-    .iter()
-    .map(|(n, t)| (n.to_string(), *t))
-    .collect();
-    let names = |k: Keep| k.select(&snaps).into_iter().collect::<Vec<_>>().join(",");
-    assert_eq!(names(Keep::default()), "a,b,c,d,e,f,g,h");
-    assert_eq!(
-        names(Keep {
-            last: Some(2),
-            ..Keep::default()
-        }),
-        "a,b"
-    );
-    assert_eq!(
-        names(Keep {
-            hourly: Some(2),
-            ..Keep::default()
-        }),
-        "b,c"
-    );
-    assert_eq!(
-        names(Keep {
-            daily: Some(3),
-            ..Keep::default()
-        }),
-        "b,d,e"
-    );
-    assert_eq!(
-        names(Keep {
-            weekly: Some(2),
-            ..Keep::default()
-        }),
-        "b,f"
-    );
-    assert_eq!(
-        names(Keep {
-            monthly: Some(3),
-            ..Keep::default()
-        }),
-        "b,g,h"
-    );
-    assert_eq!(
-        names(Keep {
-            last: Some(1),
-            monthly: Some(2),
-            ..Keep::default()
-        }),
-        "b,g"
-    );
-}
-
-#[test]
 fn quiesce_status_files() {
     let l = Log::new();
     let q = l.quiescer(&l.app("a", "", "true"));
     let s = q.app("a").unwrap();
-    assert_eq!(s.render("state").unwrap(), "thawed\n");
-    assert!(s.render("request").is_none());
-    assert!(s.render("nope").is_none());
+    assert_eq!(app_file(&s, "state").unwrap(), "thawed\n");
+    assert!(app_file(&s, "request").is_none());
+    assert!(app_file(&s, "nope").is_none());
     q.freeze().unwrap().thaw();
     let s = q.app("a").unwrap();
-    let st = s.render("status").unwrap();
+    let st = app_file(&s, "status").unwrap();
     assert!(
         st.starts_with("name: a\nplugin: exec\nstate: thawed\nresult: ok\n"),
         "{st}"
@@ -606,10 +541,10 @@ fn quiesce_status_files() {
         st.contains("\nfreeze_ms: ") && st.contains("\nthaw_ms: "),
         "{st}"
     );
-    let v: Value = serde_json::from_str(&s.render("status.json").unwrap()).unwrap();
+    let v: Value = serde_json::from_str(&app_file(&s, "status.json").unwrap()).unwrap();
     assert_eq!(v["state"], "thawed");
     for f in AppStatus::FILES.iter().filter(|f| **f != "request") {
-        assert!(s.render(f).unwrap().ends_with('\n'));
+        assert!(app_file(&s, f).unwrap().ends_with('\n'));
     }
 }
 
@@ -621,15 +556,15 @@ fn quiesce_early_thaws_downgrade_and_drop_thaws() {
     let f = q.freeze().unwrap();
     q.thaw_app("b").unwrap();
     let o = f.thaw();
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
     assert!(o.why.contains("b was thawed by hand"), "{}", o.why);
     let f = q.freeze().unwrap();
     q.thaw_all_force();
     let o = f.thaw();
-    assert_eq!(o.consistency, "crash_consistent");
+    assert_eq!(o.consistency, Consistency::CrashConsistent);
     assert!(o.why.contains("by a forced thaw"), "{}", o.why);
     let o = q.freeze().unwrap().thaw();
-    assert_eq!(o.consistency, "app_consistent", "{}", o.why);
+    assert_eq!(o.consistency, Consistency::AppConsistent, "{}", o.why);
     // Dropping the quiescer (unmount) thaws what was frozen by hand.
     q.freeze_app("a").unwrap();
     let n = l.lines().len();

@@ -11,8 +11,9 @@
 //! the request that releases the barrier): the caller hands it over with
 //! [`Barrier::defer`], and it runs, in arrival order, once released.
 
+use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type Deferred = Box<dyn FnOnce() + Send>;
@@ -60,8 +61,8 @@ impl Barrier {
         Arc::new(Barrier::default())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("barrier lock")
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Admits a write-class operation now, or `None` while the barrier is
@@ -124,7 +125,7 @@ impl Barrier {
                 self.release_one();
                 return Err(Busy { in_flight });
             }
-            s = self.idle.wait_timeout(s, left).expect("barrier lock").0;
+            let _ = self.idle.wait_for(&mut s, left);
         }
         Ok(Hold {
             barrier: self.clone(),
@@ -254,16 +255,16 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         for i in 0..5 {
             let seen = seen.clone();
-            b.defer(move || seen.lock().unwrap().push(i));
+            b.defer(move || seen.lock().push(i));
         }
-        assert!(seen.lock().unwrap().is_empty());
+        assert!(seen.lock().is_empty());
         assert_eq!(b.waiting(), 5);
         hold.release();
         let start = Instant::now();
-        while seen.lock().unwrap().len() < 5 && start.elapsed() < Duration::from_secs(5) {
+        while seen.lock().len() < 5 && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(*seen.lock(), vec![0, 1, 2, 3, 4]);
     }
 
     #[test]

@@ -29,10 +29,11 @@
 //! writable open of an inode that is fenced already passes the gate (with
 //! the writeback cache the kernel holds that inode's lock during the OPEN).
 
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::barrier::{Barrier, Hold};
@@ -160,7 +161,7 @@ impl Fences {
 
     /// Where the mount is (its root is opened for each fix).
     pub fn set_mountpoint(&self, path: PathBuf) {
-        *self.mountpoint.lock().unwrap() = Some(path);
+        *self.mountpoint.lock() = Some(path);
     }
 
     /// Runs writable open `op` of node `id` (`None`: a create) once the
@@ -182,14 +183,14 @@ impl Fences {
 
     /// Whether an FSYNC from thread `tid` is a fence's, to [`Self::hold`].
     pub fn is_fence(&self, tid: u32) -> bool {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         st.holding && st.tids.contains_key(&(tid as i32))
     }
 
     /// Holds the FSYNC of fence thread `tid` until the fix is released
     /// (answers it at once if the fix is over).
     pub fn hold(&self, tid: u32, answer: Answer) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let slot = st.tids.get(&(tid as i32)).copied();
         match slot {
             Some(i) if st.holding && matches!(st.slots[i], Slot::Waiting) => {
@@ -209,7 +210,6 @@ impl Fences {
         let path = self
             .mountpoint
             .lock()
-            .unwrap()
             .clone()
             .ok_or_else(|| FenceError::NoMount("mount point unknown".into()))?;
         let no = |e: std::io::Error| FenceError::NoMount(format!("{}: {e}", path.display()));
@@ -233,7 +233,7 @@ impl Fences {
     pub fn fix(self: &Arc<Self>, timeout: Duration) -> Result<Fixed, FenceError> {
         let start = Instant::now();
         let deadline = start + timeout;
-        let _one = self.fixing.lock().unwrap();
+        let _one = self.fixing.lock();
         let mut fixed = Fixed {
             fences: self.clone(),
             released: true,
@@ -241,7 +241,7 @@ impl Fences {
             took: Duration::ZERO,
         };
         {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock();
             if st.fixes > 0 {
                 st.fixes += 1;
                 fixed.released = false;
@@ -254,7 +254,7 @@ impl Fences {
             .hold(timeout)
             .map_err(|b| FenceError::OpensBusy(b.in_flight))?;
         {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock();
             st.fixes = 1;
             st.gate = Some(gate);
         }
@@ -268,7 +268,7 @@ impl Fences {
         }
         let mount = self.mount_fd()?;
         let generation = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock();
             st.holding = true;
             st.generation += 1;
             st.tids.clear();
@@ -283,10 +283,10 @@ impl Fences {
                 .spawn(move || me.fence_one(generation, i, id, &mount));
             if let Err(e) = spawned {
                 let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
-                self.state.lock().unwrap().slots[i] = Slot::Failed(id, errno);
+                self.state.lock().slots[i] = Slot::Failed(id, errno);
             }
         }
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         loop {
             let waiting = st
                 .slots
@@ -301,7 +301,7 @@ impl Fences {
                 drop(st);
                 return Err(FenceError::Busy { files: waiting });
             }
-            st = self.changed.wait_timeout(st, left).unwrap().0;
+            let _ = self.changed.wait_for(&mut st, left);
         }
         // An inode no process holds open any more is not in the kernel's
         // cache (ESTALE): nothing can write to it without a new open, which
@@ -331,7 +331,7 @@ impl Fences {
     fn fence_one(&self, generation: u64, slot: usize, id: u64, mount: &OwnedFd) {
         let tid = proc::gettid();
         {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock();
             if !st.holding || st.generation != generation {
                 return;
             }
@@ -340,7 +340,7 @@ impl Fences {
         let fd = match FileHandle::fuse_node(id).open(mount.as_fd(), libc::O_RDONLY) {
             Ok(fd) => fd,
             Err(errno) => {
-                let mut st = self.state.lock().unwrap();
+                let mut st = self.state.lock();
                 if st.holding
                     && st.generation == generation
                     && matches!(st.slots.get(slot), Some(Slot::Waiting))
@@ -358,7 +358,7 @@ impl Fences {
     /// Ends one fix; the last one answers every held FSYNC and opens the gate.
     fn release_one(&self) {
         let (answers, gate) = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.state.lock();
             st.fixes = st.fixes.saturating_sub(1);
             if st.fixes > 0 {
                 return;

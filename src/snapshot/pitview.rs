@@ -18,12 +18,13 @@
 //! the store's view and this one only routes what the kernel still holds
 //! ([`PitView::retire`] drops every object and open file).
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use super::asof::{AsOf, AsOfFile, Key};
 use crate::live::nodes::{FdBudget, FdShare};
@@ -137,7 +138,7 @@ impl<A: AsOf> PitView<A> {
         };
         let root_id = view.id_for(&HashMap::new(), key);
         let held = view.hold(root);
-        view.nodes.write().expect("pit nodes").insert(
+        view.nodes.write().insert(
             root_id,
             PitNode {
                 key,
@@ -163,7 +164,7 @@ impl<A: AsOf> PitView<A> {
     /// The id of `key`: its hashed id, unless that is taken by another
     /// object among `nodes` (or reserved), then one of the table.
     fn id_for(&self, nodes: &HashMap<u64, PitNode<A::Obj>>, key: Key) -> u64 {
-        let mut table = self.table.lock().expect("pit id table");
+        let mut table = self.table.lock();
         if let Some(&id) = table.ids.get(&key) {
             return id;
         }
@@ -195,7 +196,7 @@ impl<A: AsOf> PitView<A> {
     /// Node `id`'s object (made usable), type and parent.
     fn obj(&self, id: u64) -> Result<(A::Obj, u32, u64)> {
         let (held, kind, parent, name) = {
-            let nodes = self.nodes.read().expect("pit nodes");
+            let nodes = self.nodes.read();
             let n = nodes.get(&id).ok_or(Errno::ESTALE)?;
             let held = match &n.held {
                 Held::Obj(o, _) => Some((o.clone(), false)),
@@ -217,7 +218,7 @@ impl<A: AsOf> PitView<A> {
     }
 
     fn fh(&self) -> u64 {
-        let mut n = self.next_fh.lock().expect("pit fh");
+        let mut n = self.next_fh.lock();
         *n += 1;
         *n
     }
@@ -229,11 +230,11 @@ impl<A: AsOf> PitView<A> {
         if self.retired.swap(true, Ordering::SeqCst) {
             return;
         }
-        for n in self.nodes.write().expect("pit nodes").values_mut() {
+        for n in self.nodes.write().values_mut() {
             n.held = Held::Retired;
         }
-        self.files.lock().expect("pit files").clear();
-        self.dirs.lock().expect("pit dirs").clear();
+        self.files.lock().clear();
+        self.dirs.lock().clear();
     }
 
     /// The root as an entry (`lookup` of the snapshot's name in `.snapshots`).
@@ -242,7 +243,6 @@ impl<A: AsOf> PitView<A> {
         let st = self.src.stat(&obj).map_err(errno)?;
         self.nodes
             .write()
-            .expect("pit nodes")
             .get_mut(&self.root_id)
             .expect("the root stays")
             .lookups += 1;
@@ -257,7 +257,7 @@ impl<A: AsOf> PitView<A> {
         let st = self.src.stat(&obj).map_err(errno)?;
         let key = self.src.key(&obj);
         let kind = st.st_mode & libc::S_IFMT;
-        let mut nodes = self.nodes.write().expect("pit nodes");
+        let mut nodes = self.nodes.write();
         let id = self.id_for(&nodes, key);
         match nodes.get_mut(&id) {
             Some(n) => {
@@ -298,7 +298,7 @@ impl<A: AsOf> PitView<A> {
 
     /// The names leading from the view's root to node `id`.
     pub fn path(&self, id: u64) -> Option<Vec<Vec<u8>>> {
-        let nodes = self.nodes.read().expect("pit nodes");
+        let nodes = self.nodes.read();
         let mut out = Vec::new();
         let mut cur = id;
         while cur != self.root_id {
@@ -316,7 +316,7 @@ impl<A: AsOf> PitView<A> {
     /// The kernel dropped `n` lookups of `id`; returns those this view did
     /// not hand out (once sealed, the store's view hands out the same ids).
     pub fn forget(&self, id: u64, n: u64) -> u64 {
-        let mut nodes = self.nodes.write().expect("pit nodes");
+        let mut nodes = self.nodes.write();
         let Some(node) = nodes.get_mut(&id) else {
             return n;
         };
@@ -330,12 +330,12 @@ impl<A: AsOf> PitView<A> {
 
     /// Whether node `id` belongs to this view.
     pub fn knows(&self, id: u64) -> bool {
-        self.nodes.read().expect("pit nodes").contains_key(&id)
+        self.nodes.read().contains_key(&id)
     }
 
     /// Whether the kernel still holds anything of this view.
     pub fn in_use(&self) -> bool {
-        let nodes = self.nodes.read().expect("pit nodes");
+        let nodes = self.nodes.read();
         nodes.len() > 1 || nodes.get(&self.root_id).is_some_and(|n| n.lookups > 0)
     }
 
@@ -365,21 +365,12 @@ impl<A: AsOf> PitView<A> {
         }
         let file = self.src.open(&obj).map_err(errno)?;
         let fh = self.fh();
-        self.files
-            .lock()
-            .expect("pit files")
-            .insert(fh, Arc::new(file));
+        self.files.lock().insert(fh, Arc::new(file));
         Ok(fh)
     }
 
     pub fn read(&self, fh: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
-        let file = self
-            .files
-            .lock()
-            .expect("pit files")
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)?;
+        let file = self.files.lock().get(&fh).cloned().ok_or(Errno::EBADF)?;
         let mut done = 0;
         while done < buf.len() {
             let n = file
@@ -394,7 +385,7 @@ impl<A: AsOf> PitView<A> {
     }
 
     pub fn release(&self, fh: u64) {
-        self.files.lock().expect("pit files").remove(&fh);
+        self.files.lock().remove(&fh);
     }
 
     pub fn opendir(&self, id: u64) -> Result<u64> {
@@ -405,15 +396,12 @@ impl<A: AsOf> PitView<A> {
         let mut names = self.src.list(&obj).map_err(errno)?;
         names.sort();
         let fh = self.fh();
-        self.dirs
-            .lock()
-            .expect("pit dirs")
-            .insert(fh, Arc::new(names));
+        self.dirs.lock().insert(fh, Arc::new(names));
         Ok(fh)
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().expect("pit dirs").remove(&fh);
+        self.dirs.lock().remove(&fh);
     }
 
     /// Lists directory `id` (open as `fh`) from `offset` (0: the start;
@@ -427,13 +415,7 @@ impl<A: AsOf> PitView<A> {
         plus: bool,
         mut add: impl FnMut(&Listed, u64) -> bool,
     ) -> Result<()> {
-        let names = self
-            .dirs
-            .lock()
-            .expect("pit dirs")
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)?;
+        let names = self.dirs.lock().get(&fh).cloned().ok_or(Errno::EBADF)?;
         let (dir, _, parent) = self.obj(id)?;
         let mut next = offset;
         while next < names.len() as u64 + 2 {
@@ -471,7 +453,7 @@ impl<A: AsOf> PitView<A> {
                     } else {
                         let st = self.src.stat(&child).map_err(errno)?;
                         let key = self.src.key(&child);
-                        let id = self.id_for(&self.nodes.read().expect("pit nodes"), key);
+                        let id = self.id_for(&self.nodes.read(), key);
                         Listed {
                             name: name.clone(),
                             id,

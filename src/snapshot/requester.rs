@@ -1,6 +1,9 @@
-//! The requester: takes a snapshot through a mount, from the request to the
-//! sealed record, and keeps what `.control/snapshot` and `.control/status`
-//! show (docs/CONTROL.md).
+//! The requester: takes a snapshot through a mount, from the request to
+//! the committed point in time; forgets one; holds the barrier by hand.
+//! [`Snapshotter`] is the mount's snapshot machinery, and its parts live
+//! beside this file: [`super::provider`] (the copy and its resumption),
+//! [`super::retention`], [`super::status`] (what the control files show,
+//! typed) and [`super::forward`] (telling the views of a seal).
 //!
 //! Taking one: validate the name → (quiesce applications) → hold the
 //! barrier → commit the epoch ([`Snapshots::commit`], O(1)) → release →
@@ -10,27 +13,26 @@
 //! with `EBUSY` and the name of the running one.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
+use parking_lot::{Mutex, RwLock};
 
 use super::barrier::{Barrier, Hold};
 use super::diff::{PointInTime, Snapshots};
 use super::fence::{FenceError, Fences, Fixed};
-use crate::ingest::{self, CopyOptions, Progress};
-use crate::quiesce::Quiescer;
-use crate::store::{self, Capture, Store};
+use super::forward::Forward;
+use super::provider::Provider;
+use super::status::{ms, Board, OpState, OpStatus};
+use super::ChangeSet;
+use crate::quiesce::{Quiescer, Require};
+use crate::store::{self, Consistency, Store};
 
 /// How long a commit waits for write-class operations in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a hand-held barrier (`.control/freeze`) stays closed.
 pub const FREEZE_CAP: Duration = Duration::from_secs(10);
-
-/// The environment variable of the copy's failpoint (see `hold_for_tests`).
-pub const HOLD_COPY_ENV: &str = "BKFS_HOLD_COPY";
 
 /// A request refused: the errno the writer gets, and the reason shown in
 /// `.control/snapshot`.
@@ -59,67 +61,36 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Where the latest snapshot operation stands.
-#[derive(Debug, Clone, Default)]
-pub struct OpStatus {
-    pub name: String,
-    /// `quiescing`, `committing`, `committed`, `copying`, `sealed`, `failed`,
-    /// `interrupted` (the mount went away during the copy; resumed at the
-    /// next mount).
-    pub state: &'static str,
-    pub consistency: String,
-    pub why: String,
-    pub requested: Option<SystemTime>,
-    pub committed: Option<SystemTime>,
-    pub sealed: Option<SystemTime>,
-    pub barrier_ms: Option<f64>,
-    /// How long fencing the files open for writing took, and how many.
-    pub fence_ms: Option<f64>,
-    pub fenced_files: Option<usize>,
-    pub frozen_ms: Option<f64>,
-    /// Whether the copy compared with a change record, and against what.
-    pub incremental: String,
-    pub error: String,
-    /// Each quiesced application's result, timings and positions.
-    pub apps: Vec<serde_json::Value>,
-}
-
+/// A mount's snapshot machinery.
 pub struct Snapshotter {
-    barrier: Arc<Barrier>,
-    fences: Arc<Fences>,
-    snaps: Arc<Snapshots>,
-    store: Store,
-    source: PathBuf,
-    last: Mutex<Option<OpStatus>>,
-    progress: Mutex<Arc<Progress>>,
-    copy_started: Mutex<Option<Instant>>,
-    copier: Mutex<Option<JoinHandle<()>>>,
-    cancel: Arc<AtomicBool>,
+    pub(super) barrier: Arc<Barrier>,
+    pub(super) fences: Arc<Fences>,
+    pub(super) snaps: Arc<Snapshots>,
+    pub(super) store: Store,
+    pub(super) source: PathBuf,
+    pub(super) mounted_at: SystemTime,
     /// Serializes requests: one commits at a time.
     requesting: Mutex<()>,
     /// A hold taken by hand (`.control/freeze`), its fences, and when.
     manual: Mutex<Option<(Hold, Fixed, Instant)>>,
-    /// Notes for `.control/status` (a forced thaw, a failed resume).
-    notes: Mutex<Vec<String>>,
-    /// Called after a snapshot is sealed or forgotten (refresh views).
-    on_change: Mutex<Option<OnChange>>,
-    mounted_at: SystemTime,
     /// The profile's applications, if the mount has a profile.
     quiescer: RwLock<Option<Arc<Quiescer>>>,
     /// The profile file (`profile=`), re-read on `reload`.
     profile: Mutex<Option<PathBuf>>,
-    /// What each directory tree copied so far holds: an incremental copy
-    /// counts the subtrees it reuses without reading them back.
-    counts: ingest::CountCache,
-    /// How long the last copy took, once it ended.
-    copy_took: Mutex<Option<f64>>,
+    /// The latest operation and the notes.
+    pub(super) board: Board,
+    /// The copy thread.
+    pub(super) provider: Provider,
+    /// Who is told of seals and forgets.
+    pub(super) forward: Forward,
 }
 
-/// Told the name of a snapshot sealed or forgotten.
-type OnChange = Box<dyn Fn(&str) + Send + Sync>;
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// What `.control/profile` shows.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileStatus {
+    pub path: Option<PathBuf>,
+    /// The profile's `require` and its applications, in freeze order.
+    pub loaded: Option<(Require, Vec<String>)>,
 }
 
 impl Snapshotter {
@@ -136,20 +107,14 @@ impl Snapshotter {
             snaps,
             store,
             source,
-            last: Mutex::new(None),
-            progress: Mutex::new(Arc::new(Progress::default())),
-            copy_started: Mutex::new(None),
-            copier: Mutex::new(None),
-            cancel: Arc::new(AtomicBool::new(false)),
+            mounted_at: SystemTime::now(),
             requesting: Mutex::new(()),
             manual: Mutex::new(None),
-            notes: Mutex::new(Vec::new()),
-            on_change: Mutex::new(None),
-            mounted_at: SystemTime::now(),
             quiescer: RwLock::new(None),
             profile: Mutex::new(None),
-            counts: Default::default(),
-            copy_took: Mutex::new(None),
+            board: Board::default(),
+            provider: Provider::default(),
+            forward: Forward::default(),
         });
         Self::start_watchdog(&me);
         me
@@ -157,18 +122,18 @@ impl Snapshotter {
 
     /// Quiesce `q`'s applications around every commit from now on.
     pub fn set_quiescer(&self, q: Option<Arc<Quiescer>>) {
-        *self.quiescer.write().unwrap() = q;
+        *self.quiescer.write() = q;
     }
 
     /// Remembers the profile file `path` the quiescer was made from.
     pub fn set_profile(&self, path: PathBuf, q: Arc<Quiescer>) {
-        *self.profile.lock().unwrap() = Some(path);
+        *self.profile.lock() = Some(path);
         self.set_quiescer(Some(q));
     }
 
     /// Re-reads the profile file (`echo reload > .control/profile`).
     pub fn reload_profile(&self) -> Result<(), Refusal> {
-        let path = self.profile.lock().unwrap().clone().ok_or_else(|| {
+        let path = self.profile.lock().clone().ok_or_else(|| {
             Refusal::new(
                 Errno::ENOENT,
                 "the mount has no profile (mount with -o profile=FILE)",
@@ -190,46 +155,22 @@ impl Snapshotter {
     }
 
     /// `cat .control/profile`.
-    pub fn profile_text(&self) -> String {
-        let path = self.profile.lock().unwrap().clone();
-        let q = self.quiescer();
-        let mut s = format!(
-            "path: {}\n",
-            path.map(|p| p.display().to_string()).unwrap_or_default()
-        );
-        if let Some(q) = q {
-            s.push_str(&format!("require: {:?}\n", q.require()).to_lowercase());
-            let apps: Vec<String> = q.apps().into_iter().map(|a| a.name).collect();
-            s.push_str(&format!("apps: {}\n", apps.join(" ")));
-        } else {
-            s.push_str("require:\napps:\n");
+    pub fn profile_status(&self) -> ProfileStatus {
+        ProfileStatus {
+            path: self.profile.lock().clone(),
+            loaded: self
+                .quiescer()
+                .map(|q| (q.require(), q.apps().into_iter().map(|a| a.name).collect())),
         }
-        s
     }
 
     pub fn quiescer(&self) -> Option<Arc<Quiescer>> {
-        self.quiescer.read().unwrap().clone()
+        self.quiescer.read().clone()
     }
 
     /// `f(name)` runs after a snapshot is sealed or forgotten.
     pub fn set_on_change(&self, f: impl Fn(&str) + Send + Sync + 'static) {
-        *self.on_change.lock().unwrap() = Some(Box::new(f));
-    }
-
-    fn changed(&self, name: &str) {
-        if let Some(f) = &*self.on_change.lock().unwrap() {
-            f(name);
-        }
-    }
-
-    fn note(&self, msg: String) {
-        tracing::warn!("{msg}");
-        let mut notes = self.notes.lock().unwrap();
-        notes.push(format!("{} {msg}", rfc3339(SystemTime::now())));
-        let n = notes.len();
-        if n > 20 {
-            notes.drain(..n - 20);
-        }
+        self.forward.set(f);
     }
 
     /// The pending snapshot and its point-in-time view, if a copy is not
@@ -242,7 +183,7 @@ impl Snapshotter {
     /// Takes snapshot `name` (`None`: an automatic name); returns once its
     /// point in time is fixed, with the name.
     pub fn take(self: &Arc<Self>, name: Option<&str>) -> Result<String, Refusal> {
-        let Ok(_one) = self.requesting.try_lock() else {
+        let Some(_one) = self.requesting.try_lock() else {
             let e = Refusal {
                 other_runs: true,
                 ..Refusal::new(Errno::EBUSY, "another snapshot request is being committed")
@@ -257,7 +198,7 @@ impl Snapshotter {
         };
         let mut op = OpStatus {
             name: name.clone(),
-            state: "committing",
+            state: OpState::Committing,
             requested: Some(requested),
             ..OpStatus::default()
         };
@@ -270,9 +211,9 @@ impl Snapshotter {
             if e.other_runs {
                 self.note(format!("snapshot {name} refused: {e}"));
             } else {
-                op.state = "failed";
+                op.state = OpState::Failed;
                 op.error = e.reason.clone();
-                *self.last.lock().unwrap() = Some(op);
+                self.board.set(op);
             }
             return Err(e.clone());
         }
@@ -282,11 +223,7 @@ impl Snapshotter {
     }
 
     /// Validate, hold the barrier, commit, release.
-    fn commit(
-        &self,
-        name: &str,
-        op: &mut OpStatus,
-    ) -> Result<Option<Arc<super::ChangeSet>>, Refusal> {
+    fn commit(&self, name: &str, op: &mut OpStatus) -> Result<Option<Arc<ChangeSet>>, Refusal> {
         if let Err(e) = store::snapshot::validate_name(name) {
             return Err(Refusal::new(Errno::EINVAL, e.to_string()));
         }
@@ -313,17 +250,17 @@ impl Snapshotter {
         let quiescer = self.quiescer();
         let frozen = match &quiescer {
             Some(q) => {
-                op.state = "quiescing";
-                *self.last.lock().unwrap() = Some(op.clone());
+                op.state = OpState::Quiescing;
+                self.board.set(op.clone());
                 let f = q.freeze().map_err(|e| {
                     Refusal::new(Errno::from_raw(e.errno()), format!("quiescing: {e}"))
                 })?;
-                op.state = "committing";
+                op.state = OpState::Committing;
                 Some(f)
             }
             None => None,
         };
-        *self.last.lock().unwrap() = Some(op.clone());
+        self.board.set(op.clone());
         // On every error below, dropping `frozen` thaws the applications.
         let (hold, fixed) = self.fix()?;
         let time = SystemTime::now();
@@ -346,270 +283,19 @@ impl Snapshotter {
         op.barrier_ms = Some(ms(held));
         match frozen.map(|f| f.thaw()) {
             Some(outcome) => {
-                op.consistency = outcome.consistency.into();
+                op.consistency = Some(outcome.consistency);
                 op.why = outcome.why;
                 op.frozen_ms = outcome.frozen_ms;
                 op.apps = outcome.apps;
             }
             None => {
-                op.consistency = "fs_consistent".into();
+                op.consistency = Some(Consistency::FsConsistent);
                 op.why = "write barrier; no applications to quiesce".into();
             }
         }
-        op.state = "committed";
-        *self.last.lock().unwrap() = Some(op.clone());
+        op.state = OpState::Committed;
+        self.board.set(op.clone());
         Ok(cs)
-    }
-
-    /// At mount: a snapshot left pending by an earlier daemon is copied again.
-    pub fn resume(self: &Arc<Self>) {
-        let Some((name, committed)) = self.snaps.pending() else {
-            return;
-        };
-        // Killed after the record was written but before the pre-images
-        // were released: the copy is complete.
-        if store::snapshot::path(&self.store.snapshots_dir(), &name).exists() {
-            tracing::info!("snapshot {name} was sealed before the restart");
-            self.snaps.sealed(&name);
-            return;
-        }
-
-        tracing::info!("resuming the copy of snapshot {name}");
-        let op = OpStatus {
-            name: name.clone(),
-            state: "committed",
-            committed: Some(committed),
-            consistency: "fs_consistent".into(),
-            why: "resumed after a restart of the daemon".into(),
-            ..OpStatus::default()
-        };
-        *self.last.lock().unwrap() = Some(op.clone());
-        self.start_copy(name, op, None);
-    }
-
-    fn start_copy(
-        self: &Arc<Self>,
-        name: String,
-        mut op: OpStatus,
-        changes: Option<Arc<super::ChangeSet>>,
-    ) {
-        let Some(pit) = self.snaps.point_in_time() else {
-            // Committed, yet nothing to copy: the request returned success,
-            // so the failure must be told.
-            return self.copy_failed(&name, op, "the point in time is gone before its copy");
-        };
-        let progress = Arc::new(Progress::default());
-        *self.progress.lock().unwrap() = progress.clone();
-        *self.copy_started.lock().unwrap() = Some(Instant::now());
-        *self.copy_took.lock().unwrap() = None;
-        op.state = "copying";
-        op.incremental = match &changes {
-            Some(cs) => format!("changes since {}", cs.since),
-            None => "metadata compared with the parent".into(),
-        };
-        *self.last.lock().unwrap() = Some(op.clone());
-        self.cancel.store(false, Ordering::Relaxed);
-        let me = self.clone();
-        let (name2, op2) = (name.clone(), op.clone());
-        let spawned = std::thread::Builder::new()
-            .name("bkfs-provider".into())
-            .spawn(move || me.copy(name, op, pit, changes, progress));
-        let handle = match spawned {
-            Ok(h) => h,
-            Err(e) => {
-                return self.copy_failed(&name2, op2, &format!("cannot start the copy: {e}"));
-            }
-        };
-        let old = self.copier.lock().unwrap().replace(handle);
-        if let Some(old) = old {
-            let _ = old.join();
-        }
-    }
-
-    fn copy(
-        &self,
-        name: String,
-        mut op: OpStatus,
-        pit: Arc<PointInTime>,
-        changes: Option<Arc<super::ChangeSet>>,
-        progress: Arc<Progress>,
-    ) {
-        self.hold_for_tests();
-        let capture = Capture {
-            requested: op.requested.map(rfc3339).unwrap_or_default(),
-            consistency: op.consistency.clone(),
-            why: op.why.clone(),
-            barrier_ms: op.barrier_ms.unwrap_or(0.0),
-            frozen_ms: op.frozen_ms,
-            apps: op.apps.clone(),
-        };
-        let opts = CopyOptions {
-            name: name.clone(),
-            time: op.committed.unwrap_or_else(SystemTime::now),
-            source: self.source.to_string_lossy().into_owned(),
-            parent: None,
-            changes: changes.as_deref(),
-            capture: Some(capture),
-            cancel: Some(&self.cancel),
-            counts: Some(&self.counts),
-        };
-        // Totals for `files: N/TOTAL`, counted beside a full copy (an
-        // incremental one is over before a count would be).
-        if changes.is_none() {
-            let (pit, progress, store) = (pit.clone(), progress.clone(), self.store.clone());
-            let changes = changes.clone();
-            let _ = std::thread::Builder::new()
-                .name("bkfs-scan".into())
-                .spawn(move || {
-                    crate::os::proc::set_thread_nice(15);
-                    match &changes {
-                        Some(cs) => ingest::scan_changes(&store, &*pit, cs, &progress),
-                        None => ingest::scan(&*pit, &progress),
-                    }
-                });
-        }
-        // Providers yield to the applications writing live: their threads
-        // run at a lower priority.
-
-        let pool = rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("bkfs-copy-{i}"))
-            .start_handler(|_| {
-                crate::os::proc::set_thread_nice(10);
-            })
-            .build();
-        // A panic in the copy (a bug) must not leave the snapshot pending
-        // for ever, shown as copying, refusing every later one.
-        let run = || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                ingest::copy(&self.store, &*pit, &opts, &progress)
-            }))
-            .unwrap_or_else(|p| {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(store::Error::Other(format!("the copy panicked: {what}")))
-            })
-        };
-        let r = match pool {
-            Ok(pool) => pool.install(run),
-            Err(_) => run(),
-        };
-        drop(pit);
-        *self.copy_took.lock().unwrap() = self
-            .copy_started
-            .lock()
-            .unwrap()
-            .map(|t| t.elapsed().as_secs_f64());
-        if !progress.scan_done.load(Ordering::Relaxed) {
-            // What was copied is the total.
-            progress
-                .total_files
-                .store(progress.files.load(Ordering::Relaxed), Ordering::Relaxed);
-            progress
-                .total_bytes
-                .store(progress.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-            progress.scan_done.store(true, Ordering::Relaxed);
-        }
-        match r {
-            Ok(report) => {
-                // The store's view learns of it before the pending view goes.
-                self.changed(&name);
-                self.snaps.sealed(&name);
-                op.state = "sealed";
-                op.sealed = Some(SystemTime::now());
-                if report.changes_dropped {
-                    op.incremental = format!(
-                        "metadata compared with the parent ({} was forgotten)",
-                        changes
-                            .as_ref()
-                            .map(|c| c.since.as_str())
-                            .unwrap_or_default()
-                    );
-                }
-                if !report.errors.is_empty() {
-                    op.error = format!(
-                        "{} entries could not be read: {}",
-                        report.errors.len(),
-                        report.errors.first().cloned().unwrap_or_default()
-                    );
-                    tracing::warn!("snapshot {name}: {}", op.error);
-                }
-                tracing::info!("snapshot {name} sealed");
-                *self.last.lock().unwrap() = Some(op);
-                self.changed(&name);
-                self.apply_retention();
-            }
-            Err(store::Error::Cancelled) => {
-                tracing::info!(
-                    "the copy of snapshot {name} stops with the mount; it resumes at the next"
-                );
-                op.state = "interrupted";
-                op.error = "the mount is going away; the copy resumes at the next mount".into();
-                *self.last.lock().unwrap() = Some(op);
-            }
-            Err(e) => self.copy_failed(&name, op, &e.to_string()),
-        }
-    }
-
-    /// The copy of snapshot `name`, whose request returned success, failed:
-    /// told in `.control/snapshot` (and so `bkfs status`) and the log; its
-    /// pre-images are released and its changes count for the next one.
-    fn copy_failed(&self, name: &str, mut op: OpStatus, why: &str) {
-        tracing::error!("snapshot {name} failed: {why}");
-        self.snaps.failed(name);
-        op.state = "failed";
-        op.error = why.to_string();
-        *self.last.lock().unwrap() = Some(op);
-        self.changed(name);
-    }
-
-    /// A failpoint for tests: while the file named by `BKFS_HOLD_COPY`
-    /// exists, the copy does not start (the snapshot stays pending for as
-    /// long as a test needs, whatever the machine's speed). Unset, it costs
-    /// one look-up of the environment per copy.
-    fn hold_for_tests(&self) {
-        let Some(path) = std::env::var_os(HOLD_COPY_ENV) else {
-            return;
-        };
-        let path = PathBuf::from(path);
-        while path.exists() && !self.cancel.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Forgets the snapshots of this source the profile's `keep` rules do
-    /// not keep (after each sealed snapshot).
-    fn apply_retention(&self) {
-        let Some(q) = self.quiescer() else { return };
-        let keep = q.keep();
-        if keep.is_empty() {
-            return;
-        }
-        let source = self.source.to_string_lossy();
-        let snaps: Vec<(String, i64)> = match self.store.snapshots() {
-            Ok(v) => v
-                .into_iter()
-                .filter(|s| s.source == source)
-                .filter_map(|s| {
-                    let t = humantime::parse_rfc3339(&s.time).ok()?;
-                    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
-                    Some((s.name.clone(), secs))
-                })
-                .collect(),
-            Err(e) => {
-                self.note(format!("retention: cannot list snapshots: {e}"));
-                return;
-            }
-        };
-        let kept = keep.select(&snaps);
-        for (name, _) in snaps.iter().filter(|(n, _)| !kept.contains(n)) {
-            match self.forget(name) {
-                Ok(()) => tracing::info!("retention: forgot snapshot {name}"),
-                Err(e) => self.note(format!("retention: cannot forget {name}: {e}")),
-            }
-        }
     }
 
     /// Forgets sealed snapshot `name` (`rmdir .snapshots/NAME`).
@@ -630,7 +316,7 @@ impl Snapshotter {
         })?;
         drop(w);
         self.snaps.forgotten(name);
-        self.changed(name);
+        self.forward.changed(name);
         Ok(())
     }
 
@@ -666,7 +352,7 @@ impl Snapshotter {
     /// Holds the barrier by hand (`.control/freeze`) until [`Self::thaw`] or
     /// [`FREEZE_CAP`].
     pub fn freeze(&self) -> Result<(), Refusal> {
-        let mut manual = self.manual.lock().unwrap();
+        let mut manual = self.manual.lock();
         if manual.is_some() {
             return Ok(());
         }
@@ -677,7 +363,7 @@ impl Snapshotter {
 
     /// Releases a hand-held barrier; true if one was held.
     pub fn thaw(&self) -> bool {
-        match self.manual.lock().unwrap().take() {
+        match self.manual.lock().take() {
             Some((hold, fixed, _)) => {
                 hold.release();
                 fixed.release();
@@ -685,6 +371,12 @@ impl Snapshotter {
             }
             None => false,
         }
+    }
+
+    /// For how long the barrier has been held by hand, if it is (`cat
+    /// .control/freeze`).
+    pub fn frozen_for(&self) -> Option<Duration> {
+        self.manual.lock().as_ref().map(|(_, _, t)| t.elapsed())
     }
 
     /// Releases a hand-held barrier past its cap, whatever holds it up.
@@ -698,7 +390,6 @@ impl Snapshotter {
                 let expired = me
                     .manual
                     .lock()
-                    .unwrap()
                     .as_ref()
                     .is_some_and(|(_, _, t)| t.elapsed() >= FREEZE_CAP);
                 if expired && me.thaw() {
@@ -712,199 +403,8 @@ impl Snapshotter {
 
     /// Stops a running copy (unmount): it resumes at the next mount.
     pub fn shutdown(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
+        self.provider.cancel();
         self.thaw();
-        if let Some(h) = self.copier.lock().unwrap().take() {
-            let _ = h.join();
-        }
+        self.provider.join();
     }
-
-    /// `cat .control/snapshot`: `key: value` lines (docs/CONTROL.md).
-    pub fn snapshot_text(&self) -> String {
-        let last = self.last.lock().unwrap().clone();
-        let Some(op) = last else {
-            return "name:\nstate: none\n".to_string();
-        };
-        let p = self.progress.lock().unwrap().clone();
-        let files = p.files.load(Ordering::Relaxed);
-        let bytes = p.bytes.load(Ordering::Relaxed);
-        let total_files = p.total_files.load(Ordering::Relaxed);
-        let total_bytes = p.total_bytes.load(Ordering::Relaxed);
-        let known = p.scan_done.load(Ordering::Relaxed);
-        let secs = match *self.copy_took.lock().unwrap() {
-            Some(took) if op.state != "copying" => took,
-            _ => self
-                .copy_started
-                .lock()
-                .unwrap()
-                .map(|t| t.elapsed().as_secs_f64())
-                .unwrap_or(0.0),
-        };
-        let copying = matches!(op.state, "copying" | "sealed" | "interrupted" | "failed");
-        let total = |n: u64| {
-            if known {
-                n.to_string()
-            } else {
-                "?".to_string()
-            }
-        };
-        let opt_time = |t: Option<SystemTime>| t.map(rfc3339).unwrap_or_default();
-        let opt_ms = |m: Option<f64>| m.map(|m| format!("{m:.3}")).unwrap_or_default();
-        let mut s = String::new();
-        let mut kv = |k: &str, v: &str| {
-            s.push_str(k);
-            s.push_str(": ");
-            s.push_str(v);
-            s.push('\n');
-        };
-        kv("name", &op.name);
-        kv("state", op.state);
-        kv("consistency", &op.consistency);
-        kv("why", &op.why);
-        kv("requested", &opt_time(op.requested));
-        kv("committed", &opt_time(op.committed));
-        kv("sealed", &opt_time(op.sealed));
-        kv("barrier_ms", &opt_ms(op.barrier_ms));
-        kv("fence_ms", &opt_ms(op.fence_ms));
-        kv(
-            "fenced_files",
-            &op.fenced_files.map(|n| n.to_string()).unwrap_or_default(),
-        );
-        kv("frozen_ms", &opt_ms(op.frozen_ms));
-        kv("copy", &op.incremental);
-        if copying {
-            kv("files", &format!("{files}/{}", total(total_files)));
-            kv("bytes", &format!("{bytes}/{}", total(total_bytes)));
-            let rate = if secs > 0.0 {
-                bytes as f64 / secs / 1e6
-            } else {
-                0.0
-            };
-            kv("rate_mb_s", &format!("{rate:.1}"));
-            kv("seconds", &format!("{secs:.3}"));
-        } else {
-            kv("files", "");
-            kv("bytes", "");
-            kv("rate_mb_s", "");
-            kv("seconds", "");
-        }
-        kv("error", &op.error.replace('\n', " "));
-        for app in &op.apps {
-            let field = |k: &str| {
-                app.get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let mut line = format!(
-                "{} plugin={} state={} result={}",
-                field("name"),
-                field("plugin"),
-                field("state"),
-                field("result").replace('\n', " ")
-            );
-            if let Some(t) = app.get("timings_ms").and_then(|v| v.as_object()) {
-                for (phase, v) in t {
-                    line.push_str(&format!(" {phase}_ms={:.1}", v.as_f64().unwrap_or(0.0)));
-                }
-            }
-            kv("app", &line);
-        }
-        s
-    }
-
-    /// `cat .control/status`: mount, store and provider figures.
-    pub fn status_text(&self) -> String {
-        let mut s = String::new();
-        let mut kv = |k: &str, v: String| {
-            s.push_str(k);
-            s.push_str(": ");
-            s.push_str(&v);
-            s.push('\n');
-        };
-        kv("source", self.source.display().to_string());
-        kv("store", self.store.root().display().to_string());
-        kv("mounted", rfc3339(self.mounted_at));
-        let snaps = self.store.snapshots().unwrap_or_default();
-        kv("snapshots", snaps.len().to_string());
-        kv(
-            "latest",
-            snaps.last().map(|s| s.name.clone()).unwrap_or_default(),
-        );
-        let (content, stored): (u64, u64) = snaps.iter().fold((0, 0), |(c, st), s| {
-            (
-                c + s.stats.bytes,
-                st + s.stats.bytes_stored + s.stats.tree_bytes_stored,
-            )
-        });
-        let store_bytes = dir_bytes(&self.store.root().join("packs"));
-        kv("store_bytes", store_bytes.to_string());
-        kv("content_bytes", content.to_string());
-        kv(
-            "dedup_ratio",
-            if store_bytes > 0 {
-                format!("{:.2}", content as f64 / store_bytes as f64)
-            } else {
-                String::new()
-            },
-        );
-        kv("new_bytes_stored", stored.to_string());
-        let pending = self.snaps.pending().map(|(n, _)| n).unwrap_or_default();
-        kv("pending", pending);
-        let last = self.last.lock().unwrap().clone();
-        kv(
-            "operation",
-            last.as_ref()
-                .map(|o| format!("{} {}", o.name, o.state))
-                .unwrap_or_default(),
-        );
-        let closed = self.barrier.closed_since();
-        kv(
-            "barrier",
-            if closed.is_some() { "held" } else { "open" }.into(),
-        );
-        kv(
-            "barrier_held_ms",
-            closed
-                .map(|t| format!("{:.1}", ms(t.elapsed())))
-                .unwrap_or_default(),
-        );
-        kv("deferred_ops", self.barrier.waiting().to_string());
-        kv("waiting_opens", self.fences.waiting_opens().to_string());
-        let notes = self.notes.lock().unwrap();
-        kv("notes", notes.len().to_string());
-        for n in notes.iter() {
-            kv("note", n.clone());
-        }
-        s
-    }
-
-    /// `cat .control/freeze`.
-    pub fn freeze_text(&self) -> String {
-        match &*self.manual.lock().unwrap() {
-            Some((_, _, t)) => format!(
-                "frozen: yes\nheld_ms: {:.1}\ncap_s: {}\n",
-                ms(t.elapsed()),
-                FREEZE_CAP.as_secs()
-            ),
-            None => format!("frozen: no\nheld_ms:\ncap_s: {}\n", FREEZE_CAP.as_secs()),
-        }
-    }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_micros(t).to_string()
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 use super::diff::PointInTime;
@@ -75,10 +77,10 @@ impl Pits {
         if pending.as_bytes() != name {
             return None;
         }
-        if let Some(v) = self.map.read().unwrap().get(&pending) {
+        if let Some(v) = self.map.read().get(&pending) {
             return Some(v.clone());
         }
-        let mut map = self.map.write().unwrap();
+        let mut map = self.map.write();
         map.retain(|n, v| *n == pending || v.in_use());
         let v = match PitView::new(pending.clone(), pit, SNAPSHOTS_DIR_ID, self.budget.clone()) {
             Ok(v) => Arc::new(v),
@@ -93,7 +95,7 @@ impl Pits {
 
     /// The pending view that knows id `ino`.
     fn of(&self, ino: u64) -> Option<Arc<Pit>> {
-        let map = self.map.read().unwrap();
+        let map = self.map.read();
         map.values().find(|v| v.knows(ino)).cloned()
     }
 
@@ -102,7 +104,7 @@ impl Pits {
     /// drops those the kernel holds nothing of.
     fn retire_stale(&self) {
         let pending = self.snapshotter.pending().map(|(n, _)| n);
-        let mut map = self.map.write().unwrap();
+        let mut map = self.map.write();
         for (n, v) in map.iter() {
             if pending.as_ref() != Some(n) {
                 v.retire();
@@ -194,7 +196,7 @@ impl SnapshotsTree {
         }
         // Sealed or failed: nothing of the view's objects serves any more.
         p.retire();
-        if let Some(v) = self.forwarded.lock().unwrap().get(&ino) {
+        if let Some(v) = self.forwarded.lock().get(&ino) {
             return PitRoute::Sealed(*v);
         }
         let Some(path) = p.path(ino) else {
@@ -217,7 +219,7 @@ impl SnapshotsTree {
                 Err(_) => return PitRoute::Gone,
             }
         }
-        let mut fwd = self.forwarded.lock().unwrap();
+        let mut fwd = self.forwarded.lock();
         match fwd.get(&ino) {
             Some(v) => {
                 // Raced with another request: keep one lookup.
@@ -239,7 +241,7 @@ impl SnapshotsTree {
         match self.pit_route(ino) {
             PitRoute::Pending(p) => Ok(Listing::Pending(p)),
             PitRoute::Sealed(v) => {
-                let mut dirs = self.forwarded_dirs.lock().unwrap();
+                let mut dirs = self.forwarded_dirs.lock();
                 if let Some(vfh) = dirs.get(&(ino, fh)) {
                     return Ok(Listing::Sealed(*vfh));
                 }
@@ -387,7 +389,7 @@ impl Tree for SnapshotsTree {
                 if let Some(p) = self.pits.of(id.0) {
                     rest = p.forget(id.0, n);
                     if !p.knows(id.0) {
-                        if let Some(v) = self.forwarded.lock().unwrap().remove(&id.0) {
+                        if let Some(v) = self.forwarded.lock().remove(&id.0) {
                             self.view.forget(v, 1);
                         }
                     }
@@ -531,7 +533,7 @@ impl Tree for SnapshotsTree {
                 } else if let Some(p) = self.pits.of(id.0) {
                     p.releasedir(fh);
                 }
-                if let Some(vfh) = self.forwarded_dirs.lock().unwrap().remove(&(id.0, fh)) {
+                if let Some(vfh) = self.forwarded_dirs.lock().remove(&(id.0, fh)) {
                     self.view.releasedir(vfh);
                 }
             }

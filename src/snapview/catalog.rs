@@ -2,9 +2,10 @@
 //! the root is looked at and the last reading is older than [`REFRESH`], so
 //! a backup or `forget` made while the view is mounted shows up.
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::store::{self, Snapshot, Store, Time, Tree};
@@ -76,7 +77,7 @@ impl Catalog {
     /// Re-read the store's snapshots at the next [`Catalog::listing`] (one
     /// was added or removed).
     pub fn refresh(&self) {
-        let mut cur = self.current.write().expect("catalog lock");
+        let mut cur = self.current.write();
         if let Some(past) = Instant::now().checked_sub(REFRESH) {
             cur.0 = past;
         }
@@ -86,12 +87,12 @@ impl Catalog {
     /// and the previous listing kept.
     pub fn listing(&self) -> Arc<Listing> {
         {
-            let cur = self.current.read().expect("catalog lock");
+            let cur = self.current.read();
             if cur.0.elapsed() < REFRESH {
                 return cur.1.clone();
             }
         }
-        let mut cur = self.current.write().expect("catalog lock");
+        let mut cur = self.current.write();
         if cur.0.elapsed() >= REFRESH {
             match read(&self.store, Some(&cur.1)) {
                 Ok(l) => cur.1 = Arc::new(l),

@@ -12,8 +12,9 @@
 //! `OnceLock` is not re-entrant), the pool would deadlock. Rayon workers here
 //! only ever run pure computation.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -124,8 +125,8 @@ impl ChunkCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
-        self.lru.lock().expect("chunk cache lock")
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Lru> {
+        self.lru.lock()
     }
 
     /// Bytes held now.

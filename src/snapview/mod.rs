@@ -34,10 +34,11 @@ pub mod tree;
 #[cfg(test)]
 mod tests;
 
+use parking_lot::{Mutex, RwLock};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use attr::Attr;
@@ -207,7 +208,7 @@ impl SnapView {
     }
 
     fn reader(&self) -> Arc<StoreReader> {
-        self.reader.read().expect("reader lock").clone()
+        self.reader.read().clone()
     }
 
     /// A tree, reopening the reader first when its index does not know the
@@ -221,14 +222,14 @@ impl SnapView {
     }
 
     fn reopen_reader(&self) -> bool {
-        let mut last = self.last_reopen.lock().expect("reopen lock");
+        let mut last = self.last_reopen.lock();
         if last.is_some_and(|t| t.elapsed() < REOPEN_INTERVAL) {
             return false;
         }
         *last = Some(Instant::now());
         match self.store.reader() {
             Ok(r) => {
-                *self.reader.write().expect("reader lock") = Arc::new(r);
+                *self.reader.write() = Arc::new(r);
                 true
             }
             Err(e) => {

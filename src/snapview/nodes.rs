@@ -9,9 +9,10 @@
 //! is compared with the newcomer; a different object means a hash collision,
 //! and the newcomer gets a table id, kept for the life of the mount.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use super::attr::Attr;
 use super::catalog::Snap;
@@ -153,7 +154,7 @@ pub struct NodeTable {
 
 impl NodeTable {
     pub fn get(&self, id: u64) -> Option<Arc<ViewNode>> {
-        let inner = self.inner.read().expect("node table lock");
+        let inner = self.inner.read();
         inner.known.get(&id).map(|k| k.node.clone())
     }
 
@@ -161,7 +162,7 @@ impl NodeTable {
     /// earlier name of the same inode, or `node` itself with its id set), with
     /// one more lookup.
     pub fn enter(&self, mut node: ViewNode) -> Arc<ViewNode> {
-        let mut inner = self.inner.write().expect("node table lock");
+        let mut inner = self.inner.write();
         // Collisions are rare: most mounts never compute a key.
         let moved = (!inner.moved.is_empty())
             .then(|| inner.moved.get(&node.key()).copied())
@@ -201,7 +202,7 @@ impl NodeTable {
 
     /// The kernel dropped `n` references to `id`.
     pub fn forget(&self, id: u64, n: u64) {
-        let mut inner = self.inner.write().expect("node table lock");
+        let mut inner = self.inner.write();
         if let Some(k) = inner.known.get_mut(&id) {
             k.lookups = k.lookups.saturating_sub(n);
             if k.lookups == 0 {
@@ -231,7 +232,7 @@ impl NodeTable {
 
     /// Number of nodes the kernel holds.
     pub fn len(&self) -> usize {
-        self.inner.read().expect("node table lock").known.len()
+        self.inner.read().known.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -241,7 +242,7 @@ impl NodeTable {
     /// The id `node` has or would get, without handing it out (plain
     /// `readdir`, which passes no reference to the kernel).
     pub fn peek_id(&self, node: &ViewNode) -> u64 {
-        let inner = self.inner.read().expect("node table lock");
+        let inner = self.inner.read();
         (!inner.moved.is_empty())
             .then(|| inner.moved.get(&node.key()).copied())
             .flatten()

@@ -1,10 +1,11 @@
 //! The view core against a real store, without mounting anything.
 
+use parking_lot::Mutex;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::*;
 use crate::ingest::{self, Progress};
@@ -334,7 +335,7 @@ fn read_ahead_pushes_the_next_small_files_into_the_page_cache() {
     let pushed = Arc::new(Mutex::new(Vec::new()));
     let sink = pushed.clone();
     v.set_push(Box::new(move |id, offset, data: &[u8]| {
-        sink.lock().unwrap().push((id, offset, data.to_vec()))
+        sink.lock().push((id, offset, data.to_vec()))
     }));
     // Only files the kernel knows (listed with attributes) are pushed.
     let root = walk(&v, "s").unwrap().attr.ino;
@@ -345,11 +346,11 @@ fn read_ahead_pushes_the_next_small_files_into_the_page_cache() {
     let mut buf = [0u8; 100];
     assert_eq!(v.read(f1, 0, &mut buf).unwrap(), 17);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while pushed.lock().unwrap().len() < 3 {
+    while pushed.lock().len() < 3 {
         assert!(std::time::Instant::now() < deadline, "pushes: {pushed:?}");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let mut got = pushed.lock().unwrap().clone();
+    let mut got = pushed.lock().clone();
     got.sort();
     let mut want: Vec<_> = (2..=4)
         .map(|i| {
@@ -363,5 +364,5 @@ fn read_ahead_pushes_the_next_small_files_into_the_page_cache() {
     let f2 = want.iter().find(|w| w.2.ends_with(b"2")).unwrap().0;
     v.read(f2, 0, &mut buf).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
-    assert_eq!(pushed.lock().unwrap().len(), 3);
+    assert_eq!(pushed.lock().len(), 3);
 }

@@ -22,6 +22,7 @@ pub mod index;
 pub mod lock;
 pub mod pack;
 pub mod reader;
+pub mod retention;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testdata;
@@ -39,7 +40,7 @@ pub use config::{Config, FORMAT_VERSION};
 pub use error::{Error, IoContext, Result};
 pub use id::Id;
 pub use reader::StoreReader;
-pub use snapshot::{Capture, Snapshot};
+pub use snapshot::{Capture, Consistency, Snapshot};
 pub use tree::{Kind, Node, Piece, Time, Tree, Xattr};
 pub use writer::StoreWriter;
 
@@ -167,6 +168,22 @@ impl Store {
     }
     pub fn packs_dir(&self) -> PathBuf {
         self.root.join("packs")
+    }
+    /// What the pack files take, in bytes (0 if they cannot be listed).
+    pub fn packs_bytes(&self) -> u64 {
+        fn dir_bytes(dir: &Path) -> u64 {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        dir_bytes(&self.packs_dir())
     }
     pub fn index_dir(&self) -> PathBuf {
         self.root.join("index")

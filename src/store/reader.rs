@@ -1,9 +1,10 @@
 //! Reading blobs and trees back out of a store.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use super::blob;
 use super::error::{Error, IoContext, Result};
@@ -55,12 +56,12 @@ impl StoreReader {
     }
 
     pub fn index(&self) -> Arc<Index> {
-        self.index.read().unwrap().clone()
+        self.index.read().clone()
     }
 
     /// Load the index again if its files changed; true if it did.
     fn refresh_index(&self) -> Result<bool> {
-        let mut cur = self.index.write().unwrap();
+        let mut cur = self.index.write();
         let files = super::index::index_files(&self.store.index_dir())?;
         if files == cur.file_paths() {
             return Ok(false);
@@ -70,7 +71,7 @@ impl StoreReader {
     }
 
     fn pack_file(&self, num: u32) -> Result<Arc<File>> {
-        let mut packs = self.packs.lock().unwrap();
+        let mut packs = self.packs.lock();
         if let Some(f) = packs.get(&num) {
             return Ok(f.clone());
         }
@@ -117,13 +118,13 @@ impl StoreReader {
     }
 
     pub fn tree(&self, id: &Id) -> Result<Arc<Tree>> {
-        if let Some(t) = self.trees.lock().unwrap().get(id) {
+        if let Some(t) = self.trees.lock().get(id) {
             return Ok(t.clone());
         }
         let bytes = self.read_blob(id)?;
         let tree =
             Arc::new(Tree::decode(&bytes).map_err(|e| Error::Corrupt(format!("tree {id}: {e}")))?);
-        let mut trees = self.trees.lock().unwrap();
+        let mut trees = self.trees.lock();
         if trees.len() >= TREE_CACHE_ENTRIES {
             trees.clear();
         }

@@ -11,6 +11,37 @@ use super::error::{Error, IoContext, Result};
 use super::id::Id;
 use crate::os;
 
+/// What a snapshot's point in time guarantees; stored and shown as
+/// `app_consistent`, `fs_consistent` or `crash_consistent`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Every application of the profile was quiesced.
+    AppConsistent,
+    /// The write barrier alone: every write completed before the point in
+    /// time is in, none after.
+    #[default]
+    FsConsistent,
+    /// Quiescing failed (or was cut short) and the profile allowed going on.
+    CrashConsistent,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::AppConsistent => "app_consistent",
+            Consistency::FsConsistent => "fs_consistent",
+            Consistency::CrashConsistent => "crash_consistent",
+        }
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub name: String,
@@ -32,8 +63,7 @@ pub struct Snapshot {
 pub struct Capture {
     /// When the snapshot was asked for, RFC 3339 UTC.
     pub requested: String,
-    /// `app_consistent`, `fs_consistent` or `crash_consistent`.
-    pub consistency: String,
+    pub consistency: Consistency,
     /// Why that consistency (which applications were quiesced, or why not).
     #[serde(default)]
     pub why: String,

@@ -7,10 +7,11 @@
 //! [`StoreWriter::commit`] makes everything durable and writes the index file;
 //! only after that may a snapshot record refer to the blobs.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::fs;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -117,10 +118,10 @@ impl StoreWriter {
             return Ok(false);
         }
         let shard = &self.seen[(id.0[0] as usize) % SHARDS];
-        if !shard.lock().unwrap().insert(id) {
+        if !shard.lock().insert(id) {
             return Ok(false);
         }
-        if let Some(e) = self.finished.lock().unwrap().error.take() {
+        if let Some(e) = self.finished.lock().error.take() {
             return Err(e);
         }
         let compressed = blob::compress(data, self.store.config().compression_level)?;
@@ -153,11 +154,7 @@ impl StoreWriter {
         stored: &[u8],
         raw_len: u32,
     ) -> Result<()> {
-        if !self.seen[(id.0[0] as usize) % SHARDS]
-            .lock()
-            .unwrap()
-            .insert(id)
-        {
+        if !self.seen[(id.0[0] as usize) % SHARDS].lock().insert(id) {
             return Ok(());
         }
         self.append(id, kind, stored, raw_len)
@@ -165,7 +162,7 @@ impl StoreWriter {
 
     fn append(&self, id: Id, kind: BlobKind, stored: &[u8], raw_len: u32) -> Result<()> {
         let full = {
-            let mut cur = self.current.lock().unwrap();
+            let mut cur = self.current.lock();
             if cur.is_none() {
                 let num = self.next_pack.fetch_add(1, Ordering::Relaxed);
                 *cur = Some(PackWriter::create(
@@ -196,7 +193,7 @@ impl StoreWriter {
     /// record the snapshot. Until this returns, nothing refers to the new blobs.
     pub fn commit(&mut self, snap: Option<&Snapshot>) -> Result<()> {
         self.flush()?;
-        let entries = std::mem::take(&mut self.finished.lock().unwrap().entries);
+        let entries = std::mem::take(&mut self.finished.lock().entries);
         let dir = self.store.index_dir();
         let tmp = self.store.tmp_dir();
         if !entries.is_empty() {
@@ -214,7 +211,7 @@ impl StoreWriter {
                 index::write_index_file(&dir, &tmp, entries)?;
             }
         }
-        self.finished.lock().unwrap().packs.clear();
+        self.finished.lock().packs.clear();
         self.committed = true;
         if let Some(s) = snap {
             snapshot::save(&self.store.snapshots_dir(), &tmp, s)?;
@@ -224,7 +221,7 @@ impl StoreWriter {
 
     /// Finish the current pack and wait for the finisher.
     fn flush(&mut self) -> Result<()> {
-        let last = self.current.lock().unwrap().take();
+        let last = self.current.lock().take();
         if let Some(p) = last {
             if !p.is_empty() {
                 self.to_finish.as_ref().unwrap().send(p).ok();
@@ -237,7 +234,7 @@ impl StoreWriter {
             h.join()
                 .map_err(|_| Error::Other("pack finisher thread panicked".into()))?;
         }
-        match self.finished.lock().unwrap().error.take() {
+        match self.finished.lock().error.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -256,11 +253,11 @@ impl Drop for StoreWriter {
         // A failed or abandoned write: drop the pack being filled, and delete
         // the packs this session finished, which nothing refers to (they would
         // otherwise hold the space a full disk needs back).
-        if let Some(p) = self.current.lock().unwrap().take() {
+        if let Some(p) = self.current.lock().take() {
             p.abandon();
         }
         let _ = self.flush();
-        let packs = std::mem::take(&mut self.finished.lock().unwrap().packs);
+        let packs = std::mem::take(&mut self.finished.lock().packs);
         for n in packs {
             let _ = fs::remove_file(pack::pack_path(&self.store.packs_dir(), n));
         }
@@ -273,12 +270,12 @@ fn finish_packs(rx: Receiver<PackWriter>, finished: Arc<Mutex<Finished>>) {
         let num = p.num();
         match p.finish() {
             Ok(entries) => {
-                let mut f = finished.lock().unwrap();
+                let mut f = finished.lock();
                 f.packs.push(num);
                 f.entries.extend(entries.into_iter().map(|e| (e.id, e.loc)));
             }
             Err(e) => {
-                let mut f = finished.lock().unwrap();
+                let mut f = finished.lock();
                 if f.error.is_none() {
                     f.error = Some(e);
                 }

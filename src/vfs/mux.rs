@@ -403,7 +403,7 @@ impl Tree for Mux {
 mod tests {
     use super::*;
     use crate::vfs::{Attr, Time};
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
     use std::time::Duration;
 
     /// A tree of one directory (its root) holding named files, in namespace
@@ -439,11 +439,11 @@ mod tests {
         }
 
         fn saw(&self, what: String) {
-            self.seen.lock().unwrap().push(what);
+            self.seen.lock().push(what);
         }
 
         fn seen(&self) -> Vec<String> {
-            self.seen.lock().unwrap().clone()
+            self.seen.lock().clone()
         }
     }
 

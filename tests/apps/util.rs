@@ -168,10 +168,11 @@ pub fn snapshot_sealed(mnt: &Path, name: &str) -> std::collections::BTreeMap<Str
 
 /// The `app:` lines of a `.control/snapshot` read.
 pub fn app_lines(mnt: &Path) -> Vec<String> {
-    std::fs::read_to_string(mnt.join(".control/snapshot"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("app: ").map(String::from))
+    let text = std::fs::read_to_string(mnt.join(".control/snapshot")).unwrap();
+    bkfs::control::text::decode(&text)
+        .all("app")
+        .into_iter()
+        .map(String::from)
         .collect()
 }
 

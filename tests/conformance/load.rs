@@ -11,7 +11,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -222,7 +224,7 @@ fn note_failure(stats: &Mutex<Stats>, s: &BTreeMap<String, String>) {
     if matches!(st, "failed" | "interrupted") {
         let name = s.get("name").cloned().unwrap_or_default();
         let err = format!("{st}: {}", s.get("error").cloned().unwrap_or_default());
-        let mut stats = stats.lock().unwrap();
+        let mut stats = stats.lock();
         if stats.names.contains(&name) {
             stats.failed.entry(name).or_insert(err);
         } else {
@@ -266,7 +268,7 @@ impl Load {
     /// Holds both threads between two of their steps (no file of theirs open) until the
     /// guard is dropped.
     pub fn pause(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate.write().unwrap_or_else(|e| e.into_inner())
+        self.gate.write()
     }
 
     /// Stops both threads; waits for the last copy to end (so a failure of it is seen), and
@@ -281,7 +283,7 @@ impl Load {
             if !is_pending(&st) || Instant::now() > deadline {
                 if is_pending(&st) {
                     count(
-                        &mut self.stats.lock().unwrap().request_errors,
+                        &mut self.stats.lock().request_errors,
                         "the last copy did not end within 300 s of the load stopping",
                     );
                 }
@@ -289,7 +291,7 @@ impl Load {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let mut stats = self.stats.lock().unwrap().clone();
+        let mut stats = self.stats.lock().clone();
         for (name, want) in &stats.expected {
             for (m, want) in MARKERS.iter().zip(want) {
                 let p = self.mnt.join(".snapshots").join(name).join(m);
@@ -320,7 +322,7 @@ impl Load {
                 eprintln!("conformance: a load thread did not stop within 60 s; leaving it");
             }
         }
-        self.stats.lock().unwrap().seconds = self.started.elapsed().as_secs_f64();
+        self.stats.lock().seconds = self.started.elapsed().as_secs_f64();
     }
 }
 
@@ -341,24 +343,24 @@ fn snapshotter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<S
     while !stop.load(Ordering::SeqCst) {
         let mut refused = false;
         {
-            let _step = gate.read().unwrap_or_else(|e| e.into_inner());
+            let _step = gate.read();
             tick += 1;
             let i = (tick % 2) as usize;
             let mark = format!("tick {tick:08}");
             match std::fs::write(mnt.join(MARKERS[i]), &mark) {
                 Ok(()) => marks[i] = mark,
                 Err(e) => count(
-                    &mut stats.lock().unwrap().write_errors,
+                    &mut stats.lock().write_errors,
                     format!("{}: {e}", MARKERS[i]),
                 ),
             }
-            let name = format!("conf-{:05}", stats.lock().unwrap().taken + 1);
+            let name = format!("conf-{:05}", stats.lock().taken + 1);
             let r = OpenOptions::new()
                 .write(true)
                 .open(&control)
                 .and_then(|mut f| f.write_all(format!("{name}\n").as_bytes()));
             {
-                let mut s = stats.lock().unwrap();
+                let mut s = stats.lock();
                 match r {
                     Ok(()) => {
                         s.taken += 1;
@@ -384,7 +386,7 @@ fn snapshotter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<S
             let st = state(mnt);
             note_failure(stats, &st);
             {
-                let mut s = stats.lock().unwrap();
+                let mut s = stats.lock();
                 s.samples += 1;
                 if is_pending(st.get("state").map(String::as_str).unwrap_or("")) {
                     s.pending += 1;
@@ -414,7 +416,7 @@ fn rewriter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<Stat
             if stop.load(Ordering::SeqCst) {
                 break 'passes;
             }
-            let _step = gate.read().unwrap_or_else(|e| e.into_inner());
+            let _step = gate.read();
             let r = (|| -> std::io::Result<u64> {
                 let f = OpenOptions::new().write(true).open(&path)?;
                 let mut written = 0;
@@ -428,12 +430,12 @@ fn rewriter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<Stat
             })();
             match r {
                 Ok(n) => {
-                    stats.lock().unwrap().bytes += n;
+                    stats.lock().bytes += n;
                     offset += n;
                     total += n;
                 }
                 Err(e) => {
-                    count(&mut stats.lock().unwrap().write_errors, e);
+                    count(&mut stats.lock().write_errors, e);
                     // A broken mount: do not spin.
                     std::thread::sleep(Duration::from_millis(200));
                     offset += UNIT;
@@ -446,6 +448,6 @@ fn rewriter(mnt: &Path, stop: &AtomicBool, gate: &RwLock<()>, stats: &Mutex<Stat
                 std::thread::sleep((due - Instant::now()).min(Duration::from_millis(50)));
             }
         }
-        stats.lock().unwrap().passes += 1;
+        stats.lock().passes += 1;
     }
 }

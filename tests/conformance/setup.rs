@@ -1,10 +1,10 @@
 //! What the conformance runs need around them: the pjdfstest and fsx binaries, pjdfstest's
 //! dummy users, one run at a time, child processes with a time limit, and a private tmpfs.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The version of `tool` that tools/install-conformance-tools.sh installs (its
@@ -108,7 +108,7 @@ pub fn can_run() -> bool {
 /// themselves, and the snapshot load of one would slow the others down.
 pub fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    LOCK.lock()
 }
 
 /// What a child process did.

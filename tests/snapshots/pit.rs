@@ -9,6 +9,7 @@
 //! larger than a FUSE request, are the ones a barrier that only drains
 //! requests cuts in two.
 
+use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs;
@@ -17,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -345,7 +346,7 @@ impl Writer {
                     }
                     let end = Instant::now();
                     st.apply(id, seq, &op);
-                    log.lock().unwrap().push(Done { op, start, end });
+                    log.lock().push(Done { op, start, end });
                 }
             })
         };
@@ -364,7 +365,7 @@ impl Writer {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             {
-                let log = self.log.lock().unwrap();
+                let log = self.log.lock();
                 let done = self.thread.as_ref().is_none_or(|t| t.is_finished());
                 if done || log.last().is_some_and(|d| d.start > t) {
                     return log.clone();
@@ -526,7 +527,7 @@ fn run(options: &str, mix: Mix, writers: u64, snapshots: usize, seed: u64) {
     for w in &mut ws {
         w.join();
     }
-    let ops: usize = ws.iter().map(|w| w.log.lock().unwrap().len()).sum();
+    let ops: usize = ws.iter().map(|w| w.log.lock().len()).sum();
     eprintln!("options {options:?}: {ops} operations, {snapshots} snapshots checked twice");
     assert!(in_window > 0, "no snapshot held any operation");
     check_store(&m.backing(".bkfs"));

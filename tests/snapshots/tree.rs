@@ -148,13 +148,7 @@ pub fn assert_same(what: &str, want: &BTreeMap<PathBuf, String>, got: &BTreeMap<
 /// The `key: value` lines of `.control/snapshot`.
 pub fn status(mnt: &Path) -> BTreeMap<String, String> {
     let text = fs::read_to_string(mnt.join(".control/snapshot")).unwrap();
-    text.lines()
-        .filter_map(|l| {
-            l.split_once(": ")
-                .or_else(|| l.strip_suffix(':').map(|k| (k, "")))
-        })
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    bkfs::control::text::decode(&text).into_map()
 }
 
 /// Waits until the latest operation is no longer being copied; returns its status.

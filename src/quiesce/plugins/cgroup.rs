@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 
 pub struct Cgroup {
     path: PathBuf,
@@ -53,9 +53,9 @@ fn normalize(p: &Path) -> PathBuf {
 }
 
 impl Cgroup {
-    pub fn new(p: &Params) -> Result<Self, PluginError> {
+    pub fn new(p: &Params) -> Result<Self, ParamError> {
         p.known(&["path"])?;
-        let path = p.str("path")?.ok_or_else(|| PluginError {
+        let path = p.str("path")?.ok_or_else(|| ParamError {
             key: None,
             msg: "missing key path (the cgroup to freeze)".into(),
         })?;
@@ -127,7 +127,7 @@ fn wait_frozen(dir: &Path, want: bool, timeout: Duration) -> Result<(), String> 
 }
 
 impl Plugin for Cgroup {
-    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, String> {
+    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, PluginError> {
         let p = self.resolve()?;
         let procs = std::fs::read_to_string(p.join("cgroup.procs")).unwrap_or_default();
         Ok(format!(
@@ -137,7 +137,7 @@ impl Plugin for Cgroup {
         ))
     }
 
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         let p = self.resolve()?;
         let t = Instant::now();
         self.frozen = true;
@@ -147,7 +147,7 @@ impl Plugin for Cgroup {
         Ok(())
     }
 
-    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         if !self.frozen {
             return Ok(());
         }
@@ -171,7 +171,7 @@ impl Plugin for Cgroup {
     }
 }
 
-pub fn recover(data: &Value) -> Result<(), String> {
+pub fn recover(data: &Value) -> Result<(), PluginError> {
     let Some(p) = data.get("path").and_then(|v| v.as_str()) else {
         return Ok(());
     };
@@ -179,5 +179,5 @@ pub fn recover(data: &Value) -> Result<(), String> {
     if !p.join("cgroup.freeze").exists() {
         return Ok(()); // gone: nothing frozen any more
     }
-    write_freeze(p, "0")
+    write_freeze(p, "0").map_err(PluginError::from)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 use crate::quiesce::run::{run, Ran};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -40,7 +40,7 @@ pub struct Exec {
 }
 
 impl Exec {
-    pub fn new(p: &Params) -> Result<Exec, PluginError> {
+    pub fn new(p: &Params) -> Result<Exec, ParamError> {
         p.known(&[
             "freeze",
             "thaw",
@@ -61,7 +61,7 @@ impl Exec {
                 } else {
                     "vmware_scripts_dir"
                 };
-                return Err(PluginError::new(
+                return Err(ParamError::new(
                     k,
                     "give either freeze and thaw commands, or one of fsfreeze_hook_dir and vmware_scripts_dir",
                 ));
@@ -72,19 +72,19 @@ impl Exec {
                 _ => unreachable!(),
             };
             if !Path::new(&dir).is_absolute() {
-                return Err(PluginError::new(key, "must be an absolute path"));
+                return Err(ParamError::new(key, "must be an absolute path"));
             }
             Mode::Dir {
                 dir: dir.into(),
                 style,
             }
         } else {
-            let freeze = freeze.ok_or_else(|| PluginError {
+            let freeze = freeze.ok_or_else(|| ParamError {
                 key: None,
                 msg: "missing key freeze (the exec plug-in needs freeze and thaw, or a hook directory)".into(),
             })?;
             let thaw = thaw.ok_or_else(|| {
-                PluginError::new("freeze", "missing key thaw (a freeze needs its thaw)")
+                ParamError::new("freeze", "missing key thaw (a freeze needs its thaw)")
             })?;
             Mode::Commands {
                 prepare: p.argv("prepare")?,
@@ -202,13 +202,13 @@ pub fn hook_scripts(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 impl Plugin for Exec {
-    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, String> {
+    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, PluginError> {
         self.results.clear();
         match &self.mode {
             Mode::Commands { freeze, .. } => {
                 let prog = Path::new(&freeze[0]);
                 if prog.is_absolute() && !prog.exists() {
-                    return Err(format!("{} does not exist", prog.display()));
+                    return Err(format!("{} does not exist", prog.display()).into());
                 }
                 Ok(format!("freeze command {}", prog.display()))
             }
@@ -219,25 +219,27 @@ impl Plugin for Exec {
         }
     }
 
-    fn prepare(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn prepare(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         if let Mode::Commands {
             prepare: Some(argv),
             ..
         } = &self.mode
         {
             let argv = argv.clone();
-            return self.run_cmd(cx, "prepare", &argv);
+            return self
+                .run_cmd(cx, "prepare", &argv)
+                .map_err(PluginError::from);
         }
         Ok(())
     }
 
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         match &self.mode {
             Mode::Commands { freeze, .. } => {
                 let argv = freeze.clone();
                 // From the moment it starts, the command may have frozen something.
                 self.frozen = vec![PathBuf::from(&argv[0])];
-                self.run_cmd(cx, "freeze", &argv)
+                self.run_cmd(cx, "freeze", &argv).map_err(PluginError::from)
             }
             Mode::Dir { dir, style } => {
                 let (dir, style) = (dir.clone(), *style);
@@ -253,7 +255,7 @@ impl Plugin for Exec {
                                 "thaw"
                             };
                             let _ = self.thaw_scripts(cx, arg);
-                            return Err(e);
+                            return Err(e.into());
                         }
                     }
                 }
@@ -262,7 +264,7 @@ impl Plugin for Exec {
         }
     }
 
-    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         match &self.mode {
             Mode::Commands { thaw, .. } => {
                 if self.frozen.is_empty() {
@@ -273,27 +275,29 @@ impl Plugin for Exec {
                 self.frozen.clear();
                 Ok(())
             }
-            Mode::Dir { .. } => self.thaw_scripts(cx, "thaw"),
+            Mode::Dir { .. } => self.thaw_scripts(cx, "thaw").map_err(PluginError::from),
         }
     }
 
-    fn abort(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn abort(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         match &self.mode {
             Mode::Dir {
                 style: Style::Vmware,
                 ..
-            } => self.thaw_scripts(cx, "freezeFail"),
+            } => self
+                .thaw_scripts(cx, "freezeFail")
+                .map_err(PluginError::from),
             _ => self.thaw(cx),
         }
     }
 
-    fn post(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn post(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         if let Mode::Commands {
             post: Some(argv), ..
         } = &self.mode
         {
             let argv = argv.clone();
-            return self.run_cmd(cx, "post", &argv);
+            return self.run_cmd(cx, "post", &argv).map_err(PluginError::from);
         }
         Ok(())
     }
@@ -314,8 +318,8 @@ impl Plugin for Exec {
 /// After a crash: the marker names this app, so its freeze may have begun.
 /// Commands: run thaw. Hook directories: thaw every script, in reverse (a
 /// script frozen when the daemon died is not yet in the recorded list).
-pub fn recover(cx: &PhaseCx, _data: &Value) -> Result<(), String> {
-    let mut e = Exec::new(&Params(cx.app)).map_err(|e| e.msg)?;
+pub fn recover(cx: &PhaseCx, _data: &Value) -> Result<(), PluginError> {
+    let mut e = Exec::new(&Params(cx.app)).map_err(PluginError::Param)?;
     e.frozen = match &e.mode {
         Mode::Commands { freeze, .. } => vec![PathBuf::from(&freeze[0])],
         Mode::Dir { dir, .. } => hook_scripts(dir)?,

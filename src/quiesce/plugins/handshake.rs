@@ -8,12 +8,12 @@
 //! freeze that timed out is turned into a thaw request so a late application
 //! does not stay paused.
 
-use std::sync::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HsState {
@@ -42,7 +42,7 @@ impl Default for Handshake {
 impl Handshake {
     /// What `.quiesce/APP/request` shows: "freeze", "thaw", or "" (nothing asked).
     pub fn request(&self) -> &'static str {
-        match self.state.lock().unwrap().0 {
+        match self.state.lock().0 {
             HsState::FreezeRequested => "freeze",
             HsState::ThawRequested => "thaw",
             HsState::Idle | HsState::Frozen => "",
@@ -50,14 +50,14 @@ impl Handshake {
     }
 
     pub fn state(&self) -> HsState {
-        self.state.lock().unwrap().0
+        self.state.lock().0
     }
 
     /// The application acknowledges the pending request. `word`, if given,
     /// must name it ("freeze"/"frozen" or "thaw"/"thawed"), so a stale ack does
     /// not acknowledge the next request. Err when nothing is pending.
     pub fn ack(&self, word: Option<&str>) -> Result<(), String> {
-        let mut g = self.state.lock().unwrap();
+        let mut g = self.state.lock();
         let w = word.map(|w| w.trim());
         let next = match (g.0, w) {
             (HsState::FreezeRequested, None | Some("freeze" | "frozen" | "")) => HsState::Frozen,
@@ -76,7 +76,7 @@ impl Handshake {
 
     fn ask(&self, req: HsState, done: HsState, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
-        let mut g = self.state.lock().unwrap();
+        let mut g = self.state.lock();
         if g.0 == done {
             return Ok(());
         }
@@ -91,7 +91,7 @@ impl Handshake {
                     timeout.as_secs_f64()
                 ));
             }
-            g = self.cv.wait_timeout(g, left).unwrap().0;
+            let _ = self.cv.wait_for(&mut g, left);
         }
         Ok(())
     }
@@ -100,13 +100,13 @@ impl Handshake {
     /// for a mount that wants to wake a reader); returns the request.
     pub fn wait_request(&self, timeout: Duration) -> &'static str {
         let deadline = Instant::now() + timeout;
-        let mut g = self.state.lock().unwrap();
+        let mut g = self.state.lock();
         while !matches!(g.0, HsState::FreezeRequested | HsState::ThawRequested) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            g = self.cv.wait_timeout(g, left).unwrap().0;
+            let _ = self.cv.wait_for(&mut g, left);
         }
         drop(g);
         self.request()
@@ -119,7 +119,7 @@ pub struct HandshakePlugin {
 }
 
 impl HandshakePlugin {
-    pub fn new(p: &Params, cell: std::sync::Arc<Handshake>) -> Result<Self, PluginError> {
+    pub fn new(p: &Params, cell: std::sync::Arc<Handshake>) -> Result<Self, ParamError> {
         p.known(&[])?;
         Ok(HandshakePlugin {
             cell,
@@ -129,7 +129,7 @@ impl HandshakePlugin {
 }
 
 impl Plugin for HandshakePlugin {
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         let t = Instant::now();
         match self
             .cell
@@ -139,23 +139,23 @@ impl Plugin for HandshakePlugin {
                 self.acked_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
                 Ok(())
             }
-            Err(e) => Err(format!("freeze {e}")),
+            Err(e) => Err(format!("freeze {e}").into()),
         }
     }
 
-    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         if self.cell.state() == HsState::Idle {
             return Ok(());
         }
         self.cell
             .ask(HsState::ThawRequested, HsState::Idle, cx.timeout)
-            .map_err(|e| format!("thaw {e}"))
+            .map_err(|e| PluginError::Failed(format!("thaw {e}")))
     }
 
-    fn abort(&mut self, _cx: &PhaseCx) -> Result<(), String> {
+    fn abort(&mut self, _cx: &PhaseCx) -> Result<(), PluginError> {
         // After a failure: post a thaw request and do not wait for it, so an
         // application that answers late still resumes.
-        let mut g = self.cell.state.lock().unwrap();
+        let mut g = self.cell.state.lock();
         if g.0 != HsState::Idle {
             g.0 = HsState::ThawRequested;
             g.1 += 1;

@@ -34,24 +34,24 @@ pub struct PhaseCx<'a> {
 /// forced thaw): `thaw` and `abort` must then do nothing and succeed.
 pub trait Plugin: Send {
     /// Checks the application is there; returns a description for its status.
-    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, String> {
+    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, PluginError> {
         Ok(String::new())
     }
     /// Slow work before the freeze (a checkpoint).
-    fn prepare(&mut self, _cx: &PhaseCx) -> Result<(), String> {
+    fn prepare(&mut self, _cx: &PhaseCx) -> Result<(), PluginError> {
         Ok(())
     }
     /// Fast: stop the application's writes.
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String>;
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError>;
     /// Let it run again.
-    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), String>;
+    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), PluginError>;
     /// Undo whatever prepare and freeze did, after a failure before the
     /// snapshot (default: thaw).
-    fn abort(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn abort(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         self.thaw(cx)
     }
     /// After the thaw: record positions (LSN, GTID, LASTSAVE...).
-    fn post(&mut self, _cx: &PhaseCx) -> Result<(), String> {
+    fn post(&mut self, _cx: &PhaseCx) -> Result<(), PluginError> {
         Ok(())
     }
     /// Positions and facts recorded so far in this cycle (shown in the outcome).
@@ -64,16 +64,45 @@ pub trait Plugin: Send {
     }
 }
 
+/// Why a phase of a plug-in failed (shown as the application's result,
+/// in `why:` and in `bkfs quiesce` output: the text is the message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    /// A parameter of the application is wrong (found when the plug-in is
+    /// built, or rebuilt from a frozen marker).
+    #[error("{}", .0.msg)]
+    Param(ParamError),
+    /// The user the application's commands run as cannot be used.
+    #[error("{0}")]
+    User(String),
+    /// The application, a command or a session did not do what the phase
+    /// needs, or not in time.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for PluginError {
+    fn from(msg: String) -> Self {
+        PluginError::Failed(msg)
+    }
+}
+
+impl From<&str> for PluginError {
+    fn from(msg: &str) -> Self {
+        PluginError::Failed(msg.to_string())
+    }
+}
+
 /// A parameter error: the key (if one) and the message.
-#[derive(Debug)]
-pub struct PluginError {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError {
     pub key: Option<String>,
     pub msg: String,
 }
 
-impl PluginError {
+impl ParamError {
     pub fn new(key: &str, msg: impl Into<String>) -> Self {
-        PluginError {
+        ParamError {
             key: Some(key.to_string()),
             msg: msg.into(),
         }
@@ -99,7 +128,7 @@ impl PluginError {
 }
 
 /// Builds the plug-in of an application (also validates its parameters).
-pub fn build(app: &AppSpec, hs: Option<Arc<Handshake>>) -> Result<Box<dyn Plugin>, PluginError> {
+pub fn build(app: &AppSpec, hs: Option<Arc<Handshake>>) -> Result<Box<dyn Plugin>, ParamError> {
     let p = Params(app);
     Ok(match app.plugin {
         PluginKind::Exec => Box::new(exec::Exec::new(&p)?),
@@ -117,8 +146,8 @@ pub fn build(app: &AppSpec, hs: Option<Arc<Handshake>>) -> Result<Box<dyn Plugin
 
 /// Thaws an application named in a frozen marker, from what its plug-in
 /// recorded there (a restarted daemon, or `bkfs thaw --force`).
-pub fn recover(app: &AppSpec, data: &Value) -> Result<(), String> {
-    let creds = Creds::of(app.user.as_deref())?;
+pub fn recover(app: &AppSpec, data: &Value) -> Result<(), PluginError> {
+    let creds = Creds::of(app.user.as_deref()).map_err(PluginError::User)?;
     let cx = PhaseCx {
         app,
         creds: &creds,
@@ -141,10 +170,10 @@ pub fn recover(app: &AppSpec, data: &Value) -> Result<(), String> {
 pub struct Params<'a>(pub &'a AppSpec);
 
 impl Params<'_> {
-    pub fn known(&self, keys: &[&str]) -> Result<(), PluginError> {
+    pub fn known(&self, keys: &[&str]) -> Result<(), ParamError> {
         for k in self.0.params.keys() {
             if !keys.contains(&k.as_str()) {
-                return Err(PluginError::new(
+                return Err(ParamError::new(
                     k,
                     format!(
                         "unknown key for plug-in {} (known: {})",
@@ -156,38 +185,38 @@ impl Params<'_> {
         }
         Ok(())
     }
-    pub fn str(&self, key: &str) -> Result<Option<String>, PluginError> {
+    pub fn str(&self, key: &str) -> Result<Option<String>, ParamError> {
         match self.0.params.get(key).map(|p| &p.value) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(PluginError::new(
+            Some(v) => Err(ParamError::new(
                 key,
                 format!("expected a string, found {}", v.type_str()),
             )),
         }
     }
-    pub fn bool(&self, key: &str, default: bool) -> Result<bool, PluginError> {
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool, ParamError> {
         match self.0.params.get(key).map(|p| &p.value) {
             None => Ok(default),
             Some(toml::Value::Boolean(b)) => Ok(*b),
-            Some(v) => Err(PluginError::new(
+            Some(v) => Err(ParamError::new(
                 key,
                 format!("expected true or false, found {}", v.type_str()),
             )),
         }
     }
-    pub fn int(&self, key: &str) -> Result<Option<i64>, PluginError> {
+    pub fn int(&self, key: &str) -> Result<Option<i64>, ParamError> {
         match self.0.params.get(key).map(|p| &p.value) {
             None => Ok(None),
             Some(toml::Value::Integer(n)) => Ok(Some(*n)),
-            Some(v) => Err(PluginError::new(
+            Some(v) => Err(ParamError::new(
                 key,
                 format!("expected an integer, found {}", v.type_str()),
             )),
         }
     }
     /// A command: an array of strings (argv), or one string run by `/bin/sh -c`.
-    pub fn argv(&self, key: &str) -> Result<Option<Vec<OsString>>, PluginError> {
+    pub fn argv(&self, key: &str) -> Result<Option<Vec<OsString>>, ParamError> {
         match self.0.params.get(key).map(|p| &p.value) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(vec!["/bin/sh".into(), "-c".into(), s.into()])),
@@ -196,15 +225,15 @@ impl Params<'_> {
                 for x in a {
                     match x {
                         toml::Value::String(s) => v.push(OsString::from(s)),
-                        _ => return Err(PluginError::new(key, "expected an array of strings")),
+                        _ => return Err(ParamError::new(key, "expected an array of strings")),
                     }
                 }
                 if v.is_empty() {
-                    return Err(PluginError::new(key, "empty command"));
+                    return Err(ParamError::new(key, "empty command"));
                 }
                 Ok(Some(v))
             }
-            Some(v) => Err(PluginError::new(
+            Some(v) => Err(ParamError::new(
                 key,
                 format!(
                     "expected a command (array of strings), found {}",

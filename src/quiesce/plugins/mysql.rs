@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 use crate::quiesce::run::Session;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -47,7 +47,7 @@ fn error_in(lines: &[String]) -> Option<String> {
 }
 
 impl Mysql {
-    pub fn new(p: &Params) -> Result<Self, PluginError> {
+    pub fn new(p: &Params) -> Result<Self, ParamError> {
         p.known(&["lock", "client", "socket", "defaults_file"])?;
         let lock = match p.str("lock")?.as_deref() {
             None | Some("auto") => Lock::Auto,
@@ -55,7 +55,7 @@ impl Mysql {
             Some("instance") => Lock::Instance,
             Some("ftwrl") => Lock::Ftwrl,
             Some(o) => {
-                return Err(PluginError::new(
+                return Err(ParamError::new(
                     "lock",
                     format!("unknown lock {o:?} (auto, backup_stage, instance, ftwrl)"),
                 ))
@@ -137,7 +137,7 @@ impl Mysql {
 }
 
 impl Plugin for Mysql {
-    fn identify(&mut self, cx: &PhaseCx) -> Result<String, String> {
+    fn identify(&mut self, cx: &PhaseCx) -> Result<String, PluginError> {
         self.pos = Map::new();
         let v = self.query(cx, "SELECT VERSION();", cx.timeout)?.join("");
         self.mariadb = v.to_ascii_lowercase().contains("mariadb");
@@ -158,7 +158,7 @@ impl Plugin for Mysql {
         Ok(format!("{} ({:?})", v, self.chosen))
     }
 
-    fn prepare(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn prepare(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         if self.chosen == Lock::BackupStage {
             self.held = true;
             self.query(cx, "BACKUP STAGE START;", cx.timeout)?;
@@ -167,7 +167,7 @@ impl Plugin for Mysql {
         Ok(())
     }
 
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         self.held = true;
         let sql = match self.chosen {
             Lock::BackupStage => "BACKUP STAGE BLOCK_DDL;\nBACKUP STAGE BLOCK_COMMIT;",
@@ -175,10 +175,10 @@ impl Plugin for Mysql {
             _ => "FLUSH TABLES WITH READ LOCK;",
         };
         self.query(cx, sql, cx.timeout)?;
-        self.record_positions(cx)
+        self.record_positions(cx).map_err(PluginError::from)
     }
 
-    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         if self.held {
             let sql = match self.chosen {
                 Lock::BackupStage => "BACKUP STAGE END;",

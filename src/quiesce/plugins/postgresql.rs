@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 use crate::quiesce::run::Session;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -45,13 +45,13 @@ const LSN_SQL: &str =
     "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END;";
 
 impl Postgres {
-    pub fn new(p: &Params) -> Result<Self, PluginError> {
+    pub fn new(p: &Params) -> Result<Self, ParamError> {
         p.known(&["mode", "connect", "psql", "label"])?;
         let mode = match p.str("mode")?.as_deref() {
             None | Some("checkpoint") => Mode::Checkpoint,
             Some("backup_api") => Mode::BackupApi,
             Some(o) => {
-                return Err(PluginError::new(
+                return Err(ParamError::new(
                     "mode",
                     format!("unknown mode {o:?} (checkpoint or backup_api)"),
                 ))
@@ -146,7 +146,7 @@ impl Postgres {
 }
 
 impl Plugin for Postgres {
-    fn identify(&mut self, cx: &PhaseCx) -> Result<String, String> {
+    fn identify(&mut self, cx: &PhaseCx) -> Result<String, PluginError> {
         self.pos = Map::new();
         let v = self.one(cx, "SHOW server_version_num;", cx.timeout)?;
         self.version = v
@@ -169,7 +169,7 @@ impl Plugin for Postgres {
         ))
     }
 
-    fn prepare(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn prepare(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         match self.mode {
             Mode::Checkpoint => {
                 self.query(cx, "CHECKPOINT;", cx.timeout)?;
@@ -189,22 +189,22 @@ impl Plugin for Postgres {
         Ok(())
     }
 
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         let lsn = self.one(cx, LSN_SQL, cx.timeout)?;
         self.pos.insert("lsn".into(), json!(lsn.trim()));
         // The session ends at thaw, outside the frozen window.
         Ok(())
     }
 
-    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         let r = self.stop_backup(cx);
         if r.is_ok() {
             self.close();
         }
-        r
+        r.map_err(PluginError::from)
     }
 
-    fn abort(&mut self, _cx: &PhaseCx) -> Result<(), String> {
+    fn abort(&mut self, _cx: &PhaseCx) -> Result<(), PluginError> {
         // Ending the session aborts a non-exclusive backup.
         self.in_backup = false;
         self.close();

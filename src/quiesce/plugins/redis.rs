@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 use crate::quiesce::run::run;
 
 pub struct Redis {
@@ -19,12 +19,12 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn new(p: &Params) -> Result<Self, PluginError> {
+    pub fn new(p: &Params) -> Result<Self, ParamError> {
         p.known(&["redis_cli", "host", "port", "socket"])?;
         let socket = p.str("socket")?;
         let host = p.str("host")?;
         if socket.is_some() && host.is_some() {
-            return Err(PluginError::new("socket", "give socket or host, not both"));
+            return Err(ParamError::new("socket", "give socket or host, not both"));
         }
         Ok(Redis {
             cli: p.str("redis_cli")?.unwrap_or_else(|| "redis-cli".into()),
@@ -75,16 +75,16 @@ impl Redis {
 }
 
 impl Plugin for Redis {
-    fn identify(&mut self, cx: &PhaseCx) -> Result<String, String> {
+    fn identify(&mut self, cx: &PhaseCx) -> Result<String, PluginError> {
         self.pos = Map::new();
         let pong = self.cmd(cx, &["PING"], cx.timeout)?;
         if pong != "PONG" {
-            return Err(format!("PING answered {pong:?}"));
+            return Err(format!("PING answered {pong:?}").into());
         }
         Ok("Redis".into())
     }
 
-    fn prepare(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn prepare(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         let deadline = Instant::now() + cx.timeout;
         let before = self.lastsave(cx, cx.timeout)?;
         // LASTSAVE has a resolution of a second: make sure ours is later.
@@ -101,7 +101,7 @@ impl Plugin for Redis {
         let left = deadline.saturating_duration_since(Instant::now());
         let r = self.cmd(cx, &["BGSAVE", "SCHEDULE"], left)?;
         if !r.contains("started") && !r.contains("scheduled") {
-            return Err(format!("BGSAVE answered {r:?}"));
+            return Err(format!("BGSAVE answered {r:?}").into());
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -109,7 +109,8 @@ impl Plugin for Redis {
                 return Err(format!(
                     "BGSAVE did not finish within {:.1}s",
                     cx.timeout.as_secs_f64()
-                ));
+                )
+                .into());
             }
             let now = self.lastsave(cx, left)?;
             if now > before {
@@ -127,11 +128,11 @@ impl Plugin for Redis {
         }
     }
 
-    fn freeze(&mut self, _cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, _cx: &PhaseCx) -> Result<(), PluginError> {
         Ok(())
     }
 
-    fn thaw(&mut self, _cx: &PhaseCx) -> Result<(), String> {
+    fn thaw(&mut self, _cx: &PhaseCx) -> Result<(), PluginError> {
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 
 pub struct SignalTree {
     pid: Option<i32>,
@@ -56,19 +56,19 @@ fn is_ancestor_or_self(pid: i32, of: i32) -> bool {
 }
 
 impl SignalTree {
-    pub fn new(p: &Params) -> Result<Self, PluginError> {
+    pub fn new(p: &Params) -> Result<Self, ParamError> {
         p.known(&["pid", "pidfile", "children"])?;
         let pid = p.int("pid")?.map(|n| n as i32);
         let pidfile = p.str("pidfile")?.map(PathBuf::from);
         if pid.is_some() == pidfile.is_some() {
-            return Err(PluginError {
+            return Err(ParamError {
                 key: None,
                 msg: "give exactly one of pid and pidfile".into(),
             });
         }
         if let Some(n) = pid {
             if n <= 1 {
-                return Err(PluginError::new("pid", "must be a process other than init"));
+                return Err(ParamError::new("pid", "must be a process other than init"));
             }
         }
         Ok(SignalTree {
@@ -145,7 +145,7 @@ fn cont(pid: i32, start: u64) -> Result<(), String> {
 }
 
 impl Plugin for SignalTree {
-    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, String> {
+    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, PluginError> {
         let root = self.root()?;
         Ok(format!(
             "process {root} and {} descendants",
@@ -153,7 +153,7 @@ impl Plugin for SignalTree {
         ))
     }
 
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         let root = self.root()?;
         let deadline = Instant::now() + cx.timeout;
         // Stop parents first; a running parent may fork, so look again until
@@ -194,14 +194,15 @@ impl Plugin for SignalTree {
                 return Err(format!(
                     "processes (pid, state) {running:?} did not stop within {:.1}s",
                     cx.timeout.as_secs_f64()
-                ));
+                )
+                .into());
             }
             std::thread::sleep(Duration::from_millis(1));
         }
     }
 
-    fn thaw(&mut self, _cx: &PhaseCx) -> Result<(), String> {
-        self.cont_all()
+    fn thaw(&mut self, _cx: &PhaseCx) -> Result<(), PluginError> {
+        self.cont_all().map_err(PluginError::from)
     }
 
     fn positions(&self) -> Map<String, Value> {
@@ -217,7 +218,7 @@ impl Plugin for SignalTree {
     }
 }
 
-pub fn recover(data: &Value) -> Result<(), String> {
+pub fn recover(data: &Value) -> Result<(), PluginError> {
     let list: Vec<(i32, u64)> = data
         .get("stopped")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
@@ -228,5 +229,5 @@ pub fn recover(data: &Value) -> Result<(), String> {
             err.get_or_insert(e);
         }
     }
-    err.map_or(Ok(()), Err)
+    err.map_or(Ok(()), |e| Err(e.into()))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{Params, PhaseCx, Plugin, PluginError};
+use super::{ParamError, Params, PhaseCx, Plugin, PluginError};
 use crate::quiesce::run::Session;
 
 pub struct Sqlite {
@@ -35,9 +35,9 @@ fn error_in(lines: &[String]) -> Option<String> {
 }
 
 impl Sqlite {
-    pub fn new(p: &Params) -> Result<Self, PluginError> {
+    pub fn new(p: &Params) -> Result<Self, ParamError> {
         p.known(&["database", "hold", "sqlite3", "busy_timeout_ms"])?;
-        let database = p.str("database")?.ok_or_else(|| PluginError {
+        let database = p.str("database")?.ok_or_else(|| ParamError {
             key: None,
             msg: "missing key database (path of the SQLite file)".into(),
         })?;
@@ -77,15 +77,15 @@ impl Sqlite {
 }
 
 impl Plugin for Sqlite {
-    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, String> {
+    fn identify(&mut self, _cx: &PhaseCx) -> Result<String, PluginError> {
         self.checkpoint = None;
         if !std::path::Path::new(&self.database).exists() {
-            return Err(format!("{} does not exist", self.database));
+            return Err(format!("{} does not exist", self.database).into());
         }
         Ok(format!("SQLite database {}", self.database))
     }
 
-    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn freeze(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         let sql = format!(
             ".timeout {}\nPRAGMA wal_checkpoint(TRUNCATE);",
             self.busy_ms
@@ -105,7 +105,7 @@ impl Plugin for Sqlite {
         Ok(())
     }
 
-    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), String> {
+    fn thaw(&mut self, cx: &PhaseCx) -> Result<(), PluginError> {
         if let Some(mut s) = self.session.take() {
             // Roll back politely; closing stdin releases the lock regardless.
             let _ = s.exchange("ROLLBACK;", cx.timeout.min(Duration::from_secs(5)));

@@ -13,12 +13,13 @@ pub(crate) mod area;
 mod pit;
 mod pit_read;
 
+use parking_lot::{Mutex, RwLock};
 use std::ffi::{CStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::live::changes::{Changes, Obj};
@@ -158,13 +159,12 @@ impl Snapshots {
             tracing::warn!("dropping stale pending snapshot {:?}", p.name);
             self.trash(&path);
         }
-        self.tracking.lock().expect("tracking lock").in_flight = Some(InFlight {
+        self.tracking.lock().in_flight = Some(InFlight {
             name: pit.name.clone(),
             changes: Arc::new(ChangeSet::default()),
             complete: false,
         });
-        *self.pending.write().expect("pending lock") =
-            Some(Arc::new(PointInTime::new(Arc::new(pit))));
+        *self.pending.write() = Some(Arc::new(PointInTime::new(Arc::new(pit))));
         Ok(())
     }
 
@@ -208,7 +208,7 @@ impl Snapshots {
                 format!("{name:?} cannot name a pending snapshot"),
             ));
         }
-        let mut pending = self.pending.write().expect("pending lock");
+        let mut pending = self.pending.write();
         if let Some(p) = pending.as_ref() {
             // Raw EBUSY (kind ResourceBusy), so that it maps to an errno.
             tracing::debug!("snapshot {:?} is still pending: one at a time", p.name());
@@ -216,7 +216,7 @@ impl Snapshots {
         }
         let pit = Pit::create(self.source.clone(), self.diff_root_fd.as_fd(), name, time)?;
         *pending = Some(Arc::new(PointInTime::new(Arc::new(pit))));
-        let mut t = self.tracking.lock().expect("tracking lock");
+        let mut t = self.tracking.lock();
         let mut taken = std::mem::take(&mut t.acc);
         let complete = std::mem::replace(&mut t.acc_complete, true);
         let give = complete && t.baseline.is_some();
@@ -232,13 +232,13 @@ impl Snapshots {
 
     /// The pending snapshot (name, time given at commit), if any.
     pub fn pending(&self) -> Option<(String, SystemTime)> {
-        let p = self.pending.read().expect("pending lock");
+        let p = self.pending.read();
         p.as_ref().map(|p| (p.name().to_owned(), p.time()))
     }
 
     /// A reader of the pending snapshot as of its point in time.
     pub fn point_in_time(&self) -> Option<Arc<PointInTime>> {
-        self.pending.read().expect("pending lock").clone()
+        self.pending.read().clone()
     }
 
     /// Snapshot `name` is copied and durable in the store: releases its
@@ -255,7 +255,7 @@ impl Snapshots {
     /// snapshot that is gone) and compares metadata with the newest
     /// snapshot left instead.
     pub fn forgotten(&self, name: &str) {
-        let mut t = self.tracking.lock().expect("tracking lock");
+        let mut t = self.tracking.lock();
         if t.baseline.as_deref() == Some(name) {
             t.baseline = None;
         }
@@ -287,12 +287,12 @@ impl Snapshots {
     /// objects changed since.
     fn release(&self, name: &str, settle: impl FnOnce(&mut Tracking)) -> bool {
         let pit = {
-            let mut p = self.pending.write().expect("pending lock");
+            let mut p = self.pending.write();
             if p.as_ref().is_none_or(|pit| pit.name() != name) {
                 tracing::warn!("snapshot {name:?} is not pending: nothing to release");
                 return false;
             }
-            let mut t = self.tracking.lock().expect("tracking lock");
+            let mut t = self.tracking.lock();
             let in_flight = t.in_flight.as_ref().map(|i| i.name.clone());
             if in_flight.as_deref().is_some_and(|n| n != name) {
                 tracing::warn!("snapshot {name:?} released while {in_flight:?} is in flight");
@@ -306,14 +306,14 @@ impl Snapshots {
     }
 
     fn current(&self) -> Option<Arc<PointInTime>> {
-        self.pending.read().expect("pending lock").clone()
+        self.pending.read().clone()
     }
 
     /// Marks `obj` changed, with the directories above it.
     fn track(&self, obj: &Obj) {
         let is_dir = obj.kind == libc::S_IFDIR;
         {
-            let mut t = self.tracking.lock().expect("tracking lock");
+            let mut t = self.tracking.lock();
             if is_dir {
                 // Its ancestors were marked with it. (A directory is looked
                 // up in `dirs`: its inode may have been a file's earlier in
@@ -327,7 +327,7 @@ impl Snapshots {
             }
         }
         let lineage = (obj.lineage)();
-        let mut t = self.tracking.lock().expect("tracking lock");
+        let mut t = self.tracking.lock();
         t.acc.objects.insert(obj.key);
         if is_dir && !t.acc.dirs.insert(obj.key) {
             return;

@@ -10,6 +10,7 @@
 //! point in time. No lock covers more than one stripe, and none is taken
 //! twice by one thread.
 
+use parking_lot::{RwLock, RwLockReadGuard};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -17,7 +18,7 @@ use std::hash::{Hash, Hasher};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_bytes::ByteBuf;
@@ -169,10 +170,7 @@ impl Pit {
                 all: l.all,
                 linked: l.linked,
             };
-            pit.stripe(key)
-                .write()
-                .expect("stripe lock")
-                .insert(key, rec);
+            pit.stripe(key).write().insert(key, rec);
         }
         pit
     }
@@ -184,14 +182,14 @@ impl Pit {
     }
 
     pub(super) fn read(&self, key: Key) -> RwLockReadGuard<'_, HashMap<Key, Rec>> {
-        self.stripe(key).read().expect("stripe lock")
+        self.stripe(key).read()
     }
 
     /// Stops preservation and waits for any in flight to finish.
     pub fn release(&self) {
         self.released.store(true, Ordering::SeqCst);
         for s in self.stripes.iter() {
-            drop(s.write().expect("stripe lock"));
+            drop(s.write());
         }
     }
 
@@ -227,13 +225,13 @@ impl Pit {
     ) -> io::Result<()> {
         let stripe = self.stripe(obj.key);
         {
-            let g = stripe.read().expect("stripe lock");
+            let g = stripe.read();
             match g.get(&obj.key) {
                 Some(r) if r.created || !needs(r) => return Ok(()),
                 _ => {}
             }
         }
-        let mut g = stripe.write().expect("stripe lock");
+        let mut g = stripe.write();
         if self.released.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -489,12 +487,12 @@ impl Pit {
 
     /// Whether the diff dir holds a link to inode `key`.
     pub fn linked(&self, key: Key) -> bool {
-        let g = self.stripe(key).read().expect("stripe lock");
+        let g = self.stripe(key).read();
         g.get(&key).is_some_and(|r| r.linked)
     }
 
     pub fn created(&self, obj: &Obj) {
-        let mut g = self.stripe(obj.key).write().expect("stripe lock");
+        let mut g = self.stripe(obj.key).write();
         g.entry(obj.key).or_default().created = true;
     }
 }

@@ -6,7 +6,9 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::SystemTime;
 
 use super::area::{self, EntryRec, BLOCK};
@@ -325,7 +327,7 @@ impl PitFile {
     /// The object's `.data`; call it only once a block is known preserved
     /// (so the file exists: it is written before the block is logged).
     fn data(&self) -> io::Result<Arc<File>> {
-        let mut d = self.data.lock().expect("data lock");
+        let mut d = self.data.lock();
         if let Some(f) = d.as_ref() {
             return Ok(f.clone());
         }
