@@ -1,5 +1,6 @@
 //! The command line: argument parsing and presentation only.
 
+pub mod exit;
 mod mount_ops;
 mod progress;
 mod quiesce;
@@ -179,7 +180,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("bkfs: {e}");
-            e.exit_code()
+            exit::of_store(&e)
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Errors of the store, with the exit status each one maps to (docs/CLI.md).
+//! Errors of the store. The CLI maps each to an exit status
+//! ([`crate::cli::exit`], docs/CLI.md).
 
 use std::io;
 use std::path::PathBuf;
@@ -55,22 +56,6 @@ impl Error {
     pub fn is_no_space(&self) -> bool {
         matches!(self, Error::Io { source, .. }
             if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
-    }
-
-    /// The process exit status documented in docs/CLI.md.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            _ if self.is_no_space() => 8,
-            Error::NotAStore(..) => 4,
-            Error::NewerVersion { .. } => 5,
-            Error::NoSnapshot(_) | Error::NoPath { .. } => 6,
-            Error::Locked(_) => 7,
-            Error::Corrupt(_) => 9,
-            Error::DestNotEmpty(_) => 10,
-            Error::Cancelled => 11,
-            Error::InvalidName(..) => 2,
-            _ => 1,
-        }
     }
 }
 
