@@ -53,6 +53,12 @@ impl ControlTree {
 
 #[allow(unused_variables)]
 impl Tree for ControlTree {
+    /// The control files are not a filesystem one may change: only their
+    /// writes (and the truncate of `echo x >`) mean something.
+    fn refusal(&self, _id: NodeId) -> Errno {
+        Errno::EPERM
+    }
+
     fn class(&self, _id: NodeId) -> Class {
         Class::Slow
     }
@@ -76,44 +82,6 @@ impl Tree for ControlTree {
             return Err(Errno::EPERM);
         }
         self.getattr(id, fh)
-    }
-
-    fn mknod(
-        &self,
-        ctx: &Ctx,
-        parent: NodeId,
-        name: &OsStr,
-        mode: u32,
-        rdev: u64,
-    ) -> Result<Entry> {
-        Err(Errno::EPERM)
-    }
-
-    fn mkdir(&self, ctx: &Ctx, parent: NodeId, name: &OsStr, mode: u32) -> Result<Entry> {
-        Err(Errno::EPERM)
-    }
-
-    fn unlink(&self, ctx: &Ctx, parent: NodeId, name: &OsStr) -> Result<()> {
-        Err(Errno::EPERM)
-    }
-
-    fn rmdir(&self, ctx: &Ctx, parent: NodeId, name: &OsStr) -> Result<()> {
-        Err(Errno::EPERM)
-    }
-
-    fn symlink(&self, ctx: &Ctx, parent: NodeId, name: &OsStr, target: &OsStr) -> Result<Entry> {
-        Err(Errno::EPERM)
-    }
-
-    fn create(
-        &self,
-        ctx: &Ctx,
-        parent: NodeId,
-        name: &OsStr,
-        mode: u32,
-        flags: i32,
-    ) -> Result<(Entry, Opened)> {
-        Err(Errno::EPERM)
     }
 
     /// Direct I/O: every open reads what is true now, and each write
@@ -208,13 +176,5 @@ impl Tree for ControlTree {
 
     fn listxattr(&self, _id: NodeId, _size: u32) -> Result<Xattr> {
         Ok(Xattr::Size(0))
-    }
-
-    fn setxattr(&self, id: NodeId, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        Err(Errno::EPERM)
-    }
-
-    fn removexattr(&self, id: NodeId, name: &OsStr) -> Result<()> {
-        Err(Errno::EPERM)
     }
 }

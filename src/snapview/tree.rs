@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use super::SnapView;
 use crate::vfs::{
-    AddEntry, AttrOut, Ctx, DirEntry, Entry, Errno, NodeId, Opened, Result, SetAttr, Statfs, Tree,
-    Xattr,
+    AddEntry, AttrOut, Ctx, DirEntry, Entry, Errno, NodeId, Opened, Result, Statfs, Tree, Xattr,
 };
 
 /// Entries and attributes inside a snapshot never change: the kernel may
@@ -42,18 +41,18 @@ impl ViewTree {
             SEALED_TTL
         }
     }
-
-    /// A write-class request on `id`: `ENOENT` for an unknown node, else `EROFS`.
-    fn refuse<T>(&self, id: NodeId) -> Result<T> {
-        match self.view.modify(id.0) {
-            Ok(never) => match never {},
-            Err(e) => Err(e),
-        }
-    }
 }
 
 #[allow(unused_variables)]
 impl Tree for ViewTree {
+    /// A write-class request: `ENOENT` for an unknown node, else `EROFS`.
+    fn refusal(&self, id: NodeId) -> Errno {
+        match self.view.modify(id.0) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
     fn lookup(&self, _ctx: &Ctx, parent: NodeId, name: &OsStr) -> Result<Entry> {
         let ttl = self.ttl_of(parent.0);
         match self.view.lookup(parent.0, name) {
@@ -75,55 +74,8 @@ impl Tree for ViewTree {
         })
     }
 
-    fn setattr(&self, ctx: &Ctx, id: NodeId, fh: Option<u64>, set: &SetAttr) -> Result<AttrOut> {
-        self.refuse(id)
-    }
-
     fn readlink(&self, id: NodeId) -> Result<Vec<u8>> {
         self.view.readlink(id.0)
-    }
-
-    fn mknod(
-        &self,
-        ctx: &Ctx,
-        parent: NodeId,
-        name: &OsStr,
-        mode: u32,
-        rdev: u64,
-    ) -> Result<Entry> {
-        self.refuse(parent)
-    }
-
-    fn mkdir(&self, ctx: &Ctx, parent: NodeId, name: &OsStr, mode: u32) -> Result<Entry> {
-        self.refuse(parent)
-    }
-
-    fn unlink(&self, ctx: &Ctx, parent: NodeId, name: &OsStr) -> Result<()> {
-        self.refuse(parent)
-    }
-
-    fn rmdir(&self, ctx: &Ctx, parent: NodeId, name: &OsStr) -> Result<()> {
-        self.refuse(parent)
-    }
-
-    fn symlink(&self, ctx: &Ctx, parent: NodeId, name: &OsStr, target: &OsStr) -> Result<Entry> {
-        self.refuse(parent)
-    }
-
-    fn rename(
-        &self,
-        ctx: &Ctx,
-        parent: NodeId,
-        name: &OsStr,
-        new_parent: NodeId,
-        new_name: &OsStr,
-        flags: u32,
-    ) -> Result<()> {
-        self.refuse(parent)
-    }
-
-    fn link(&self, ctx: &Ctx, id: NodeId, new_parent: NodeId, new_name: &OsStr) -> Result<Entry> {
-        self.refuse(id)
     }
 
     /// Files need no handle: reads take the node id (see
@@ -139,47 +91,6 @@ impl Tree for ViewTree {
 
     fn read(&self, id: NodeId, _fh: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.view.read(id.0, offset, buf)
-    }
-
-    fn write(
-        &self,
-        ctx: &Ctx,
-        id: NodeId,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        flags: crate::vfs::WriteFlags,
-    ) -> Result<usize> {
-        self.refuse(id)
-    }
-
-    fn create(
-        &self,
-        ctx: &Ctx,
-        parent: NodeId,
-        name: &OsStr,
-        mode: u32,
-        flags: i32,
-    ) -> Result<(Entry, Opened)> {
-        self.refuse(parent)
-    }
-
-    fn fallocate(&self, id: NodeId, fh: u64, mode: i32, offset: u64, len: u64) -> Result<()> {
-        self.refuse(id)
-    }
-
-    fn copy_file_range(
-        &self,
-        id_in: NodeId,
-        fh_in: u64,
-        off_in: u64,
-        id_out: NodeId,
-        fh_out: u64,
-        off_out: u64,
-        len: u64,
-        flags: u32,
-    ) -> Result<usize> {
-        self.refuse(id_out)
     }
 
     /// A snapshot's directories never change: the kernel may keep their
@@ -230,14 +141,6 @@ impl Tree for ViewTree {
 
     fn listxattr(&self, id: NodeId, size: u32) -> Result<Xattr> {
         self.view.listxattr(id.0, size)
-    }
-
-    fn setxattr(&self, id: NodeId, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        self.refuse(id)
-    }
-
-    fn removexattr(&self, id: NodeId, name: &OsStr) -> Result<()> {
-        self.refuse(id)
     }
 
     /// Reads come by node id: the kernel need not send opens at all.

@@ -16,8 +16,8 @@
 //! - every reply that hands the kernel an entry (lookup, create, mkdir,
 //!   mknod, symlink, link, readdir with attributes) counts one lookup of it,
 //!   given back by [`Tree::forget`];
-//! - write operations default to `EROFS`: a read-only tree implements the
-//!   reads only.
+//! - write operations default to the tree's [`Tree::refusal`] (`EROFS`
+//!   unless it says otherwise): a read-only tree implements the reads only.
 
 pub mod ids;
 pub mod mux;
@@ -286,7 +286,7 @@ pub type Statfs = libc::statvfs;
 /// A tree of nodes, served to the kernel by [`crate::fuse::Adapter`].
 ///
 /// Every method takes node ids the tree handed out (or the root's); an id
-/// the tree does not know is `ESTALE`. Write operations default to `EROFS`,
+/// the tree does not know is `ESTALE`. Write operations default to [`Tree::refusal`],
 /// `readlink` to `EINVAL`, the rest must be given.
 #[allow(unused_variables)]
 pub trait Tree: Send + Sync + 'static {
@@ -299,8 +299,17 @@ pub trait Tree: Send + Sync + 'static {
     /// The kernel forgets `n` lookups of `id`.
     fn forget(&self, id: NodeId, n: u64);
     fn getattr(&self, id: NodeId, fh: Option<u64>) -> Result<AttrOut>;
+    /// The errno of a write-class request on node `id` (or in directory
+    /// `id`) that this tree does not implement: `EROFS` by default. A tree
+    /// says it once here, rather than in every write operation: the control
+    /// files answer `EPERM`, a view of the store `ENOENT` for a node it does
+    /// not know.
+    fn refusal(&self, id: NodeId) -> Errno {
+        Errno::EROFS
+    }
+
     fn setattr(&self, ctx: &Ctx, id: NodeId, fh: Option<u64>, set: &SetAttr) -> Result<AttrOut> {
-        Err(Errno::EROFS)
+        Err(self.refusal(id))
     }
     fn readlink(&self, id: NodeId) -> Result<Vec<u8>> {
         Err(Errno::EINVAL)
@@ -315,19 +324,19 @@ pub trait Tree: Send + Sync + 'static {
         mode: u32,
         rdev: u64,
     ) -> Result<Entry> {
-        Err(Errno::EROFS)
+        Err(self.refusal(parent))
     }
     fn mkdir(&self, ctx: &Ctx, parent: NodeId, name: &OsStr, mode: u32) -> Result<Entry> {
-        Err(Errno::EROFS)
+        Err(self.refusal(parent))
     }
     fn unlink(&self, ctx: &Ctx, parent: NodeId, name: &OsStr) -> Result<()> {
-        Err(Errno::EROFS)
+        Err(self.refusal(parent))
     }
     fn rmdir(&self, ctx: &Ctx, parent: NodeId, name: &OsStr) -> Result<()> {
-        Err(Errno::EROFS)
+        Err(self.refusal(parent))
     }
     fn symlink(&self, ctx: &Ctx, parent: NodeId, name: &OsStr, target: &OsStr) -> Result<Entry> {
-        Err(Errno::EROFS)
+        Err(self.refusal(parent))
     }
     fn rename(
         &self,
@@ -338,10 +347,10 @@ pub trait Tree: Send + Sync + 'static {
         new_name: &OsStr,
         flags: u32,
     ) -> Result<()> {
-        Err(Errno::EROFS)
+        Err(self.refusal(parent))
     }
     fn link(&self, ctx: &Ctx, id: NodeId, new_parent: NodeId, new_name: &OsStr) -> Result<Entry> {
-        Err(Errno::EROFS)
+        Err(self.refusal(id))
     }
 
     fn open(&self, ctx: &Ctx, id: NodeId, flags: i32) -> Result<Opened>;
@@ -360,7 +369,7 @@ pub trait Tree: Send + Sync + 'static {
         data: &[u8],
         flags: WriteFlags,
     ) -> Result<usize> {
-        Err(Errno::EROFS)
+        Err(self.refusal(id))
     }
     fn release(&self, id: NodeId, fh: u64) {}
     fn fsync(&self, id: NodeId, fh: u64, datasync: bool) -> Result<()> {
@@ -374,10 +383,10 @@ pub trait Tree: Send + Sync + 'static {
         mode: u32,
         flags: i32,
     ) -> Result<(Entry, Opened)> {
-        Err(Errno::EROFS)
+        Err(self.refusal(parent))
     }
     fn fallocate(&self, id: NodeId, fh: u64, mode: i32, offset: u64, len: u64) -> Result<()> {
-        Err(Errno::EROFS)
+        Err(self.refusal(id))
     }
     fn lseek(&self, id: NodeId, fh: u64, offset: i64, whence: i32) -> Result<i64> {
         Err(Errno::ENOSYS)
@@ -418,10 +427,10 @@ pub trait Tree: Send + Sync + 'static {
     fn getxattr(&self, id: NodeId, name: &OsStr, size: u32) -> Result<Xattr>;
     fn listxattr(&self, id: NodeId, size: u32) -> Result<Xattr>;
     fn setxattr(&self, id: NodeId, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        Err(Errno::EROFS)
+        Err(self.refusal(id))
     }
     fn removexattr(&self, id: NodeId, name: &OsStr) -> Result<()> {
-        Err(Errno::EROFS)
+        Err(self.refusal(id))
     }
 
     /// Whether the kernel must send opens of regular files at all. A tree
