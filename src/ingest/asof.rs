@@ -3,7 +3,7 @@
 //!
 //! Two implementations: a plain directory read as it is (`bkfs backup`,
 //! where "as of" means "as read"), and a mount's point in time (live objects
-//! plus the pre-images preserved since its barrier, see [`super::diff`]).
+//! plus the pre-images preserved since its barrier, see [`crate::snapshot::diff`]).
 
 use std::io;
 

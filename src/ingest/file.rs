@@ -6,7 +6,7 @@ use std::io::{self, Read};
 
 use rayon::prelude::*;
 
-use crate::snapshot::AsOfFile;
+use super::AsOfFile;
 use crate::store::chunker::Chunker;
 use crate::store::pack::BlobKind;
 use crate::store::{Error, Id, Piece, StoreWriter};

@@ -10,25 +10,29 @@
 //! is reused. Given a [`ChangeSet`], whatever it does not list is reused from
 //! the parent snapshot without being looked at at all.
 
+pub mod asof;
+pub mod changeset;
 mod file;
 pub mod plain;
+mod scan;
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use rayon::prelude::*;
 
 use crate::os;
-use crate::snapshot::{AsOf, ChangeSet, Key};
 use crate::store::pack::BlobKind;
 use crate::store::snapshot::{self, Capture, Snapshot, Stats};
 use crate::store::{Error, Id, Kind, Node, Piece, Result, Store, StoreReader, StoreWriter, Tree};
 
+pub use asof::{AsOf, AsOfFile, Key};
+pub use changeset::ChangeSet;
 pub use plain::PlainDir;
+pub use scan::{scan, scan_changes};
 
 /// Live counters, read by a progress display while the backup runs.
 #[derive(Default)]
@@ -43,6 +47,11 @@ pub struct Progress {
     pub total_files: AtomicU64,
     pub total_bytes: AtomicU64,
     pub scan_done: AtomicBool,
+    /// Set when the job is over: a scan still running stops at once and
+    /// leaves `scan_done` unset. (A mount's copy sets it before the seal
+    /// releases the point in time the scan walks: after that it would walk
+    /// the live tree and count what the snapshot does not hold.)
+    pub scan_stop: AtomicBool,
 }
 
 impl Progress {
@@ -624,7 +633,7 @@ impl<A: AsOf> Walk<'_, A> {
         let report = |f: Failure| match f {
             // The point in time is lost for this entry: no snapshot rather
             // than one that lacks it.
-            Failure::Source(e) if crate::snapshot::asof::Inconsistent::is(&e) => {
+            Failure::Source(e) if crate::ingest::asof::Inconsistent::is(&e) => {
                 Failure::Store(Error::Other(format!("{}: {e}", path.display())))
             }
             Failure::Source(e) => {
@@ -701,94 +710,6 @@ impl<A: AsOf> Walk<'_, A> {
         Ok(())
     }
 }
-
-/// Count files and bytes under `src` into `progress.total_*` (for a progress
-/// display's totals), then set `scan_done`. Unreadable entries are skipped.
-pub fn scan<A: AsOf>(src: &A, progress: &Progress) {
-    if let Ok(root) = src.root() {
-        scan_obj(src, root, None, None, progress);
-    }
-    progress.scan_done.store(true, Ordering::Relaxed);
-}
-
-/// As [`scan`], for a [`copy`] given `changes`: what the change set says is
-/// unchanged is counted from the parent snapshot `changes.since`, as the
-/// copy will, without looking at the source.
-pub fn scan_changes<A: AsOf>(store: &Store, src: &A, changes: &ChangeSet, progress: &Progress) {
-    let parent = store.reader().ok().and_then(|r| {
-        let snap = store.snapshot(&changes.since).ok()?;
-        let root = r.tree(&snap.tree).ok()?.nodes.first().cloned()?;
-        Some((r, root))
-    });
-    if let Ok(root) = src.root() {
-        match &parent {
-            Some((r, old)) => {
-                let ctx = ScanReuse {
-                    reader: r,
-                    changes,
-                    memo: Mutex::new(HashMap::new()),
-                };
-                scan_obj(src, root, Some(old), Some(&ctx), progress);
-            }
-            None => scan_obj(src, root, None, None, progress),
-        }
-    }
-    progress.scan_done.store(true, Ordering::Relaxed);
-}
-
-struct ScanReuse<'a> {
-    reader: &'a StoreReader,
-    changes: &'a ChangeSet,
-    memo: Mutex<HashMap<Id, Counts>>,
-}
-
-fn scan_obj<A: AsOf>(
-    src: &A,
-    obj: A::Obj,
-    old: Option<&Node>,
-    reuse: Option<&ScanReuse>,
-    progress: &Progress,
-) {
-    let add = |files: u64, bytes: u64| {
-        progress.total_files.fetch_add(files, Ordering::Relaxed);
-        progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
-    };
-    if let (Some(ctx), Some(o)) = (reuse, old) {
-        if let Some(o) = reusable(ctx.changes, src.key(&obj), o) {
-            match o.subtree {
-                Some(id) => {
-                    if let Ok(c) = count_tree(ctx.reader, &ctx.memo, id) {
-                        return add(c.files, c.bytes);
-                    }
-                }
-                None if o.kind == Kind::File => return add(1, o.size),
-                None => return add(1, 0),
-            }
-        }
-    }
-    let Ok(st) = src.stat(&obj) else { return };
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => {
-            let Ok(names) = src.list(&obj) else { return };
-            let old_tree = reuse.zip(old).and_then(|(ctx, o)| {
-                let id = o.subtree.filter(|_| o.kind == Kind::Dir)?;
-                ctx.reader.tree(&id).ok()
-            });
-            names.par_iter().for_each(|n| {
-                let Ok(child) = src.child(&obj, n) else {
-                    return;
-                };
-                let o = old_tree.as_ref().and_then(|t| t.find(n));
-                scan_obj(src, child, o, reuse, progress);
-            });
-        }
-        libc::S_IFSOCK => {}
-        libc::S_IFREG => add(1, st.st_size as u64),
-        _ => add(1, 0),
-    }
-}
-
-pub type SharedProgress = Arc<Progress>;
 
 #[cfg(test)]
 mod tests;

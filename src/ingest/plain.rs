@@ -15,10 +15,10 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use super::{AsOf, AsOfFile, Key};
 use crate::os::fd::{self, ProcPath};
 use crate::os::xattr::{self, XattrOf};
 use crate::os::{self, io as oio, Errno, Follow};
-use crate::snapshot::{AsOf, AsOfFile, Key};
 use crate::store::Xattr;
 
 /// Files larger than this are read with a sequential-access hint.

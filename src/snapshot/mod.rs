@@ -1,8 +1,7 @@
-//! Point-in-time snapshots of a mounted tree (docs/SNAPSHOTS.md).
+//! Point-in-time snapshots of a mounted tree (docs/SNAPSHOTS.md). The tree
+//! as of a point in time is an [`crate::ingest::AsOf`], the interface the
+//! provider copies from and the views read through.
 //!
-//! - [`asof`]: a tree as of one point in time, the interface providers and
-//!   views read through;
-//! - [`changeset`]: what changed since the last sealed snapshot;
 //! - [`diff`]: a mount's pending snapshot (pre-images in the diff area, the
 //!   tree as of its point in time) and change tracking;
 //! - [`barrier`] and [`fence`]: fixing a point in time;
@@ -13,9 +12,7 @@
 //!   told of each seal;
 //! - [`pitview`]: a pending snapshot's tree as the mount shows it.
 
-pub mod asof;
 pub mod barrier;
-pub mod changeset;
 pub mod diff;
 pub mod fence;
 pub mod forward;
@@ -29,6 +26,4 @@ pub mod tree;
 #[cfg(test)]
 mod tests;
 
-pub use asof::{AsOf, AsOfFile, Key};
-pub use changeset::ChangeSet;
 pub use diff::{PointInTime, Snapshots};

@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::asof::{AsOf, AsOfFile, Key};
+use crate::ingest::asof::{AsOf, AsOfFile, Key};
 use crate::live::nodes::{FdBudget, FdShare};
 use crate::live::Xattr;
 use crate::os::{self, Errno};

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use super::diff::PointInTime;
 use super::requester::Snapshotter;
 use super::status::{rfc3339, CopyFigures, OpState, OpStatus};
-use super::ChangeSet;
+use crate::ingest::ChangeSet;
 use crate::ingest::{self, CopyOptions, Progress};
 use crate::store::{self, Capture, Consistency};
 
@@ -165,19 +165,18 @@ impl Snapshotter {
         };
         // Totals for `files: N/TOTAL`, counted beside a full copy (an
         // incremental one is over before a count would be).
-        if changes.is_none() {
-            let (pit, progress, store) = (pit.clone(), progress.clone(), self.store.clone());
-            let changes = changes.clone();
-            let _ = std::thread::Builder::new()
+        let scan = if changes.is_none() {
+            let (pit, progress) = (pit.clone(), progress.clone());
+            std::thread::Builder::new()
                 .name("bkfs-scan".into())
                 .spawn(move || {
                     crate::os::proc::set_thread_nice(15);
-                    match &changes {
-                        Some(cs) => ingest::scan_changes(&store, &*pit, cs, &progress),
-                        None => ingest::scan(&*pit, &progress),
-                    }
-                });
-        }
+                    ingest::scan(&*pit, &progress)
+                })
+                .ok()
+        } else {
+            None
+        };
         // Providers yield to the applications writing live: their threads
         // run at a lower priority.
 
@@ -206,6 +205,12 @@ impl Snapshotter {
             Ok(pool) => pool.install(run),
             Err(_) => run(),
         };
+        // The scan ends before the seal releases the point in time it walks
+        // (it would count the live tree's files next).
+        progress.scan_stop.store(true, Ordering::Relaxed);
+        if let Some(scan) = scan {
+            let _ = scan.join();
+        }
         drop(pit);
         *self.provider.took.lock() = self
             .provider

@@ -25,7 +25,7 @@ use super::fence::{FenceError, Fences, Fixed};
 use super::forward::Forward;
 use super::provider::Provider;
 use super::status::{ms, Board, OpState, OpStatus};
-use super::ChangeSet;
+use crate::ingest::ChangeSet;
 use crate::quiesce::{Quiescer, Require};
 use crate::store::{self, Consistency, Store};
 

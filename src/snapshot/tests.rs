@@ -2,6 +2,9 @@
 //! core's part on a temporary directory (calls the hooks with `O_PATH`
 //! descriptors and a lineage, then makes the change), and the tree as of the
 //! point in time is compared with what was captured at the commit.
+//!
+//! Over 700 lines: one harness and the tests that drive it; they share its
+//! model of the tree, and each test is short.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
@@ -15,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::asof::{AsOf, AsOfFile, Key};
 use super::diff::{PointInTime, Snapshots};
+use crate::ingest::asof::{AsOf, AsOfFile, Key};
 use crate::live::changes::{Changes, Obj};
 use crate::os::xattr::XattrOf;
 use crate::os::{self, Follow};
@@ -247,7 +250,7 @@ impl H {
         fs::rename(self.p(from), self.p(to)).unwrap();
     }
 
-    fn commit(&self, name: &str) -> Option<Arc<super::ChangeSet>> {
+    fn commit(&self, name: &str) -> Option<Arc<crate::ingest::ChangeSet>> {
         self.snaps.commit(name, SystemTime::now()).unwrap()
     }
 
@@ -963,7 +966,7 @@ fn random_op(h: &H, rng: &mut Rng, n: usize) {
 
 /// Every object that differs from the last sealed snapshot (by key) is in
 /// the change set, with the directories above it.
-fn check_tracking(old: &Model, new: &Model, cs: &super::ChangeSet) {
+fn check_tracking(old: &Model, new: &Model, cs: &crate::ingest::ChangeSet) {
     let old: std::collections::HashMap<Key, &Info> = old.values().map(|i| (i.key, i)).collect();
     for (path, info) in new {
         if old.get(&info.key) == Some(&info) {

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::ingest::asof::Key;
 use crate::os::handle::FileHandle;
 use crate::os::{self, fd, Follow};
-use crate::snapshot::asof::Key;
 use crate::store::{Time, Xattr};
 
 /// Preservation granularity of file content.

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::ingest::changeset::ChangeSet;
 use crate::live::changes::{Changes, Obj};
 use crate::os::{self, fd, Errno, Follow, Result as LiveResult};
-use crate::snapshot::changeset::ChangeSet;
 
 pub use area::BLOCK;
 pub use pit_read::{PitFile, PitObj, PointInTime};
@@ -105,7 +105,7 @@ impl Snapshots {
     fn skip_entry(
         source: &Path,
         diff_root: &Path,
-    ) -> io::Result<Option<(crate::snapshot::Key, Vec<u8>)>> {
+    ) -> io::Result<Option<(crate::ingest::Key, Vec<u8>)>> {
         let src = std::fs::canonicalize(source)?;
         let diff = std::fs::canonicalize(diff_root)?;
         if !diff.starts_with(&src) || diff == src {

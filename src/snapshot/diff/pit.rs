@@ -24,10 +24,10 @@ use std::time::SystemTime;
 use serde_bytes::ByteBuf;
 
 use super::area::{self, AttrsRec, EntryRec, State, ALL_BLOCKS, BLOCK};
+use crate::ingest::asof::{Inconsistent, Key};
 use crate::live::changes::Obj;
 use crate::os::xattr::{self, XattrOf};
 use crate::os::{self, fd, Errno, Follow};
-use crate::snapshot::asof::{Inconsistent, Key};
 use crate::store::Time;
 
 const STRIPES: usize = 256;

@@ -13,9 +13,9 @@ use std::time::SystemTime;
 
 use super::area::{self, EntryRec, BLOCK};
 use super::pit::Pit;
+use crate::ingest::asof::{AsOf, AsOfFile, Inconsistent, Key};
 use crate::os::xattr::{self, XattrOf};
 use crate::os::{self, fd, Errno, Follow};
-use crate::snapshot::asof::{AsOf, AsOfFile, Inconsistent, Key};
 use crate::store::Xattr;
 
 /// A pending snapshot as of its point in time. Shared (`Arc`) by the
