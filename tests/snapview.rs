@@ -3,8 +3,10 @@
 //! Each test backs up its own source into its own store and mounts it; the
 //! mount is unmounted when the test ends, also when it panics.
 
-#[path = "live/common.rs"]
-mod common;
+#[path = "common/mod.rs"]
+mod helpers;
+/// The mount tests' helpers (with the rest of the one library behind them).
+use helpers::mount as common;
 
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};

@@ -1,5 +1,8 @@
 //! Store issue: the everyday commands, used as a user would: restore of a sub-path, refusing to
 //! overwrite, ls, list, diff, forget + gc (space comes back, the rest still restores), check.
+//!
+//! Over 700 lines: one test per command, as a user runs them; each is
+//! self-contained.
 
 mod common;
 

@@ -5,8 +5,10 @@
 //! copy. Each test mounts a real bkfs (root, /dev/fuse); every server and
 //! process a test starts is stopped by a Drop guard, also on panic.
 
-#[path = "../live/common.rs"]
-mod common;
+#[path = "../common/mod.rs"]
+mod helpers;
+/// The mount tests' helpers (with the rest of the one library behind them).
+use helpers::mount as common;
 #[path = "../snapshots/tree.rs"]
 mod tree;
 

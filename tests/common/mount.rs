@@ -1,10 +1,12 @@
-//! Shared helpers of the live-tree integration tests: a mounted bkfs that is
+//! The mount half of the one test helper library: a mounted bkfs that is
 //! always unmounted again, and ways to run commands as root or as nobody.
+//! The mount tests name it `common` (`use crate::common::*`); it brings the
+//! rest of the library ([`super::Rng`], [`super::cstr`]...) with it.
 
-#![allow(dead_code)]
+#[allow(unused_imports)] // used by the mount tests, not by the store tests
+pub use super::{cstr, Rng};
 
-use std::ffi::{CString, OsStr};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -344,26 +346,4 @@ pub fn nobody_fails(script: &str, needle: &str) {
 /// The errno of a failed std::io call.
 pub fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
     r.expect_err("expected an error").raw_os_error().unwrap()
-}
-
-pub fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-/// A small deterministic generator (xorshift64*), so failures replay by seed.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
 }

@@ -10,8 +10,10 @@
 //! users; tools/test.sh installs them. Without them the tests skip with a message, except
 //! under CI=true, where that is a failure. Runs one at a time; `--nocapture` shows figures.
 
-#[path = "../live/common.rs"]
-mod common;
+#[path = "../common/mod.rs"]
+mod helpers;
+/// The mount tests' helpers (with the rest of the one library behind them).
+use helpers::mount as common;
 mod fsx;
 mod load;
 mod pjdfs;

@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
-trait Bytes {
-    fn bytes(&mut self, max: u64) -> Vec<u8>;
+/// Random bytes, up to `max` of them.
+trait UpTo {
+    fn up_to(&mut self, max: u64) -> Vec<u8>;
 }
 
-impl Bytes for Rng {
-    fn bytes(&mut self, max: u64) -> Vec<u8> {
+impl UpTo for Rng {
+    fn up_to(&mut self, max: u64) -> Vec<u8> {
         let len = self.below(max + 1) as usize;
-        (0..len).map(|_| self.next() as u8).collect()
+        (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -55,23 +56,23 @@ enum Op {
 fn random_op(rng: &mut Rng) -> Op {
     let p = random_path(rng);
     match rng.below(14) {
-        0 => Op::Write(p, rng.bytes(3000)),
-        1 => Op::Append(p, rng.bytes(500)),
-        2 => Op::WriteAt(p, rng.below(6000), rng.bytes(2000)),
+        0 => Op::Write(p, rng.up_to(3000)),
+        1 => Op::Append(p, rng.up_to(500)),
+        2 => Op::WriteAt(p, rng.below(6000), rng.up_to(2000)),
         3 => Op::Truncate(p, rng.below(5000)),
         4 => Op::Unlink(p),
         5 => Op::Mkdir(p),
         6 => Op::Rmdir(p),
         7 => Op::Rename(p, random_path(rng)),
         8 => Op::Link(p, random_path(rng)),
-        9 => Op::Symlink(rng.pick(&["a", "../b", "x/y", "/nonexistent"]), p),
+        9 => Op::Symlink(rng.pick::<&str>(&["a", "../b", "x/y", "/nonexistent"]), p),
         10 => Op::Chmod(
             p,
             [0o644, 0o600, 0o755, 0o700, 0o4755][rng.below(5) as usize],
         ),
         11 => Op::Read(p),
         12 => Op::List(rng.pick(DIRS).to_string()),
-        _ => Op::SetXattr(p, rng.bytes(40)),
+        _ => Op::SetXattr(p, rng.up_to(40)),
     }
 }
 
@@ -202,7 +203,7 @@ fn xattr_of(p: &Path) -> Option<Vec<u8>> {
 fn run_model(seed: u64, steps: usize, options: &str) {
     let m = Mount::new(options);
     let plain = m.scratch("plain");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for step in 0..steps {
         let op = random_op(&mut rng);
         let on_mount = apply(&m.mnt, &op);

@@ -1,4 +1,7 @@
 //! Mounting and unmounting: the daemon, the mount(8) helper, errors, signals.
+//!
+//! Over 700 lines: one test per way of mounting or stopping, each
+//! self-contained; they share the mount helpers of `tests/common/mount.rs`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -2,8 +2,10 @@
 //! `.snapshots/`, the point in time under concurrent change, crashes.
 //! Each test mounts a real bkfs (root, /dev/fuse) and unmounts it at the end.
 
-#[path = "../live/common.rs"]
-mod common;
+#[path = "../common/mod.rs"]
+mod helpers;
+/// The mount tests' helpers (with the rest of the one library behind them).
+use helpers::mount as common;
 mod tree;
 
 mod control;

@@ -11,14 +11,15 @@ use std::path::{Path, PathBuf};
 use crate::common::*;
 use crate::tree::*;
 
-trait Bytes {
-    fn bytes(&mut self, max: u64) -> Vec<u8>;
+/// Random bytes, up to `max` of them.
+trait UpTo {
+    fn up_to(&mut self, max: u64) -> Vec<u8>;
 }
 
-impl Bytes for Rng {
-    fn bytes(&mut self, max: u64) -> Vec<u8> {
+impl UpTo for Rng {
+    fn up_to(&mut self, max: u64) -> Vec<u8> {
         let len = self.below(max + 1) as usize;
-        let seed = self.next();
+        let seed = self.next_u64();
         (0..len)
             .map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8)
             .collect()
@@ -45,15 +46,15 @@ fn random_op(rng: &mut Rng, root: &Path) {
     let at = |p: &str| root.join(p);
     let _ = (|| -> std::io::Result<()> {
         match rng.below(13) {
-            0 => fs::write(at(&p), rng.bytes(3000)),
+            0 => fs::write(at(&p), rng.up_to(3000)),
             1 => OpenOptions::new()
                 .append(true)
                 .open(at(&p))?
-                .write_all(&rng.bytes(500)),
+                .write_all(&rng.up_to(500)),
             2 => {
                 let mut f = OpenOptions::new().write(true).open(at(&p))?;
                 f.seek(SeekFrom::Start(rng.below(300_000)))?;
-                f.write_all(&rng.bytes(70_000))
+                f.write_all(&rng.up_to(70_000))
             }
             3 => OpenOptions::new()
                 .write(true)
@@ -91,7 +92,7 @@ fn random_op(rng: &mut Rng, root: &Path) {
                     .write(true)
                     .open(at(&p))?;
                 f.seek(SeekFrom::Start(rng.below(1 << 20)))?;
-                f.write_all(&rng.bytes(1 << 20))
+                f.write_all(&rng.up_to(1 << 20))
             }
         }
     })();
@@ -99,7 +100,7 @@ fn random_op(rng: &mut Rng, root: &Path) {
 
 fn run(seed: u64, rounds: usize, ops_per_round: usize) {
     let m = Mount::new("");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut expected: BTreeMap<String, BTreeMap<PathBuf, String>> = BTreeMap::new();
     for round in 0..rounds {
         for _ in 0..ops_per_round {

@@ -298,7 +298,7 @@ impl Writer {
         let thread = {
             let (dir, log) = (dir.clone(), log.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(seed);
+                let mut rng = Rng::new(seed);
                 let mut st = State::new();
                 let mut fd = open(&dir.join(st.first()), libc::O_WRONLY | libc::O_CREAT);
                 let mut seq = 0u64;
@@ -494,7 +494,7 @@ fn run(options: &str, mix: Mix, writers: u64, snapshots: usize, seed: u64) {
             )
         })
         .collect();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut failures = Vec::new();
     let mut in_window = 0;
     for s in 0..snapshots {
