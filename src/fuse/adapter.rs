@@ -13,6 +13,10 @@
 //!   run on a thread of their own and reply from there: they may wait for
 //!   applications that use the mount;
 //! - **virtual** trees: everything on the FUSE worker.
+//!
+//! Over 700 lines on purpose: it is one `impl fuser::Filesystem` (a trait
+//! impl cannot span files), one short method per FUSE request, each a
+//! translation and a dispatch by the policy below.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;

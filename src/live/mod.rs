@@ -4,7 +4,7 @@
 //! knows nothing of FUSE: it takes node ids and handle numbers, returns
 //! `Result<_, Errno>`, and can be exercised without mounting anything.
 //!
-//! Rules it keeps (see docs/DESIGN.md §3):
+//! Rules it keeps (docs/ARCHITECTURE.md shows where it sits):
 //! - the source is opened (`O_PATH|O_DIRECTORY`) before the mount exists, and
 //!   every path is resolved from a node's descriptor with `*at()` calls and
 //!   `O_NOFOLLOW`, one component at a time: nothing ever walks through the

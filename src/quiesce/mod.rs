@@ -1,4 +1,4 @@
-//! Application quiescing (DESIGN §6; docs/PROFILES.md, docs/PLUGINS.md).
+//! Application quiescing (docs/PROFILES.md, docs/PLUGINS.md, docs/ARCHITECTURE.md).
 //!
 //! A [`Quiescer`] per mount runs the applications of a [`Profile`] through
 //! identify → prepare → freeze (in order) and, once the snapshot's point in
