@@ -67,24 +67,42 @@ fn holder(path: &Path) -> String {
     }
 }
 
+/// How long a writer waits for a lock that its own process released but a
+/// child forked meanwhile still holds (below).
+const FORKED_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The single writer's lock (backup, forget, gc).
+///
+/// A flock belongs to an open file description, which a child forked while
+/// the lock was held shares until it execs (the descriptor is close-on-exec).
+/// So a lock this process released may still be held for a moment by a
+/// plug-in command or a hook on its way to exec: when the holder named is
+/// this process, the writer tries again for a short while before it says
+/// the store is locked.
 pub fn writer(locks: &Path, what: &str) -> Result<Lock> {
     let path = locks.join("write");
-    match flock(&path, Mode::Exclusive)? {
-        Some(mut file) => {
-            let host = hostname();
-            let me = format!(
-                "pid {} on {host}, `bkfs {what}`, since {}\n",
-                std::process::id(),
-                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            );
-            let _ = file.set_len(0);
-            let _ = file.rewind();
-            let _ = file.write_all(me.as_bytes());
-            Ok(Lock { _file: Some(file) })
+    let start = std::time::Instant::now();
+    let mine = format!("pid {} ", std::process::id());
+    let mut file = loop {
+        if let Some(file) = flock(&path, Mode::Exclusive)? {
+            break file;
         }
-        None => Err(Error::Locked(holder(&path))),
-    }
+        let who = holder(&path);
+        if !who.starts_with(&mine) || start.elapsed() >= FORKED_HOLDER_WAIT {
+            return Err(Error::Locked(who));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let host = hostname();
+    let me = format!(
+        "pid {} on {host}, `bkfs {what}`, since {}\n",
+        std::process::id(),
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = file.write_all(me.as_bytes());
+    Ok(Lock { _file: Some(file) })
 }
 
 /// Held by readers (ls, restore, check) so that gc does not delete packs under them.
