@@ -4,6 +4,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use super::attr::{timespec, Attr, SetAttr};
 use super::handles::FileHandle;
+use super::nodes::Node;
 use super::Live;
 use crate::os::io::{self as oio, Sync};
 use crate::os::xattr::XattrOf;
@@ -90,11 +91,17 @@ impl Live {
     /// CAP_FSETID writes or truncates a file. The mount hands this job to
     /// the daemon (`FUSE_HANDLE_KILLPRIV_V2`, which spares a getxattr round
     /// trip on every write), and the daemon's own writes, as root, would not.
+    ///
+    /// The kernel asks it of every write by such a process; a file found
+    /// without privileges is not looked at again until its mode, owner or
+    /// xattrs change through the mount (a change made to the source
+    /// directly, behind the mount, is not seen).
     pub fn kill_privs(&self, id: u64) -> Result<()> {
         let node = self.node(id)?;
-        if !node.is_reg() {
+        if !node.is_reg() || node.has_no_privs() {
             return Ok(());
         }
+        let gen = node.privs_gen();
         let fd = node.fd()?;
         let st = fd::fstat(fd.as_fd())?;
         let mode = st.st_mode & 0o7777;
@@ -110,13 +117,16 @@ impl Live {
         if mode & kill != 0 {
             attr::chmod_inode(fd.as_fd(), mode & !kill)?;
         }
-        if !has_caps {
-            return Ok(());
+        if has_caps {
+            match xattrs.remove(c"security.capability") {
+                Ok(()) | Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => {}
+                Err(e) => return Err(e),
+            }
         }
-        match xattrs.remove(c"security.capability") {
-            Ok(()) | Err(Errno::ENODATA) | Err(Errno::EOPNOTSUPP) => Ok(()),
-            Err(e) => Err(e),
-        }
+        // A set-group-id bit without group execute stays (mandatory
+        // locking), and is nothing to kill at the next write either.
+        node.found_no_privs(gen);
+        Ok(())
     }
 
     /// Reads up to `buf.len()` bytes at `off`; short only at end of file.
@@ -204,6 +214,10 @@ impl Live {
         {
             self.before_attrs(&node)?;
         }
+        // Counted after the change (also a failed one): a check of the
+        // privileges that began before it then finds its count outdated.
+        let _changed = (set.mode.is_some() || set.uid.is_some() || set.gid.is_some())
+            .then(|| PrivsChanged(&node));
         if let Some(mode) = set.mode {
             if node.kind == libc::S_IFLNK {
                 return Err(Errno::EOPNOTSUPP);
@@ -244,5 +258,15 @@ impl Live {
             )?;
         }
         Ok(self.attr(fd::fstat(node.fd()?.as_fd())?, id))
+    }
+}
+
+/// Counts a change of privileges on the node when dropped, once the change
+/// is made (or failed).
+struct PrivsChanged<'a>(&'a Node);
+
+impl Drop for PrivsChanged<'_> {
+    fn drop(&mut self) {
+        self.0.privs_changed();
     }
 }

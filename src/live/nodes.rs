@@ -35,6 +35,14 @@ pub struct Node {
     /// for directories (one parent, renames update it); for a file with
     /// several names, only one of them (see [`super::changes::Obj::lineage`]).
     parent: AtomicU64,
+    /// What a write by an unprivileged process must check (set-id bits,
+    /// file capabilities; [`super::Live::kill_privs`]) is cached:
+    /// `privs_gen` counts the changes of mode, owner and xattrs made through
+    /// the mount, and `no_privs_at` is the count at which the inode was
+    /// found to have none of them (0: not known). A change made meanwhile
+    /// leaves them unequal, so a check never outlives one.
+    privs_gen: AtomicU64,
+    no_privs_at: AtomicU64,
 }
 
 impl std::fmt::Debug for Node {
@@ -59,6 +67,26 @@ impl Node {
 
     pub fn is_reg(&self) -> bool {
         self.kind == libc::S_IFREG
+    }
+
+    /// The count of privilege-relevant changes, read before a check.
+    pub fn privs_gen(&self) -> u64 {
+        self.privs_gen.load(Ordering::Acquire)
+    }
+
+    /// Whether the inode is known to have no privileges to kill.
+    pub fn has_no_privs(&self) -> bool {
+        self.no_privs_at.load(Ordering::Acquire) == self.privs_gen()
+    }
+
+    /// The check that read `gen` before it began found no privileges.
+    pub fn found_no_privs(&self, gen: u64) {
+        self.no_privs_at.store(gen, Ordering::Release);
+    }
+
+    /// Mode, owner or xattrs change: what was known of privileges is not.
+    pub fn privs_changed(&self) {
+        self.privs_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn parent(&self) -> u64 {
@@ -176,6 +204,8 @@ impl NodeTable {
             pin: Pin::Fd(root_fd),
             _share: Some(budget.force()),
             parent: AtomicU64::new(0),
+            privs_gen: AtomicU64::new(1),
+            no_privs_at: AtomicU64::new(0),
         });
         let mut slots = HashMap::new();
         slots.insert(
@@ -265,7 +295,10 @@ impl NodeTable {
         if let Some(slot) = slots.get_mut(&id) {
             if !slot.node.pin.is_fd() {
                 let (pin, share) = self.pin_for(fd, st);
-                let parent = AtomicU64::new(slot.node.parent());
+                let old = &slot.node;
+                let parent = AtomicU64::new(old.parent());
+                let privs_gen = AtomicU64::new(old.privs_gen.load(Ordering::Acquire));
+                let no_privs_at = AtomicU64::new(old.no_privs_at.load(Ordering::Acquire));
                 slot.node = Arc::new(Node {
                     id,
                     key,
@@ -273,6 +306,8 @@ impl NodeTable {
                     pin,
                     _share: share,
                     parent,
+                    privs_gen,
+                    no_privs_at,
                 });
             }
             slot.lookups += 1;
@@ -286,6 +321,8 @@ impl NodeTable {
             pin,
             _share: share,
             parent: AtomicU64::new(0),
+            privs_gen: AtomicU64::new(1),
+            no_privs_at: AtomicU64::new(0),
         });
         slots.insert(
             id,

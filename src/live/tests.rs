@@ -503,10 +503,23 @@ fn kill_privs_removes_setuid_setgid_if_group_executable_and_capabilities() {
     );
     assert!(!live.has_privs(f.id()).unwrap());
     // Without group execute, set-group-id means mandatory locking: it stays.
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o6740)).unwrap();
+    // (The mode changes through the tree: a file found without privileges
+    // is looked at again only after a change through the mount.)
+    let chmod = |mode| SetAttr {
+        mode: Some(mode),
+        ..SetAttr::default()
+    };
+    live.setattr(f.id(), None, &chmod(0o6740)).unwrap();
     live.kill_privs(f.id()).unwrap();
     assert_eq!(
         fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
         0o2740
+    );
+    // Found without privileges to kill, then given set-user-id again.
+    live.setattr(f.id(), None, &chmod(0o4755)).unwrap();
+    live.kill_privs(f.id()).unwrap();
+    assert_eq!(
+        fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o755
     );
 }

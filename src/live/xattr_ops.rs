@@ -55,14 +55,19 @@ impl Live {
 
     pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
         let name = xattr_name(name)?;
-        self.before_attrs(&*self.node(id)?)?;
-        self.with_node_xattrs(id, |of| of.set(&name, value, flags))
+        let node = self.node(id)?;
+        self.before_attrs(&node)?;
+        let r = self.with_node_xattrs(id, |of| of.set(&name, value, flags));
+        node.privs_changed();
+        r
     }
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> Result<()> {
         let name = xattr_name(name)?;
-        self.before_attrs(&*self.node(id)?)?;
-
-        self.with_node_xattrs(id, |of| of.remove(&name))
+        let node = self.node(id)?;
+        self.before_attrs(&node)?;
+        let r = self.with_node_xattrs(id, |of| of.remove(&name));
+        node.privs_changed();
+        r
     }
 }

@@ -87,7 +87,9 @@ impl Barrier {
     fn leave(&self) {
         let mut s = self.lock();
         s.active -= 1;
-        if s.active == 0 {
+        // Only a hold waits for the last one out (it counts itself in
+        // `holds` before it waits, under this lock).
+        if s.active == 0 && s.holds > 0 {
             self.idle.notify_all();
         }
     }
