@@ -31,6 +31,9 @@ use setup::{Scratch, Tmpfs};
 const DEFAULT: &str = "";
 /// The `snapshots=off` mount.
 const SNAPSHOTS_OFF: &str = "snapshots=off";
+/// The kernel's writeback cache: writes are acknowledged from the page
+/// cache and reach the daemon later (fenced at each point in time).
+const WRITEBACK: &str = "writeback";
 
 /// `bkfs mount SRC MNT` with `options`, for messages.
 fn mount_command(options: &str) -> String {
@@ -181,6 +184,11 @@ fn pjdfstest_snapshots_off_mount() {
 }
 
 #[test]
+fn pjdfstest_writeback_mount() {
+    pjdfstest_on("a writeback mount", WRITEBACK, false);
+}
+
+#[test]
 fn pjdfstest_while_snapshots_are_taken() {
     pjdfstest_on(
         "the default mount taking a snapshot every 0.5 s",
@@ -249,6 +257,20 @@ fn fsx_default_mount() {
 #[test]
 fn fsx_snapshots_off_mount() {
     fsx_on("a snapshots=off mount", Some(SNAPSHOTS_OFF), false);
+}
+
+#[test]
+fn fsx_writeback_mount() {
+    fsx_on("a writeback mount", Some(WRITEBACK), false);
+}
+
+#[test]
+fn fsx_writeback_mount_while_snapshots_are_taken() {
+    fsx_on(
+        "a writeback mount taking a snapshot every 0.5 s",
+        Some(WRITEBACK),
+        true,
+    );
 }
 
 #[test]
