@@ -6,6 +6,7 @@
 //! Without `--foreground` the command forks a daemon and returns once the
 //! mount is live, or with the daemon's error if it could not mount.
 
+mod bdi;
 mod daemon;
 mod logging;
 pub mod options;

@@ -859,3 +859,70 @@ fn relative_option_paths_mean_the_directory_mount_was_run_in() {
     let log = fs::read_to_string(d.root.join("rel.log")).unwrap();
     assert!(log.contains("unmounted"), "{log}");
 }
+
+/// The page cache of the default mount (the writeback cache, with
+/// snapshots on) and of a write-through one: what fsync(2) returned for is
+/// in the source when the daemon is killed with SIGKILL the next moment,
+/// and the kernel's readahead and dirty-data bound are the mount's.
+#[test]
+fn an_fsynced_write_survives_a_kill_9_of_the_daemon() {
+    if !can_mount() {
+        return;
+    }
+    use std::io::Write;
+    let data: Vec<u8> = (0..(3 << 20) + 123)
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect();
+    for options in ["", "nowriteback", "dirty_max=64M,readahead=1M"] {
+        let mut m = Mount::new(options);
+        let bdi = Path::new("/sys/class/bdi").join(
+            String::from_utf8(
+                Command::new("mountpoint")
+                    .arg("-d")
+                    .arg(&m.mnt)
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .trim(),
+        );
+        let sysfs = |name: &str| -> u64 {
+            fs::read_to_string(bdi.join(name))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let (ra, dirty) = if options.contains("dirty_max") {
+            (1024, 64 << 20)
+        } else {
+            (4096, 256 << 20)
+        };
+        assert_eq!(sysfs("read_ahead_kb"), ra, "{options:?}");
+        // The kernel keeps the bound to its own granularity.
+        assert!(sysfs("max_bytes").abs_diff(dirty) < 1 << 20, "{options:?}");
+        // A file written and fsynced, and closed.
+        let mut f = fs::File::create(m.path("closed")).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        // A file still open: a part fsynced, then more written.
+        let mut g = fs::File::create(m.path("open")).unwrap();
+        g.write_all(&data[..1 << 20]).unwrap();
+        g.sync_data().unwrap();
+        g.write_all(b"written, not synced").unwrap();
+        m.kill_and_remount(options);
+        drop(g);
+        assert!(
+            fs::read(m.backing("closed")).unwrap() == data,
+            "{options:?}: the fsynced file is not whole in the source"
+        );
+        let open = fs::read(m.backing("open")).unwrap();
+        assert!(
+            open.len() >= 1 << 20 && open[..1 << 20] == data[..1 << 20],
+            "{options:?}: the fsynced part of the open file is not in the source"
+        );
+        assert_eq!(fs::read(m.path("closed")).unwrap(), data, "{options:?}");
+    }
+}
