@@ -3,8 +3,8 @@
 //!
 //! The kernel gives a FUSE mount 128 KiB of readahead and, with its strict
 //! limit, 1 % of the dirtyable memory for data written to the page cache
-//! and not yet to the daemon. bkfs sets both from the mount options
-//! (`readahead=`, `dirty_max=`; docs/MOUNT.md).
+//! and not yet to the daemon. bkfs sets the readahead (`readahead=`, 4 MiB
+//! by default) and, if asked, the bound (`dirty_max=`; docs/MOUNT.md).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 ///
 /// # Errors
 /// What could not be found or set, as a sentence for the log.
-pub fn tune(mountpoint: &Path, readahead: u64, dirty_max: u64) -> Result<(), String> {
+pub fn tune(mountpoint: &Path, readahead: u64, dirty_max: Option<u64>) -> Result<(), String> {
     let mp = beside(mountpoint);
     let info = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
@@ -27,9 +27,11 @@ pub fn tune(mountpoint: &Path, readahead: u64, dirty_max: u64) -> Result<(), Str
             .map_err(|e| format!("{}/{name} = {value}: {e}", dir.display()))
     };
     set("read_ahead_kb", (readahead / 1024).max(4))?;
-    set("max_bytes", dirty_max)?;
+    if let Some(bytes) = dirty_max {
+        set("max_bytes", bytes)?;
+    }
     tracing::debug!(
-        "bdi {dev}: read_ahead_kb {}, max_bytes {dirty_max}",
+        "bdi {dev}: read_ahead_kb {}, max_bytes {dirty_max:?}",
         readahead / 1024
     );
     Ok(())
