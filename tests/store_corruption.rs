@@ -61,7 +61,23 @@ fn flipped_byte_in_a_pack_of(compressible: bool) {
         .unwrap()
         .clone();
     let mut bytes = fs::read(&pack).unwrap();
-    let mid = bytes.len() / 2;
+    // Trees and data share packs, in the order the parallel backup wrote
+    // them: the middle of a pack may be a directory's tree, which would cost
+    // the whole directory. Stored as they are (random bytes do not
+    // compress), a file's bytes can be found in the pack: the flip goes
+    // into the middle of the first file found there.
+    let stored = (!compressible)
+        .then(|| {
+            walk_files(&src).into_iter().find_map(|f| {
+                let data = fs::read(&f).unwrap();
+                bytes
+                    .windows(data.len())
+                    .position(|w| w == data.as_slice())
+                    .map(|at| at + data.len() / 2)
+            })
+        })
+        .flatten();
+    let mid = stored.unwrap_or(bytes.len() / 2);
     bytes[mid] ^= 0x01;
     // Keep the file's identity (writes in place, like a disk error would).
     {
