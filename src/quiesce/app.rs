@@ -79,6 +79,15 @@ impl AppRt {
         f(&mut self.st.lock())
     }
 
+    /// Its freeze succeeded: frozen from now.
+    pub(super) fn set_frozen(&self) {
+        self.set(|st| {
+            st.state = Some(AppState::Frozen);
+            st.frozen_since = Some(Instant::now());
+            st.result = "ok".into();
+        });
+    }
+
     /// Runs one phase with the plug-in locked, timing it and keeping what the
     /// plug-in reports.
     pub(super) fn phase<T>(

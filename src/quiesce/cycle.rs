@@ -173,11 +173,7 @@ impl Quiescer {
             };
             match r {
                 Ok(()) => {
-                    a.set(|st| {
-                        st.state = Some(AppState::Frozen);
-                        st.frozen_since = Some(Instant::now());
-                        st.result = "ok".into();
-                    });
+                    a.set_frozen();
                     inner.update_marker();
                     frozen.apps.push(a.clone());
                 }
@@ -248,11 +244,7 @@ impl Quiescer {
         };
         match r {
             Ok(()) => {
-                a.set(|st| {
-                    st.state = Some(AppState::Frozen);
-                    st.frozen_since = Some(Instant::now());
-                    st.result = "ok".into();
-                });
+                a.set_frozen();
                 inner.update_marker();
                 Ok(())
             }
