@@ -192,7 +192,7 @@ pub fn serve(
     tracing::info!(
         "mounted {served} on {} ({} threads)",
         mountpoint.display(),
-        opts.threads()
+        opts.threads
     );
     report("ok");
 
@@ -516,8 +516,8 @@ fn session<FS: fuser::Filesystem>(
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(opts.threads());
-    config.clone_fd = opts.threads() > 1;
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = opts.threads > 1;
     fuser::Session::new(fs, mountpoint, &config).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             " (is /dev/fuse present? try 'modprobe fuse')"

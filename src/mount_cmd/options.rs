@@ -18,8 +18,8 @@ pub struct MountOptions {
     pub store: Option<PathBuf>,
     /// The quiesce profile (`profile=`).
     pub profile: Option<PathBuf>,
-    /// FUSE worker threads (`threads=`; not given: [`Self::threads`]).
-    pub threads: Option<usize>,
+    /// FUSE worker threads (`threads=`).
+    pub threads: usize,
     pub read_only: bool,
     /// `allow_other`/`noallow_other`; unset means "yes when mounted by root".
     pub allow_other: Option<bool>,
@@ -75,7 +75,7 @@ impl Default for MountOptions {
         MountOptions {
             store: None,
             profile: None,
-            threads: None,
+            threads: default_threads(),
             read_only: false,
             allow_other: None,
             snapdir: SnapDir::Hidden,
@@ -99,24 +99,18 @@ impl Default for MountOptions {
     }
 }
 
-/// The default number of FUSE workers, by measurement on a 2-CPU machine
-/// (`tools/bench-live.sh`, docs/BENCHMARKS.md):
-/// - with snapshots, every read and write goes through the workers: one per
-///   CPU, 1 to 8. Two workers against one (5 interleaved runs, 2026-12-03):
-///   cold sequential read 0.96 of native against 0.41, create 0.08 against
-///   0.04, unlink 0.06 against 0.04, 4 KiB random write 0.15 against 0.10;
-///   four workers were no better than two.
-/// - with `snapshots=off`, reads and writes of open files bypass the
-///   workers (passthrough) and metadata is what is left: one per two CPUs.
-///   There one worker had the better figures (create 0.32 of native
-///   against 0.12, tar x 0.14 against 0.10, 3-run medians): the program
-///   using the mount needs the other CPU.
-pub fn default_threads(snapshots: bool) -> usize {
+/// One worker per two CPUs, 1 to 8. On this 2-CPU machine one worker had
+/// the better metadata figures in a 3-run median of tools/bench-live.sh
+/// (create 0.32 of native against 0.12, tar x 0.14 against 0.10): the
+/// program using the mount needs the other CPU, and every request costs two
+/// context switches. A later single run put two workers ahead for tar x;
+/// the machine was shared and noisy. Reads and writes of passthrough files
+/// do not involve the workers at all.
+pub fn default_threads() -> usize {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let per = if snapshots { cpus } else { cpus / 2 };
-    per.clamp(1, 8)
+    (cpus / 2).clamp(1, 8)
 }
 
 /// Options of mount(8), fstab and systemd that mean nothing to bkfs: accepted
@@ -168,12 +162,6 @@ pub struct Withheld {
 }
 
 impl MountOptions {
-    /// FUSE worker threads: as given, else [`default_threads`] for the mode.
-    pub fn threads(&self) -> usize {
-        self.threads
-            .unwrap_or_else(|| default_threads(self.snapshots))
-    }
-
     /// Whether the mount uses the kernel's writeback cache: only if asked.
     /// (As a default with snapshots it is not ready: see docs/MOUNT.md,
     /// "The writeback cache".)
@@ -254,10 +242,10 @@ impl MountOptions {
             "log" => self.log = Some(PathBuf::from(need(value)?)),
             "threads" => {
                 let v = need(value)?;
-                self.threads = Some(match v.parse::<usize>() {
+                self.threads = match v.parse::<usize>() {
                     Ok(n) if (1..=64).contains(&n) => n,
                     _ => return Err(format!("threads={v}: expected a number from 1 to 64")),
-                });
+                };
             }
             "fd_budget" => {
                 let v = need(value)?;
@@ -379,7 +367,7 @@ mod tests {
             MountOptions::parse(&["store=/b/s.bkfs,profile=/etc/p.toml", "threads=3,ro"]).unwrap();
         assert_eq!(o.store, Some(PathBuf::from("/b/s.bkfs")));
         assert_eq!(o.profile, Some(PathBuf::from("/etc/p.toml")));
-        assert_eq!(o.threads(), 3);
+        assert_eq!(o.threads, 3);
         assert!(o.read_only);
         assert!(o.passthrough && o.writeback.is_none());
         assert!(!o.writeback());
