@@ -54,5 +54,5 @@ sleep 1
 sleep 0.5
 kill -INT $SP; wait $SP 2>/dev/null || true; SP=
 echo "daemon system calls per 4 KiB write ($N writes; options: ${OPTS:-none}; writer: $([ ${#AS[@]} -gt 0 ] && echo nobody || echo root)$([ $PENDING = 1 ] && echo '; a snapshot pending'))"
-awk -v n="$N" '$4 ~ /^[0-9]+$/ && $NF != "total" { c = ($5 ~ /^[0-9]+$/) ? $4 : $4; printf "%-20s %6.2f\n", $NF, $4 / n; t += $4 / n }
+awk -v n="$N" '$4 ~ /^[0-9]+$/ && $NF != "total" { printf "%-20s %6.2f\n", $NF, $4 / n; t += $4 / n }
      END { printf "%-20s %6.2f\n", "all", t }' "$W/strace.txt" | sort -k2 -rn | awk '$2 >= 0.01'

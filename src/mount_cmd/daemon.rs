@@ -304,7 +304,7 @@ fn start_live(
     let live_opts = LiveOptions {
         hidden_names: hidden_names(source, opts),
         allow_devices: flags.dev,
-        writeback: opts.writeback(),
+        writeback: opts.writeback,
         fd_budget: opts.fd_budget,
     };
     raise_fd_limit();
@@ -320,7 +320,7 @@ fn start_live(
         Config {
             passthrough: opts.passthrough,
             passthrough_writes: opts.passthrough_writes,
-            writeback: opts.writeback(),
+            writeback: opts.writeback,
             ..Config::live()
         },
     );
@@ -355,7 +355,7 @@ fn start_mount(
     let live_opts = LiveOptions {
         hidden_names: hidden,
         allow_devices: flags.dev,
-        writeback: opts.writeback(),
+        writeback: opts.writeback,
         fd_budget: opts.fd_budget,
     };
     raise_fd_limit();
@@ -451,7 +451,7 @@ fn start_mount(
         Config {
             passthrough: false,
             passthrough_writes: false,
-            writeback: opts.writeback(),
+            writeback: opts.writeback,
             point_in_time: true,
             ..Config::live()
         },

@@ -33,9 +33,10 @@ pub struct MountOptions {
     pub noatime: bool,
     pub sync: bool,
     pub dirsync: bool,
-    /// The kernel's writeback cache (`writeback`, `nowriteback`; off unless
-    /// given, see [`Self::writeback`]).
-    pub writeback: Option<bool>,
+    /// The kernel's writeback cache (`writeback`; `nowriteback` turns it
+    /// off again); turns passthrough off. Not the default yet with
+    /// snapshots: docs/MOUNT.md, "The writeback cache".
+    pub writeback: bool,
     /// The kernel's readahead for the mount, in bytes (`readahead=SIZE`).
     pub readahead: u64,
     /// The most dirty page-cache data of the mount not yet written to the
@@ -85,7 +86,7 @@ impl Default for MountOptions {
             noatime: false,
             sync: false,
             dirsync: false,
-            writeback: None,
+            writeback: false,
             readahead: DEFAULT_READAHEAD,
             dirty_max: None,
             passthrough: true,
@@ -162,13 +163,6 @@ pub struct Withheld {
 }
 
 impl MountOptions {
-    /// Whether the mount uses the kernel's writeback cache: only if asked.
-    /// (As a default with snapshots it is not ready: see docs/MOUNT.md,
-    /// "The writeback cache".)
-    pub fn writeback(&self) -> bool {
-        self.writeback.unwrap_or(false)
-    }
-
     /// Parses `-o` arguments; each may hold several options separated by commas.
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions, String> {
         let mut o = MountOptions::default();
@@ -177,7 +171,7 @@ impl MountOptions {
                 o.apply(opt)?;
             }
         }
-        if o.writeback == Some(true) && o.passthrough {
+        if o.writeback && o.passthrough {
             // The writeback cache and passthrough exclude each other.
             o.passthrough = false;
         }
@@ -327,8 +321,8 @@ impl MountOptions {
                         .to_string(),
                 )
             }
-            "writeback" => self.writeback = Some(true),
-            "nowriteback" => self.writeback = Some(false),
+            "writeback" => self.writeback = true,
+            "nowriteback" => self.writeback = false,
             "nopassthrough" => self.passthrough = false,
             _ if ignored(opt) => {}
             _ => return Err(format!("unknown mount option '{opt}'")),
@@ -369,12 +363,11 @@ mod tests {
         assert_eq!(o.profile, Some(PathBuf::from("/etc/p.toml")));
         assert_eq!(o.threads, 3);
         assert!(o.read_only);
-        assert!(o.passthrough && o.writeback.is_none());
-        assert!(!o.writeback());
+        assert!(o.passthrough && !o.writeback);
         let off = MountOptions::parse(&["snapshots=off"]).unwrap();
-        assert!(!off.writeback() && off.passthrough);
+        assert!(!off.writeback && off.passthrough);
         let wb = MountOptions::parse(&["writeback,nowriteback"]).unwrap();
-        assert!(!wb.writeback());
+        assert!(!wb.writeback);
         assert_eq!((o.readahead, o.dirty_max), (4 << 20, None));
         let t = MountOptions::parse(&["readahead=512K,dirty_max=1G"]).unwrap();
         assert_eq!((t.readahead, t.dirty_max), (512 << 10, Some(1 << 30)));
@@ -478,7 +471,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((o.dev, o.suid), (Some(true), Some(true)));
-        assert!(o.writeback() && !o.passthrough);
+        assert!(o.writeback && !o.passthrough);
         assert_eq!(o.allow_other, Some(true));
         assert_eq!(o.snapdir, SnapDir::Visible);
         assert_eq!(o.log, Some(PathBuf::from("/tmp/l")));

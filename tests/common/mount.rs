@@ -3,7 +3,6 @@
 //! The mount tests name it `common` (`use crate::common::*`); it brings the
 //! rest of the library ([`super::Rng`], [`super::cstr`]...) with it.
 
-#[allow(unused_imports)] // used by the mount tests, not by the store tests
 pub use super::{cstr, Rng};
 
 use std::ffi::OsStr;
