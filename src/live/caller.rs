@@ -46,18 +46,37 @@ impl Caller {
 
 thread_local! {
     static OWN_FS_ATTRS: Cell<bool> = const { Cell::new(false) };
+    /// The umask this thread last set (`u32::MAX`: none yet). Only this
+    /// thread changes its own umask once detached, so when the next caller
+    /// has the same one the umask(2) call is skipped.
+    static THREAD_UMASK: Cell<u32> = const { Cell::new(u32::MAX) };
 }
 
 /// Sets the calling thread's umask to `mask`, detaching the thread's umask from
 /// the other threads' on first use.
 pub fn set_thread_umask(mask: u32) {
-    OWN_FS_ATTRS.with(|own| {
+    let detached = OWN_FS_ATTRS.with(|own| {
         if !own.get() {
-            if let Err(e) = proc::unshare_fs() {
-                tracing::warn!("unshare(CLONE_FS) failed: {e}; the umask is process-wide");
+            match proc::unshare_fs() {
+                Ok(()) => own.set(true),
+                Err(e) => {
+                    tracing::warn!("unshare(CLONE_FS) failed: {e}; the umask is process-wide");
+                    return false;
+                }
             }
-            own.set(true);
+        }
+        true
+    });
+    let mask = mask & 0o777;
+    if !detached {
+        // Shared with the other threads: set it every time.
+        proc::umask(mask);
+        return;
+    }
+    THREAD_UMASK.with(|cur| {
+        if cur.get() != mask {
+            proc::umask(mask);
+            cur.set(mask);
         }
     });
-    proc::umask(mask & 0o777);
 }

@@ -58,6 +58,21 @@ impl Live {
         })
     }
 
+    /// Takes one lookup on the object just created as `name` in `dir`.
+    /// Unlike [`Self::lookup_at`] it does not stat the name first to find a
+    /// node the kernel knows: a new inode has none (and should the name
+    /// have existed, `acquire` still finds its node by the key).
+    fn lookup_created(&self, dir: &Node, name: &CStr) -> Result<(Entry, Arc<Node>)> {
+        let fd = fd::openat(dir.fd()?.as_fd(), name, Follow::No, libc::O_PATH, 0)?;
+        let st = fd::fstat(fd.as_fd())?;
+        let node = self.nodes.acquire(fd, &st);
+        node.set_parent(dir.id);
+        let entry = Entry {
+            attr: self.attr(st, node.id),
+        };
+        Ok((entry, node))
+    }
+
     /// Creates `name` in `parent` with `make` as the caller would (see
     /// [`super::caller`]), and returns its entry.
     fn create_entry(
@@ -76,9 +91,8 @@ impl Live {
             set_thread_umask(umask);
             self.before_entries(&dir)?;
             make(&dir, c)?;
-            let mut entry = self.lookup_at(&dir, c)?;
-            let node = self.nodes.get(entry.id())?;
-            self.after_create(&dir, &node);
+            let (mut entry, node) = self.lookup_created(&dir, c)?;
+            self.after_create(&dir, &node, entry.attr.st.st_nlink as u64);
             if self.give_to_caller(caller, &dir, &node)? {
                 entry.attr = self.attr(fd::fstat(node.fd()?.as_fd())?, node.id);
             }

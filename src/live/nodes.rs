@@ -61,6 +61,20 @@ impl Node {
         self.pin.fd()
     }
 
+    /// Whether the node holds its inode by a descriptor (which proves any
+    /// stat of the same key is this inode).
+    pub fn is_fd_pinned(&self) -> bool {
+        self.pin.is_fd()
+    }
+
+    /// The node's own descriptor, when it holds one.
+    pub fn pinned_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match &self.pin {
+            Pin::Fd(fd) => Some(fd.as_fd()),
+            Pin::Handle { .. } => None,
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }

@@ -2,7 +2,8 @@
 //! [`super::changes`]): the objects a change touches, as [`Obj`]s.
 
 use std::ffi::CStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use super::attr::Attr;
 use super::changes::{Changes, Obj};
@@ -17,8 +18,16 @@ const MAX_DEPTH: usize = 4096;
 /// An object found by name, not known to the node table: the victim of an
 /// unlink or of a rename that replaces it.
 pub(super) struct Found {
-    fd: OwnedFd,
+    fd: FoundFd,
     st: libc::stat,
+}
+
+/// A descriptor of a [`Found`] object: the node's own when the kernel
+/// knows the inode and the node holds it by a descriptor (no system call
+/// to find it), else one opened for the change.
+enum FoundFd {
+    Node(Arc<Node>),
+    Opened(OwnedFd),
 }
 
 impl Found {
@@ -29,6 +38,13 @@ impl Found {
     fn is_dir(&self) -> bool {
         self.st.st_mode & libc::S_IFMT == libc::S_IFDIR
     }
+
+    fn borrow_fd(&self) -> Result<BorrowedFd<'_>> {
+        match &self.fd {
+            FoundFd::Node(node) => node.pinned_fd().ok_or(Errno::ESTALE),
+            FoundFd::Opened(fd) => Ok(fd.as_fd()),
+        }
+    }
 }
 
 impl Live {
@@ -38,13 +54,18 @@ impl Live {
 
     /// The keys of the directories above `node`, nearest first, root last;
     /// `None` if a link is unknown, or `node` is a file with several names.
-    fn lineage(&self, node: &Node) -> Option<Vec<InodeKey>> {
+    /// `nlink`: the link count, when the caller has just read it (else it
+    /// is read here, for a file).
+    fn lineage(&self, node: &Node, nlink: Option<u64>) -> Option<Vec<InodeKey>> {
         if node.id == ROOT_ID {
             return Some(Vec::new());
         }
         if !node.is_dir() {
-            let st = fd::fstat(node.fd().ok()?.as_fd()).ok()?;
-            if st.st_nlink > 1 {
+            let nlink = match nlink {
+                Some(n) => n,
+                None => fd::fstat(node.fd().ok()?.as_fd()).ok()?.st_nlink as u64,
+            };
+            if nlink > 1 {
                 return None;
             }
         }
@@ -66,8 +87,18 @@ impl Live {
 
     /// Calls `f` with `node` as an [`Obj`].
     pub(super) fn with_obj<T>(&self, node: &Node, f: impl FnOnce(&Obj) -> Result<T>) -> Result<T> {
+        self.with_obj_nlink(node, None, f)
+    }
+
+    /// [`Self::with_obj`] for a node whose link count was just read.
+    fn with_obj_nlink<T>(
+        &self,
+        node: &Node,
+        nlink: Option<u64>,
+        f: impl FnOnce(&Obj) -> Result<T>,
+    ) -> Result<T> {
         let fd = node.fd()?;
-        let lineage = || self.lineage(node);
+        let lineage = || self.lineage(node, nlink);
         f(&Obj {
             key: node.key,
             kind: node.kind,
@@ -126,17 +157,44 @@ impl Live {
         if !self.changes.active() {
             return Ok(None);
         }
+        // The kernel has usually looked the name up before changing it:
+        // its node then stands for it, and one stat is all it costs. The
+        // name cannot change meanwhile through the mount (the kernel holds
+        // the directory's lock for the change), as with the descriptor
+        // opened otherwise.
+        let st = match fd::fstatat(dir.fd()?.as_fd(), name, Follow::No) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let key = (st.st_dev, st.st_ino);
+        if let Some(node) = self.nodes.get(self.nodes.id_of(key)).ok() {
+            // Held by a descriptor, the node is that very inode.
+            if node.key == key && node.is_fd_pinned() {
+                return Ok(Some(Found {
+                    fd: FoundFd::Node(node),
+                    st,
+                }));
+            }
+        }
         let fd = match fd::openat(dir.fd()?.as_fd(), name, Follow::No, libc::O_PATH, 0) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
         };
+        // What the descriptor reaches, should the name have changed since.
         let st = fd::fstat(fd.as_fd())?;
-        Ok(Some(Found { fd, st }))
+        Ok(Some(Found {
+            fd: FoundFd::Opened(fd),
+            st,
+        }))
     }
 
     /// The node the kernel knows for `found`, if any.
-    fn known(&self, found: &Found) -> Option<std::sync::Arc<Node>> {
+    fn known(&self, found: &Found) -> Option<Arc<Node>> {
+        if let FoundFd::Node(node) = &found.fd {
+            return Some(node.clone());
+        }
         let key = found.key();
         let node = self.nodes.get(self.nodes.id_of(key)).ok()?;
         (node.key == key).then_some(node)
@@ -151,10 +209,10 @@ impl Live {
         f: impl FnOnce(&Obj) -> Result<T>,
     ) -> Result<T> {
         let lineage = || match self.known(found) {
-            Some(node) => self.lineage(&node),
+            Some(node) => self.lineage(&node, Some(found.st.st_nlink as u64)),
             None if found.is_dir() || found.st.st_nlink == 1 => {
                 let mut l = vec![dir.key];
-                l.extend(self.lineage(dir)?);
+                l.extend(self.lineage(dir, None)?);
                 Some(l)
             }
             None => None,
@@ -162,7 +220,7 @@ impl Live {
         f(&Obj {
             key: found.key(),
             kind: found.st.st_mode & libc::S_IFMT,
-            fd: found.fd.as_fd(),
+            fd: found.borrow_fd()?,
             lineage: &lineage,
         })
     }
@@ -197,10 +255,11 @@ impl Live {
     }
 
     /// After `node` was created in `dir`.
-    pub(super) fn after_create(&self, dir: &Node, node: &Node) {
+    /// `nlink`: its link count as just read.
+    pub(super) fn after_create(&self, dir: &Node, node: &Node, nlink: u64) {
         node.set_parent(dir.id);
         if self.changes.active() {
-            let _ = self.with_obj(node, |o| {
+            let _ = self.with_obj_nlink(node, Some(nlink), |o| {
                 self.changes.created(o);
                 Ok(())
             });
