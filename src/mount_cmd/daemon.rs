@@ -349,7 +349,7 @@ fn start_mount(
         .map_err(|e| failed(format!("store {}: {e}", store_path.display())))?;
     let hidden = hidden_names(source, opts);
     let diff_root = source.join(crate::live::DEFAULT_STORE_NAME).join("pit");
-    let snaps = Snapshots::open(source, &diff_root, hidden.clone())
+    let snaps = Snapshots::open(source, &diff_root, hidden.clone(), opts.diff_max)
         .map_err(|e| failed(format!("diff area {}: {e}", diff_root.display())))?;
     let snaps = Arc::new(snaps);
     let live_opts = LiveOptions {

@@ -44,6 +44,10 @@ pub struct MountOptions {
     /// dirtyable memory): with the writeback cache, what a daemon killed
     /// with unflushed writes can lose, and what a burst of writes gathers.
     pub dirty_max: Option<u64>,
+    /// The most a pending snapshot's pre-images may take in the diff area
+    /// (`diff_max=SIZE`; `None`: half the space free on its filesystem at
+    /// the commit); past it the snapshot fails, not the writes.
+    pub diff_max: Option<u64>,
     /// Kernel passthrough (`nopassthrough` turns it off).
     pub passthrough: bool,
     /// Passthrough also for opens that write (`passthrough=ro` limits it
@@ -89,6 +93,7 @@ impl Default for MountOptions {
             writeback: false,
             readahead: DEFAULT_READAHEAD,
             dirty_max: None,
+            diff_max: None,
             passthrough: true,
             passthrough_writes: true,
             log: None,
@@ -250,6 +255,7 @@ impl MountOptions {
             }
             "readahead" => self.readahead = size(opt, &need(value)?)?,
             "dirty_max" => self.dirty_max = Some(size(opt, &need(value)?)?),
+            "diff_max" => self.diff_max = Some(size(opt, &need(value)?)?),
             "cache_timeout" => {
                 let v = need(value)?;
                 let secs: f64 = v
@@ -371,6 +377,11 @@ mod tests {
         assert_eq!((o.readahead, o.dirty_max), (4 << 20, None));
         let t = MountOptions::parse(&["readahead=512K,dirty_max=1G"]).unwrap();
         assert_eq!((t.readahead, t.dirty_max), (512 << 10, Some(1 << 30)));
+        assert_eq!(o.diff_max, None);
+        let d = MountOptions::parse(&["diff_max=64M"]).unwrap();
+        assert_eq!(d.diff_max, Some(64 << 20));
+        assert!(MountOptions::parse(&["diff_max=0"]).is_err());
+        assert!(MountOptions::parse(&["diff_max"]).is_err());
         for bad in ["readahead=", "readahead=x", "dirty_max=0", "dirty_max=4T"] {
             assert!(MountOptions::parse(&[bad]).is_err(), "{bad}");
         }

@@ -73,6 +73,18 @@ impl Provider {
 impl Snapshotter {
     /// At mount: a snapshot left pending by an earlier daemon is copied again.
     pub fn resume(self: &Arc<Self>) {
+        // A snapshot that had failed before the restart (a pre-image that
+        // could not be kept) is not copied again: its point in time is lost.
+        for (name, committed, why) in self.snaps.take_failed_earlier() {
+            tracing::error!("snapshot {name} had failed before the restart: {why}");
+            self.board.set(OpStatus {
+                name,
+                state: OpState::Failed,
+                committed: Some(committed),
+                error: format!("{why} (before the daemon restarted)"),
+                ..OpStatus::default()
+            });
+        }
         let Some((name, committed)) = self.snaps.pending() else {
             return;
         };
@@ -211,6 +223,11 @@ impl Snapshotter {
         if let Some(scan) = scan {
             let _ = scan.join();
         }
+        // A copy that ended well read every object before any change the
+        // diff area failed to guard (readers check the failure under the
+        // lock the failing hook holds): it is sealed even if the snapshot
+        // failed since. One that ended in error says the failure's reason.
+        let failure = pit.failure();
         drop(pit);
         *self.provider.took.lock() = self
             .provider
@@ -264,7 +281,10 @@ impl Snapshotter {
                 op.error = "the mount is going away; the copy resumes at the next mount".into();
                 self.board.set(op);
             }
-            Err(e) => self.copy_failed(&name, op, &e.to_string()),
+            Err(e) => match failure {
+                Some(why) => self.copy_failed(&name, op, &why),
+                None => self.copy_failed(&name, op, &e.to_string()),
+            },
         }
     }
 

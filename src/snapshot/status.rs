@@ -155,7 +155,17 @@ impl Snapshotter {
     /// The latest snapshot operation and how far its copy got (`cat
     /// .control/snapshot`); None before the first.
     pub fn snapshot_status(&self) -> Option<(OpStatus, CopyFigures)> {
-        let op = self.board.last()?;
+        let mut op = self.board.last()?;
+        // A pending snapshot that failed in a hook is shown failed at once,
+        // while its copy winds down.
+        if op.state.is_pending() {
+            if let Some(pit) = self.snaps.point_in_time().filter(|p| p.name() == op.name) {
+                if let Some(why) = pit.failure() {
+                    op.state = OpState::Failed;
+                    op.error = why;
+                }
+            }
+        }
         let figures = self.provider.figures(op.state);
         Some((op, figures))
     }

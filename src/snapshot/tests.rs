@@ -29,6 +29,7 @@ struct H {
     _tmp: tempfile::TempDir,
     src: PathBuf,
     snaps: Snapshots,
+    diff_max: Option<u64>,
 }
 
 fn cpath(p: &Path) -> CString {
@@ -42,25 +43,36 @@ fn key_of(p: &Path) -> Key {
 
 impl H {
     fn new() -> H {
+        Self::with_diff_max(None)
+    }
+
+    fn with_diff_max(diff_max: Option<u64>) -> H {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         fs::create_dir(&src).unwrap();
-        let snaps = Self::open_snaps(&src);
+        let snaps = Self::open_snaps(&src, diff_max);
         H {
             _tmp: tmp,
             src,
             snaps,
+            diff_max,
         }
     }
 
-    fn open_snaps(src: &Path) -> Snapshots {
-        Snapshots::open(src, &src.join(".bkfs/pit"), vec![OsString::from(".bkfs")]).unwrap()
+    fn open_snaps(src: &Path, diff_max: Option<u64>) -> Snapshots {
+        Snapshots::open(
+            src,
+            &src.join(".bkfs/pit"),
+            vec![OsString::from(".bkfs")],
+            diff_max,
+        )
+        .unwrap()
     }
 
     /// Drops the `Snapshots` as a killed daemon would (no cleanup) and opens
     /// the diff area again.
     fn restart(&mut self) {
-        self.snaps = Self::open_snaps(&self.src);
+        self.snaps = Self::open_snaps(&self.src, self.diff_max);
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -1140,7 +1152,7 @@ fn the_diff_area_is_never_listed() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir_all(src.join("sub")).unwrap();
-    let snaps = Snapshots::open(&src, &src.join("sub/area"), Vec::new()).unwrap();
+    let snaps = Snapshots::open(&src, &src.join("sub/area"), Vec::new(), None).unwrap();
     snaps.commit("s1", SystemTime::now()).unwrap();
     let pit = snaps.point_in_time().unwrap();
     let sub = pit.child(&pit.root().unwrap(), b"sub").unwrap();
@@ -1177,9 +1189,10 @@ fn objects_that_cannot_be_linked_are_copied() {
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
     let h = H {
-        snaps: Snapshots::open(&src, &shm.path().join("pit"), Vec::new()).unwrap(),
+        snaps: Snapshots::open(&src, &shm.path().join("pit"), Vec::new(), None).unwrap(),
         _tmp: tmp,
         src,
+        diff_max: None,
     };
     base(&h);
     sparse(&h);
@@ -1236,4 +1249,63 @@ fn a_write_just_past_the_end_keeps_the_hole_before_it() {
             );
         },
     );
+}
+
+#[test]
+fn past_diff_max_the_snapshot_fails_and_the_change_goes_on() {
+    // Room for the records and one block of f (64 KiB), not two.
+    let mut h = H::with_diff_max(Some(100_000));
+    base(&h);
+    h.commit("s1");
+    h.write("d/g", 0, b"small: within the bound");
+    assert!(h.pit().failure().is_none());
+    assert!(h.pit().diff_usage().0 > 0, "nothing counted");
+    h.write("f", 0, &pattern(140_000, 5));
+    let why = h
+        .pit()
+        .failure()
+        .expect("the bound did not fail the snapshot");
+    assert!(why.starts_with("diff area full"), "{why}");
+    assert!(why.contains("diff_max 100000"), "{why}");
+    // The change itself went on whole.
+    let mut want = pattern(200_000, 1);
+    want[..140_000].copy_from_slice(&pattern(140_000, 5));
+    assert_eq!(fs::read(h.p("f")).unwrap(), want);
+    // Its point in time is lost: every read of it fails, none returns data
+    // of another time.
+    let e = capture_pit(&h.pit()).expect_err("a failed point in time was read");
+    assert!(crate::ingest::asof::Inconsistent::is(&e), "{e}");
+    // Later changes need nothing and fail nothing.
+    h.write("d/e/h", 0, b"after the failure");
+    h.unlink("d/g");
+    // A daemon killed now does not copy it again: it tells why it failed.
+    h.restart();
+    assert!(
+        h.snaps.pending().is_none(),
+        "a failed snapshot is pending again"
+    );
+    let earlier = h.snaps.take_failed_earlier();
+    assert_eq!(earlier.len(), 1);
+    assert_eq!(
+        (earlier[0].0.as_str(), earlier[0].2.as_str()),
+        ("s1", why.as_str())
+    );
+    // And the next one holds its own point in time.
+    let want = h.capture();
+    h.commit("s2");
+    h.write("f", 0, b"y");
+    assert_same(&want, &capture_pit(&h.pit()).unwrap());
+}
+
+#[test]
+fn a_failed_snapshot_frees_its_pre_images_when_released() {
+    let h = H::with_diff_max(Some(10_000));
+    base(&h);
+    h.commit("s1");
+    h.write("f", 0, b"x");
+    assert!(h.pit().failure().is_some());
+    assert!(h.diff_dir("s1").join("failed").exists());
+    h.snaps.failed("s1");
+    assert!(h.snaps.pending().is_none());
+    assert!(!h.diff_dir("s1").exists());
 }

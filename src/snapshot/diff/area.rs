@@ -30,6 +30,10 @@ pub const BLOCK: u64 = 64 * 1024;
 /// point in time is preserved" (the object could not be kept by a link).
 pub const ALL_BLOCKS: u64 = u64::MAX;
 
+/// The record of a snapshot that failed (its reason, as text), written
+/// before the change whose pre-image could not be kept.
+pub const FAILED: &CStr = c"failed";
+
 /// Version of the diff area layout.
 pub const VERSION: u32 = 1;
 
@@ -260,6 +264,24 @@ pub fn load(dir: BorrowedFd) -> io::Result<Vec<(Key, Loaded)>> {
         }
     }
     Ok(map.into_iter().collect())
+}
+
+/// What the files of a diff dir take on disk, its links left out (they
+/// keep live inodes, not pre-images).
+pub fn used_bytes(dir: BorrowedFd) -> io::Result<u64> {
+    let mut used = 0u64;
+    for name in os::dir::read_dir_names(dir)? {
+        if name.ends_with(b".link") {
+            continue;
+        }
+        let st = match fd::fstatat(dir, &os::cstr(&name)?, Follow::No) {
+            Ok(st) => st,
+            Err(os::Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        used = used.saturating_add((st.st_blocks as u64).saturating_mul(512));
+    }
+    Ok(used)
 }
 
 /// Whether `name` is one of `hidden`.

@@ -6,10 +6,12 @@
 //! [`Snapshots`] is what the live core calls before every change (it
 //! implements [`Changes`]); the daemon commits a snapshot inside its write
 //! barrier, hands [`Snapshots::point_in_time`] to the provider and the view,
-//! then reports [`Snapshots::sealed`] or [`Snapshots::failed`].
-//! docs/SNAPSHOTS.md describes the diff area on disk.
+//! then reports [`Snapshots::sealed`] or [`Snapshots::failed`]. A
+//! pre-image that cannot be kept fails the snapshot, not the change
+//! (`fate.rs`). docs/SNAPSHOTS.md describes the diff area on disk.
 
 pub(crate) mod area;
+mod fate;
 mod pit;
 mod pit_read;
 
@@ -27,6 +29,7 @@ use crate::live::changes::{Changes, Obj};
 use crate::os::{self, fd, Errno, Follow, Result as LiveResult};
 
 pub use area::BLOCK;
+pub use fate::DiffFull;
 pub use pit_read::{PitFile, PitObj, PointInTime};
 
 use pit::{Pit, Source};
@@ -61,21 +64,32 @@ pub struct Snapshots {
     diff_root_fd: OwnedFd,
     pending: RwLock<Option<Arc<PointInTime>>>,
     tracking: Mutex<Tracking>,
+    /// `diff_max` (`None`: [`DEFAULT_DIFF_SHARE`] of the free space).
+    diff_max: Option<u64>,
+    /// Pending snapshots an earlier daemon left failed (name, time, why),
+    /// found by [`Self::open`], for the status to tell.
+    failed_earlier: Mutex<Vec<(String, SystemTime, String)>>,
 }
 
-fn to_errno(e: io::Error) -> Errno {
-    if e.raw_os_error().is_none() {
-        tracing::error!("snapshot pre-image: {e}");
-    }
-    os::errno_of(&e)
-}
+/// Without `diff_max`, a snapshot's pre-images may take this share of the
+/// space free on the diff area's filesystem when it is committed: the
+/// other half is left to the live tree.
+pub const DEFAULT_DIFF_SHARE: (u64, u64) = (1, 2);
 
 impl Snapshots {
     /// `source`: the backing directory; `diff_root`: where the diff area
     /// lives (`<source>/.bkfs/pit`, created if missing); `hidden`: names in
-    /// the source root never shown. Loads a pending snapshot left by an
-    /// earlier daemon, so that its copy can be redone.
-    pub fn open(source: &Path, diff_root: &Path, hidden: Vec<OsString>) -> io::Result<Snapshots> {
+    /// the source root never shown; `diff_max`: the most each pending
+    /// snapshot's pre-images may take (`-o diff_max=SIZE`; `None`:
+    /// [`DEFAULT_DIFF_SHARE`] of the free space at its commit). Loads a
+    /// pending snapshot left by an earlier daemon, so that its copy can be
+    /// redone.
+    pub fn open(
+        source: &Path,
+        diff_root: &Path,
+        hidden: Vec<OsString>,
+        diff_max: Option<u64>,
+    ) -> io::Result<Snapshots> {
         std::fs::create_dir_all(diff_root)?;
         let root = fd::open(source, Follow::No, libc::O_PATH | libc::O_DIRECTORY)?;
         let mount = fd::open_dir(source)?;
@@ -96,9 +110,29 @@ impl Snapshots {
             diff_root_fd,
             pending: RwLock::new(None),
             tracking: Mutex::new(Tracking::default()),
+            diff_max,
+            failed_earlier: Mutex::new(Vec::new()),
         };
         snaps.load_pending()?;
         Ok(snaps)
+    }
+
+    /// The bound for a snapshot committed now.
+    fn limit(&self) -> io::Result<u64> {
+        if let Some(max) = self.diff_max {
+            return Ok(max);
+        }
+        let vfs = fd::fstatvfs(self.diff_root_fd.as_fd())?;
+        let free = u64::from(vfs.f_bavail).saturating_mul(vfs.f_frsize as u64);
+        let (num, den) = DEFAULT_DIFF_SHARE;
+        Ok(free / den * num)
+    }
+
+    /// Snapshots an earlier daemon left pending and failed (the reason is
+    /// in their diff dir, which is gone now): name, time, reason. Taken
+    /// once.
+    pub fn take_failed_earlier(&self) -> Vec<(String, SystemTime, String)> {
+        std::mem::take(&mut *self.failed_earlier.lock())
     }
 
     /// The diff area's entry in the source, if it lies inside it.
@@ -141,7 +175,15 @@ impl Snapshots {
                 continue;
             }
             let dir = fd::open_dir(&path)?;
-            match Pit::load(self.source.clone(), dir) {
+            match Pit::load(self.source.clone(), dir, self.limit()?) {
+                Ok(p) if p.failure().is_some() => {
+                    let why = p.failure().unwrap_or_default();
+                    tracing::warn!("pending snapshot {:?} had failed: {why}", p.name);
+                    self.failed_earlier
+                        .lock()
+                        .push((p.name.clone(), p.time, why));
+                    self.trash(&path);
+                }
                 Ok(p) => found.push((p, path)),
                 Err(e) => {
                     tracing::warn!("dropping the diff area {}: {e}", path.display());
@@ -214,7 +256,13 @@ impl Snapshots {
             tracing::debug!("snapshot {:?} is still pending: one at a time", p.name());
             return Err(Errno::EBUSY.into());
         }
-        let pit = Pit::create(self.source.clone(), self.diff_root_fd.as_fd(), name, time)?;
+        let pit = Pit::create(
+            self.source.clone(),
+            self.diff_root_fd.as_fd(),
+            name,
+            time,
+            self.limit()?,
+        )?;
         *pending = Some(Arc::new(PointInTime::new(Arc::new(pit))));
         let mut t = self.tracking.lock();
         let mut taken = std::mem::take(&mut t.acc);
@@ -375,6 +423,8 @@ fn remove_in_background(path: PathBuf) {
     }
 }
 
+/// The hooks never fail a change: a pre-image that cannot be kept fails
+/// the pending snapshot instead (`fate.rs`).
 impl Changes for Snapshots {
     fn active(&self) -> bool {
         true
@@ -389,43 +439,43 @@ impl Changes for Snapshots {
 
     fn attrs(&self, obj: &Obj) -> LiveResult<()> {
         self.track(obj);
-        match self.current() {
-            Some(p) => p.pit().attrs(obj).map_err(to_errno),
-            None => Ok(()),
+        if let Some(p) = self.current() {
+            p.pit().attrs(obj);
         }
+        Ok(())
     }
 
     fn data(&self, obj: &Obj, off: u64, len: u64) -> LiveResult<()> {
         self.track(obj);
-        match self.current() {
-            Some(p) => p.pit().data(obj, off, len).map_err(to_errno),
-            None => Ok(()),
+        if let Some(p) = self.current() {
+            p.pit().data(obj, off, len);
         }
+        Ok(())
     }
 
     fn truncate(&self, obj: &Obj, size: u64) -> LiveResult<()> {
         self.track(obj);
-        match self.current() {
-            Some(p) => p.pit().truncate(obj, size).map_err(to_errno),
-            None => Ok(()),
+        if let Some(p) = self.current() {
+            p.pit().truncate(obj, size);
         }
+        Ok(())
     }
 
     fn entries(&self, dir: &Obj) -> LiveResult<()> {
         self.track(dir);
-        match self.current() {
-            Some(p) => p.pit().entries(dir).map_err(to_errno),
-            None => Ok(()),
+        if let Some(p) = self.current() {
+            p.pit().entries(dir);
         }
+        Ok(())
     }
 
     fn unlinking(&self, dir: &Obj, _name: &CStr, victim: &Obj) -> LiveResult<()> {
         self.track(dir);
         self.track(victim);
-        match self.current() {
-            Some(p) => p.pit().unlinking(dir, victim).map_err(to_errno),
-            None => Ok(()),
+        if let Some(p) = self.current() {
+            p.pit().unlinking(dir, victim);
         }
+        Ok(())
     }
 
     fn created(&self, obj: &Obj) {

@@ -9,6 +9,11 @@
 //! only after its hook returned, a reader never sees a change made after the
 //! point in time. No lock covers more than one stripe, and none is taken
 //! twice by one thread.
+//!
+//! A hook whose pre-image cannot be kept fails the snapshot (`fate.rs`)
+//! under that same write lock, before the change it guards is made, and
+//! every reader checks the failure under its read lock: a reader either
+//! read before the change or is told the point in time is lost.
 
 use parking_lot::{RwLock, RwLockReadGuard};
 use std::collections::{BTreeSet, HashMap};
@@ -24,6 +29,7 @@ use std::time::SystemTime;
 use serde_bytes::ByteBuf;
 
 use super::area::{self, AttrsRec, EntryRec, State, ALL_BLOCKS, BLOCK};
+use super::fate::{self, Fate};
 use crate::ingest::asof::{Inconsistent, Key};
 use crate::live::changes::Obj;
 use crate::os::xattr::{self, XattrOf};
@@ -87,15 +93,19 @@ pub(crate) struct Pit {
     stripes: Box<[Stripe]>,
     /// Set once the snapshot is sealed or failed: hooks no longer preserve.
     released: AtomicBool,
+    /// Failed or not, and what its pre-images take against `diff_max`.
+    fate: Fate,
 }
 
 impl Pit {
     /// Fixes the point in time: makes the diff dir and its `state.json`.
+    /// `limit`: the most its pre-images may take (`diff_max`).
     pub fn create(
         source: Arc<Source>,
         diff_root: BorrowedFd,
         name: &str,
         time: SystemTime,
+        limit: u64,
     ) -> io::Result<Pit> {
         let cname = os::cstr(name.as_bytes())?;
         os::dir::mkdirat(diff_root, &cname, 0o700)?;
@@ -119,7 +129,13 @@ impl Pit {
             Ok((dir, state))
         })();
         match made {
-            Ok((dir, state)) => Ok(Pit::new(source, dir, state, Vec::new())),
+            Ok((dir, state)) => Ok(Pit::new(
+                source,
+                dir,
+                state,
+                Vec::new(),
+                Fate::new(0, limit, None),
+            )),
             Err(e) => {
                 // Leave no directory behind that would refuse the name
                 // (failures leave nothing worse).
@@ -131,8 +147,9 @@ impl Pit {
         }
     }
 
-    /// Reads a diff dir back (`state.json` and every record).
-    pub fn load(source: Arc<Source>, dir: OwnedFd) -> io::Result<Pit> {
+    /// Reads a diff dir back (`state.json`, every record, and the reason
+    /// it failed, if it did).
+    pub fn load(source: Arc<Source>, dir: OwnedFd, limit: u64) -> io::Result<Pit> {
         let state: State = serde_json::from_slice(&area::read_all(dir.as_fd(), c"state.json")?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if state.version != area::VERSION {
@@ -148,10 +165,22 @@ impl Pit {
             ));
         }
         let recs = area::load(dir.as_fd())?;
-        Ok(Pit::new(source, dir, state, recs))
+        let failed = match area::read_all(dir.as_fd(), area::FAILED) {
+            Ok(why) => Some(String::from_utf8_lossy(&why).into_owned()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(e),
+        };
+        let fate = Fate::new(area::used_bytes(dir.as_fd())?, limit, failed);
+        Ok(Pit::new(source, dir, state, recs, fate))
     }
 
-    fn new(source: Arc<Source>, dir: OwnedFd, state: State, recs: Vec<(Key, area::Loaded)>) -> Pit {
+    fn new(
+        source: Arc<Source>,
+        dir: OwnedFd,
+        state: State,
+        recs: Vec<(Key, area::Loaded)>,
+        fate: Fate,
+    ) -> Pit {
         let pit = Pit {
             name: state.name,
             time: state.time.into(),
@@ -159,7 +188,8 @@ impl Pit {
             dir,
             source,
             stripes: (0..STRIPES).map(|_| RwLock::new(HashMap::new())).collect(),
-            released: AtomicBool::new(false),
+            released: AtomicBool::new(fate.failure().is_some()),
+            fate,
         };
         for (key, l) in recs {
             let rec = Rec {
@@ -181,8 +211,58 @@ impl Pit {
         &self.stripes[(h.finish() as usize) % STRIPES]
     }
 
-    pub(super) fn read(&self, key: Key) -> RwLockReadGuard<'_, HashMap<Key, Rec>> {
-        self.stripe(key).read()
+    /// The records of `key`'s stripe, for a reader; the error of a failed
+    /// snapshot (checked under the lock: see the module comment).
+    pub(super) fn read(&self, key: Key) -> io::Result<RwLockReadGuard<'_, HashMap<Key, Rec>>> {
+        let g = self.stripe(key).read();
+        match self.fate.failure() {
+            Some(why) => Err(Inconsistent::error(format!(
+                "snapshot {:?} failed: {why}",
+                self.name
+            ))),
+            None => Ok(g),
+        }
+    }
+
+    /// Why the snapshot failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.fate.failure()
+    }
+
+    /// What its pre-images take, and the most they may.
+    pub fn diff_usage(&self) -> (u64, u64) {
+        (self.fate.used(), self.fate.limit())
+    }
+
+    /// Fails the snapshot for pre-image error `e`. Called under the write
+    /// lock of the stripe of the object being changed, before the change:
+    /// preservation stops for every object, readers get the error, and the
+    /// failure is on disk (the `failed` record, or else no `state.json`)
+    /// before the change, so that a daemon killed after it never resumes
+    /// the copy of a point in time it no longer has.
+    fn fail(&self, e: &io::Error) {
+        let why = fate::reason(e);
+        if !self.fate.fail(why.clone()) {
+            return;
+        }
+        self.released.store(true, Ordering::SeqCst);
+        tracing::error!(
+            "snapshot {:?} fails: {why}; the change that needed the pre-image goes on",
+            self.name
+        );
+        if let Err(e) = area::write_atomic(self.dir.as_fd(), area::FAILED, why.as_bytes()) {
+            tracing::warn!(
+                "cannot record the failure of {:?} ({e}): dropping its state",
+                self.name
+            );
+            if let Err(e) = os::dir::unlinkat(self.dir.as_fd(), c"state.json", 0) {
+                tracing::error!(
+                    "cannot drop the state of failed snapshot {:?}: {e}; a restart would \
+                     copy it again",
+                    self.name
+                );
+            }
+        }
     }
 
     /// Stops preservation and waits for any in flight to finish.
@@ -216,30 +296,34 @@ impl Pit {
 
     /// Runs `work` on the record of `obj` under its stripe's write lock if
     /// `needs` says there is something to preserve (checked first under the
-    /// read lock: the hot path costs a hash lookup).
+    /// read lock: the hot path costs a hash lookup). Should `work` fail,
+    /// the snapshot fails, under the same lock ([`Self::fail`]): the change
+    /// goes on either way.
     fn update(
         &self,
         obj: &Obj,
         needs: impl Fn(&Rec) -> bool,
         work: impl FnOnce(&Pit, &mut Rec) -> io::Result<()>,
-    ) -> io::Result<()> {
+    ) {
         let stripe = self.stripe(obj.key);
         {
             let g = stripe.read();
             match g.get(&obj.key) {
-                Some(r) if r.created || !needs(r) => return Ok(()),
+                Some(r) if r.created || !needs(r) => return,
                 _ => {}
             }
         }
         let mut g = stripe.write();
         if self.released.load(Ordering::SeqCst) {
-            return Ok(());
+            return;
         }
         let rec = g.entry(obj.key).or_default();
         if rec.created || !needs(rec) {
-            return Ok(());
+            return;
         }
-        work(self, rec)
+        if let Err(e) = work(self, rec) {
+            self.fail(&e);
+        }
     }
 
     fn ensure_attrs(&self, obj: &Obj, rec: &mut Rec) -> io::Result<Arc<AttrsRec>> {
@@ -255,11 +339,9 @@ impl Pit {
             None
         };
         let a = Arc::new(AttrsRec::new(&st, xattrs, target));
-        area::write_atomic(
-            self.dir.as_fd(),
-            &area::rec_name(obj.key, "attrs"),
-            &area::encode(&*a),
-        )?;
+        let bytes = area::encode(&*a);
+        self.fate.reserve(&self.name, bytes.len() as u64)?;
+        area::write_atomic(self.dir.as_fd(), &area::rec_name(obj.key, "attrs"), &bytes)?;
         rec.attrs = Some(a.clone());
         Ok(a)
     }
@@ -269,10 +351,12 @@ impl Pit {
             return Ok(());
         }
         let list = self.list_live_entries(dir.fd, dir.key)?;
+        let bytes = area::encode(&list);
+        self.fate.reserve(&self.name, bytes.len() as u64)?;
         area::write_atomic(
             self.dir.as_fd(),
             &area::rec_name(dir.key, "entries"),
-            &area::encode(&list),
+            &bytes,
         )?;
         rec.entries = Some(Arc::new(list));
         Ok(())
@@ -346,6 +430,9 @@ impl Pit {
         for b in todo {
             let s = b * BLOCK;
             let end = (s + BLOCK).min(a.size);
+            // The block (holes count, a bound is not an allocator) and its
+            // log entry.
+            self.fate.reserve(&self.name, end - s + 8)?;
             os::io::copy_segments(
                 live.as_fd(),
                 data.as_fd(),
@@ -392,7 +479,7 @@ impl Pit {
         )?))
     }
 
-    pub fn attrs(&self, obj: &Obj) -> io::Result<()> {
+    pub fn attrs(&self, obj: &Obj) {
         self.update(
             obj,
             |r| r.attrs.is_none(),
@@ -400,7 +487,7 @@ impl Pit {
         )
     }
 
-    pub fn data(&self, obj: &Obj, off: u64, len: u64) -> io::Result<()> {
+    pub fn data(&self, obj: &Obj, off: u64, len: u64) {
         let end = off.saturating_add(len);
         self.update(
             obj,
@@ -409,7 +496,7 @@ impl Pit {
         )
     }
 
-    pub fn truncate(&self, obj: &Obj, size: u64) -> io::Result<()> {
+    pub fn truncate(&self, obj: &Obj, size: u64) {
         // The blocks cut off (or, extending a file truncated before, refilled
         // with zeros: those were preserved when it was cut).
         self.update(
@@ -419,7 +506,7 @@ impl Pit {
         )
     }
 
-    pub fn entries(&self, dir: &Obj) -> io::Result<()> {
+    pub fn entries(&self, dir: &Obj) {
         self.update(
             dir,
             |r| r.attrs.is_none() || r.entries.is_none(),
@@ -430,8 +517,8 @@ impl Pit {
         )
     }
 
-    pub fn unlinking(&self, dir: &Obj, victim: &Obj) -> io::Result<()> {
-        self.entries(dir)?;
+    pub fn unlinking(&self, dir: &Obj, victim: &Obj) {
+        self.entries(dir);
         let is_dir = victim.kind == libc::S_IFDIR;
         self.update(
             victim,
@@ -476,6 +563,7 @@ impl Pit {
                             p.preserve_blocks(victim, r, 0, a.size)?;
                         }
                         let (_, log) = p.data_files(victim.key)?;
+                        p.fate.reserve(&p.name, 8)?;
                         os::io::write_all(log.as_fd(), &ALL_BLOCKS.to_le_bytes(), "area.log")?;
                         r.all = true;
                     }

@@ -123,6 +123,17 @@ impl PointInTime {
     pub fn time(&self) -> SystemTime {
         self.pit.time
     }
+
+    /// Why the snapshot failed (a pre-image that could not be kept), if it
+    /// did: its point in time is lost, and every read of it fails.
+    pub fn failure(&self) -> Option<String> {
+        self.pit.failure()
+    }
+
+    /// What its pre-images take in the diff area, and the most they may.
+    pub fn diff_usage(&self) -> (u64, u64) {
+        self.pit.diff_usage()
+    }
 }
 
 impl AsOf for PointInTime {
@@ -185,7 +196,7 @@ impl AsOf for PointInTime {
 
     fn stat(&self, obj: &PitObj) -> io::Result<libc::stat> {
         let p = &self.pit;
-        let g = p.read(obj.key);
+        let g = p.read(obj.key)?;
         if let Some(a) = g.get(&obj.key).and_then(|r| r.attrs.as_ref()) {
             return Ok(a.to_stat());
         }
@@ -196,7 +207,7 @@ impl AsOf for PointInTime {
 
     fn list(&self, dir: &PitObj) -> io::Result<Vec<Vec<u8>>> {
         let p = &self.pit;
-        let g = p.read(dir.key);
+        let g = p.read(dir.key)?;
         let rec = g.get(&dir.key);
         if let Some(e) = rec.and_then(|r| r.entries.as_ref()) {
             return Ok(e
@@ -222,7 +233,7 @@ impl AsOf for PointInTime {
         }
         let c = os::cstr(name)?;
         let entry = {
-            let g = p.read(dir.key);
+            let g = p.read(dir.key)?;
             match g.get(&dir.key).and_then(|r| r.entries.as_ref()) {
                 Some(list) => {
                     let i = list
@@ -253,7 +264,7 @@ impl AsOf for PointInTime {
 
     fn xattrs(&self, obj: &PitObj) -> io::Result<Vec<Xattr>> {
         let p = &self.pit;
-        let g = p.read(obj.key);
+        let g = p.read(obj.key)?;
         if let Some(a) = g.get(&obj.key).and_then(|r| r.attrs.as_ref()) {
             return Ok(a.xattrs.clone());
         }
@@ -265,7 +276,7 @@ impl AsOf for PointInTime {
     fn readlink(&self, obj: &PitObj) -> io::Result<Vec<u8>> {
         let p = &self.pit;
         {
-            let g = p.read(obj.key);
+            let g = p.read(obj.key)?;
             if let Some(t) = g
                 .get(&obj.key)
                 .and_then(|r| r.attrs.as_ref())
@@ -281,7 +292,7 @@ impl AsOf for PointInTime {
     fn open(&self, obj: &PitObj) -> io::Result<PitFile> {
         let p = &self.pit;
         let (size, all) = {
-            let g = p.read(obj.key);
+            let g = p.read(obj.key)?;
             let rec = g.get(&obj.key);
             match rec.and_then(|r| r.attrs.as_ref()) {
                 Some(a) => (a.size, rec.is_some_and(|r| r.all)),
@@ -382,7 +393,7 @@ impl AsOfFile for PitFile {
     fn extents(&self, size: u64) -> io::Result<Vec<(u64, u64)>> {
         let limit = size.min(self.size);
         let p = &self.pit;
-        let g = p.read(self.key);
+        let g = p.read(self.key)?;
         let rec = g.get(&self.key);
         let with_attrs = rec.is_some_and(|r| r.attrs.is_some());
         let (all, blocks) = match rec {
@@ -431,7 +442,7 @@ impl AsOfFile for PitFile {
         let n = (buf.len() as u64).min(self.size - off) as usize;
         let buf = &mut buf[..n];
         let p = &self.pit;
-        let g = p.read(self.key);
+        let g = p.read(self.key)?;
         let rec = g.get(&self.key).filter(|r| r.attrs.is_some());
         if rec.is_none() {
             p.check_live(&fd::fstat(self.live()?.as_fd())?)?;
