@@ -92,7 +92,7 @@ impl Live {
             self.before_entries(&dir)?;
             make(&dir, c)?;
             let (mut entry, node) = self.lookup_created(&dir, c)?;
-            self.after_create(&dir, &node, entry.attr.st.st_nlink as u64);
+            self.after_create(&dir, &node, entry.attr.st.st_nlink);
             if self.give_to_caller(caller, &dir, &node)? {
                 entry.attr = self.attr(fd::fstat(node.fd()?.as_fd())?, node.id);
             }

@@ -168,7 +168,7 @@ impl Live {
             Err(e) => return Err(e),
         };
         let key = (st.st_dev, st.st_ino);
-        if let Some(node) = self.nodes.get(self.nodes.id_of(key)).ok() {
+        if let Ok(node) = self.nodes.get(self.nodes.id_of(key)) {
             // Held by a descriptor, the node is that very inode.
             if node.key == key && node.is_fd_pinned() {
                 return Ok(Some(Found {
@@ -209,7 +209,7 @@ impl Live {
         f: impl FnOnce(&Obj) -> Result<T>,
     ) -> Result<T> {
         let lineage = || match self.known(found) {
-            Some(node) => self.lineage(&node, Some(found.st.st_nlink as u64)),
+            Some(node) => self.lineage(&node, Some(found.st.st_nlink)),
             None if found.is_dir() || found.st.st_nlink == 1 => {
                 let mut l = vec![dir.key];
                 l.extend(self.lineage(dir, None)?);

@@ -123,7 +123,7 @@ impl Snapshots {
             return Ok(max);
         }
         let vfs = fd::fstatvfs(self.diff_root_fd.as_fd())?;
-        let free = u64::from(vfs.f_bavail).saturating_mul(vfs.f_frsize as u64);
+        let free = vfs.f_bavail.saturating_mul(vfs.f_frsize as u64);
         let (num, den) = DEFAULT_DIFF_SHARE;
         Ok(free / den * num)
     }
