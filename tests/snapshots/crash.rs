@@ -110,23 +110,50 @@ fn a_clean_unmount_during_a_copy_resumes_it_at_the_next_mount() {
     m.unmount();
 }
 
+/// Changes made while the copy runs, against the copy's reads.
+#[test]
+fn a_snapshot_changed_during_its_copy_is_the_tree_of_its_moment() {
+    if !can_mount() {
+        return;
+    }
+    let m = Mount::with_source("", fill);
+    let want = digest_with(&m.mnt, true);
+    take(&m.mnt, "t");
+    mutate(&m.mnt);
+    let s = wait_settled(&m.mnt);
+    assert_eq!(s["state"], "sealed", "{s:?}\n{}", m.log());
+    let got = digest_with(&m.path(".snapshots/t"), true);
+    if want != got {
+        eprintln!("daemon log:\n{}", m.log());
+    }
+    assert_same("the snapshot after changes during its copy", &want, &got);
+}
+
 #[test]
 fn tar_and_rsync_of_a_snapshot_give_back_the_tree_of_its_moment() {
     if !can_mount() {
         return;
     }
-    let m = Mount::with_source("", |src| {
-        fill(src);
-        fs::hard_link(src.join("d0/f5"), src.join("d1/f5-link")).unwrap();
-        sh(&format!(
-            "setfattr -n user.tag -v x {}",
-            src.join("d0/f6").display()
-        ));
-    });
+    // The copy is held until the changes are made, so that every one of
+    // them needs its pre-image, whatever the machine's speed.
+    let hold = crate::faults::Hold::new();
+    let m = Mount::with_command(
+        "",
+        |src| {
+            fill(src);
+            fs::hard_link(src.join("d0/f5"), src.join("d1/f5-link")).unwrap();
+            sh(&format!(
+                "setfattr -n user.tag -v x {}",
+                src.join("d0/f6").display()
+            ));
+        },
+        |cmd| hold.env(cmd),
+    );
     let want = digest_with(&m.mnt, true);
     take(&m.mnt, "t");
     mutate(&m.mnt);
-    wait_settled(&m.mnt);
+    hold.release();
+    assert_eq!(wait_settled(&m.mnt)["state"], "sealed");
     let out = m.scratch("rsync");
     sh(&format!(
         "rsync -aHAX {}/ {}/",
