@@ -4,9 +4,9 @@
 # empty source under /tmp and one fsx run (fsx-rs, the File System eXerciser) with the
 # project's tests/conformance/fsx.toml (every operation, mmap included):
 #
-#   default    bkfs mount SRC MNT         snapshots on: reads and writes through the daemon
+#   default    bkfs mount SRC MNT         snapshots on, the kernel's writeback cache
 #   off        -o snapshots=off           kernel passthrough for every open
-#   writeback  -o writeback               the kernel's writeback cache
+#   nowriteback -o nowriteback            snapshots on, every write(2) through the daemon
 #   snapshots  the default mount, with a snapshot asked for every 0.5 s through
 #              .control/snapshot while a large file is rewritten (64 MiB/s), so that the
 #              copy of a snapshot is pending most of the time (EBUSY meanwhile is expected)
@@ -20,7 +20,7 @@
 #               mappings, so it slows down as it goes); run k of a configuration uses seed
 #               SEED+k, on the same file
 #   -s SEED     fsx seed (default: a random one, printed; give it again to replay)
-#   -c CONFIGS  comma-separated, in order (default default,off,writeback,snapshots)
+#   -c CONFIGS  comma-separated, in order (default default,off,nowriteback,snapshots)
 #   -b BKFS     the bkfs binary (default: target/release/bkfs, else target/debug/bkfs,
 #               else bkfs on PATH; build one first with cargo build [--release])
 #   -m MIB      size of the large file of the snapshots configuration (default 128)
@@ -41,7 +41,7 @@ repo=$PWD
 ops=1000000
 per_run=50000
 seed=
-configs=default,off,writeback,snapshots
+configs=default,off,nowriteback,snapshots
 bkfs=
 big_mib=128
 extra=
@@ -168,7 +168,7 @@ for config in "${list[@]}"; do
     case $config in
     default | snapshots) opts= ;;
     off) opts=snapshots=off ;;
-    writeback) opts=writeback ;;
+    nowriteback) opts=nowriteback ;;
     *) echo "$0: unknown configuration $config" >&2; exit 2 ;;
     esac
     if [ -n "$extra" ]; then opts=${opts:+$opts,}$extra; fi

@@ -150,6 +150,11 @@ impl Live {
             };
             self.before_data(&file.node, at, data.len() as u64)?;
         }
+        let keep = if from_cache {
+            self.mtime_to_keep(file.fd())?
+        } else {
+            None
+        };
         let mut done = 0;
         while done < data.len() {
             match oio::pwrite(file.fd(), &data[done..], off + done as u64, "live.write") {
@@ -160,7 +165,36 @@ impl Live {
                 Err(_) => break,
             }
         }
+        self.keep_mtime(file.fd(), keep);
         Ok(done)
+    }
+
+    /// With the kernel's writeback cache the kernel keeps a file's mtime
+    /// itself, and sends it in a SETATTR when it writes the inode back
+    /// (at fsync, at close, and so before a snapshot's fence returns). A
+    /// data operation of the daemon must then leave the source's mtime as
+    /// it was: otherwise the source, and so a snapshot, would show the
+    /// time the daemon wrote, not the one `stat` shows through the mount
+    /// (the kernel changes its own only if a clock tick passed). The mtime
+    /// to put back after the operation, read before it.
+    fn mtime_to_keep(&self, fd: std::os::fd::BorrowedFd) -> Result<Option<libc::timespec>> {
+        if !self.opts.writeback {
+            return Ok(None);
+        }
+        let st = fd::fstat(fd)?;
+        Ok(Some(libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        }))
+    }
+
+    /// Puts back the mtime [`Self::mtime_to_keep`] read. The data is
+    /// written whatever happens here, so a failure is logged, not returned.
+    fn keep_mtime(&self, fd: std::os::fd::BorrowedFd, keep: Option<libc::timespec>) {
+        let Some(mtime) = keep else { return };
+        if let Err(e) = attr::futimens(fd, &[crate::os::time::OMIT, mtime]) {
+            tracing::warn!("cannot keep the mtime the kernel shows after a write-back: {e}");
+        }
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
@@ -177,11 +211,23 @@ impl Live {
         let shifts = mode & (libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE) != 0;
         let len_changed = if shifts { u64::MAX - off } else { len };
         self.before_data(&file.node, off, len_changed)?;
-        oio::fallocate(file.fd(), mode, off, len)
+        let keep = self.mtime_to_keep(file.fd())?;
+        oio::fallocate(file.fd(), mode, off, len)?;
+        self.keep_mtime(file.fd(), keep);
+        Ok(())
     }
 
     /// lseek(2) for `SEEK_DATA`/`SEEK_HOLE` (and the plain whences).
+    ///
+    /// With the writeback cache the kernel may hold data not yet written
+    /// back, where the source has a hole, and it asks without writing it
+    /// back first: the source's answer could hide data. `ENOSYS` makes the
+    /// kernel answer for the mount from then on, as for a filesystem that
+    /// knows no holes (data up to its size, then the end of the file).
     pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> Result<i64> {
+        if self.opts.writeback && matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE) {
+            return Err(Errno::ENOSYS);
+        }
         oio::lseek(self.files.get(fh)?.fd(), off, whence)
     }
 
@@ -199,7 +245,10 @@ impl Live {
         let dst = self.files.get(fh_out)?;
         self.before_data(&dst.node, off_out, len)?;
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        oio::copy_file_range(src.fd(), off_in, dst.fd(), off_out, len, flags, "live.copy")
+        let keep = self.mtime_to_keep(dst.fd())?;
+        let n = oio::copy_file_range(src.fd(), off_in, dst.fd(), off_out, len, flags, "live.copy")?;
+        self.keep_mtime(dst.fd(), keep);
+        Ok(n)
     }
 
     /// Applies `set` in the order chmod, chown, truncate, times, and returns

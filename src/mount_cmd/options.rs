@@ -33,10 +33,13 @@ pub struct MountOptions {
     pub noatime: bool,
     pub sync: bool,
     pub dirsync: bool,
-    /// The kernel's writeback cache (`writeback`; `nowriteback` turns it
-    /// off again); turns passthrough off. Not the default yet with
-    /// snapshots: docs/MOUNT.md, "The writeback cache".
+    /// The kernel's writeback cache; turns passthrough off. On by default
+    /// with snapshots, off with `snapshots=off` (where passthrough is
+    /// faster still); `writeback` and `nowriteback` choose it:
+    /// docs/MOUNT.md, "The writeback cache".
     pub writeback: bool,
+    /// `writeback` or `nowriteback` as given, before the default applies.
+    pub writeback_asked: Option<bool>,
     /// The kernel's readahead for the mount, in bytes (`readahead=SIZE`).
     pub readahead: u64,
     /// The most dirty page-cache data of the mount not yet written to the
@@ -76,7 +79,17 @@ pub const DEFAULT_READAHEAD: u64 = 4 << 20;
 pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for MountOptions {
+    /// What a mount with no `-o` gets (the defaults resolved as `parse` does).
     fn default() -> Self {
+        let mut o = MountOptions::unresolved();
+        o.resolve();
+        o
+    }
+}
+
+impl MountOptions {
+    /// The defaults before the options that depend on others are resolved.
+    fn unresolved() -> Self {
         MountOptions {
             store: None,
             profile: None,
@@ -91,6 +104,7 @@ impl Default for MountOptions {
             sync: false,
             dirsync: false,
             writeback: false,
+            writeback_asked: None,
             readahead: DEFAULT_READAHEAD,
             dirty_max: None,
             diff_max: None,
@@ -170,17 +184,25 @@ pub struct Withheld {
 impl MountOptions {
     /// Parses `-o` arguments; each may hold several options separated by commas.
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions, String> {
-        let mut o = MountOptions::default();
+        let mut o = MountOptions::unresolved();
         for arg in args {
             for opt in arg.as_ref().split(',').filter(|s| !s.is_empty()) {
                 o.apply(opt)?;
             }
         }
-        if o.writeback && o.passthrough {
-            // The writeback cache and passthrough exclude each other.
-            o.passthrough = false;
-        }
+        o.resolve();
         Ok(o)
+    }
+
+    /// Settles the options whose default depends on others.
+    fn resolve(&mut self) {
+        // The writeback cache is what makes writes fast with snapshots on;
+        // with snapshots off, passthrough is faster still (and the two
+        // exclude each other).
+        self.writeback = self.writeback_asked.unwrap_or(self.snapshots);
+        if self.writeback {
+            self.passthrough = false;
+        }
     }
 
     /// The flags of a mount of a live tree. Each is on, as for any
@@ -327,8 +349,8 @@ impl MountOptions {
                         .to_string(),
                 )
             }
-            "writeback" => self.writeback = true,
-            "nowriteback" => self.writeback = false,
+            "writeback" => self.writeback_asked = Some(true),
+            "nowriteback" => self.writeback_asked = Some(false),
             "nopassthrough" => self.passthrough = false,
             _ if ignored(opt) => {}
             _ => return Err(format!("unknown mount option '{opt}'")),
@@ -369,11 +391,15 @@ mod tests {
         assert_eq!(o.profile, Some(PathBuf::from("/etc/p.toml")));
         assert_eq!(o.threads, 3);
         assert!(o.read_only);
-        assert!(o.passthrough && !o.writeback);
+        // With snapshots the writeback cache is on by default; without
+        // them, passthrough; either can be asked for.
+        assert!(o.writeback && !o.passthrough);
         let off = MountOptions::parse(&["snapshots=off"]).unwrap();
         assert!(!off.writeback && off.passthrough);
         let wb = MountOptions::parse(&["writeback,nowriteback"]).unwrap();
         assert!(!wb.writeback);
+        let off_wb = MountOptions::parse(&["snapshots=off,writeback"]).unwrap();
+        assert!(off_wb.writeback && !off_wb.passthrough);
         assert_eq!((o.readahead, o.dirty_max), (4 << 20, None));
         let t = MountOptions::parse(&["readahead=512K,dirty_max=1G"]).unwrap();
         assert_eq!((t.readahead, t.dirty_max), (512 << 10, Some(1 << 30)));

@@ -31,9 +31,9 @@ use setup::{Scratch, Tmpfs};
 const DEFAULT: &str = "";
 /// The `snapshots=off` mount.
 const SNAPSHOTS_OFF: &str = "snapshots=off";
-/// The kernel's writeback cache: writes are acknowledged from the page
-/// cache and reach the daemon later (fenced at each point in time).
-const WRITEBACK: &str = "writeback";
+/// Snapshots without the kernel's writeback cache (the default has it):
+/// every write(2) a round trip to the daemon.
+const WRITE_THROUGH: &str = "nowriteback";
 
 /// `bkfs mount SRC MNT` with `options`, for messages.
 fn mount_command(options: &str) -> String {
@@ -184,8 +184,8 @@ fn pjdfstest_snapshots_off_mount() {
 }
 
 #[test]
-fn pjdfstest_writeback_mount() {
-    pjdfstest_on("a writeback mount", WRITEBACK, false);
+fn pjdfstest_write_through_mount() {
+    pjdfstest_on("a nowriteback mount", WRITE_THROUGH, false);
 }
 
 #[test]
@@ -260,15 +260,15 @@ fn fsx_snapshots_off_mount() {
 }
 
 #[test]
-fn fsx_writeback_mount() {
-    fsx_on("a writeback mount", Some(WRITEBACK), false);
+fn fsx_write_through_mount() {
+    fsx_on("a nowriteback mount", Some(WRITE_THROUGH), false);
 }
 
 #[test]
-fn fsx_writeback_mount_while_snapshots_are_taken() {
+fn fsx_write_through_mount_while_snapshots_are_taken() {
     fsx_on(
-        "a writeback mount taking a snapshot every 0.5 s",
-        Some(WRITEBACK),
+        "a nowriteback mount taking a snapshot every 0.5 s",
+        Some(WRITE_THROUGH),
         true,
     );
 }

@@ -231,11 +231,11 @@ fn random_operations_match_a_plain_directory() {
 }
 
 #[test]
-fn random_operations_match_with_the_writeback_cache() {
+fn random_operations_match_write_through() {
     if !can_mount() {
         return;
     }
-    run_model(0xcafe_f00d, 600, "writeback");
+    run_model(0xcafe_f00d, 600, "nowriteback");
 }
 
 #[test]

@@ -308,7 +308,8 @@ fn single_thread_and_nopassthrough_mounts_work() {
         "threads=1",
         "nopassthrough",
         "passthrough=ro",
-        "writeback",
+        "nowriteback",
+        "snapshots=off,writeback",
         "cache_timeout=0",
     ] {
         let m = Mount::with_source(opts, |src| fs::write(src.join("f"), b"data").unwrap());
@@ -873,7 +874,7 @@ fn an_fsynced_write_survives_a_kill_9_of_the_daemon() {
     let data: Vec<u8> = (0..(3 << 20) + 123)
         .map(|i: u32| (i * 7 % 251) as u8)
         .collect();
-    for options in ["", "writeback", "writeback,dirty_max=64M,readahead=1M"] {
+    for options in ["", "nowriteback", "dirty_max=64M,readahead=1M"] {
         let mut m = Mount::new(options);
         let bdi = Path::new("/sys/class/bdi").join(
             String::from_utf8(

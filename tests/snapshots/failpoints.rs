@@ -32,9 +32,13 @@ mod armed {
         })
     }
 
+    /// Overwrites 3 bytes of `f` and syncs them: with the writeback cache
+    /// the daemon sees the write at the fsync, which then reports what the
+    /// write(2) reports write-through.
     fn overwrite_f(m: &Mount) -> std::io::Result<()> {
         let f = OpenOptions::new().write(true).open(m.path("f"))?;
-        f.write_all_at(b"new", 70_000)
+        f.write_all_at(b"new", 70_000)?;
+        f.sync_data()
     }
 
     /// After a pre-image failed: the snapshot is failed with `needle` in its reason, the write
@@ -161,7 +165,7 @@ mod armed {
         let r = overwrite_f(&m);
         assert!(
             r.is_err(),
-            "the write that crashed the daemon returned {r:?}"
+            "the write (or its fsync) that crashed the daemon returned {r:?}"
         );
         assert!(m.log().contains("failpoint area.log: abort"), "{}", m.log());
         // The new daemon, without failpoints or hold, copies the pending snapshot again.

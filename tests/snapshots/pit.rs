@@ -550,9 +550,9 @@ fn snapshots_are_points_in_time_of_concurrent_writers() {
 }
 
 #[test]
-fn snapshots_are_points_in_time_with_the_writeback_cache() {
+fn snapshots_are_points_in_time_write_through() {
     if !can_mount() {
         return;
     }
-    run("writeback", Mix::ALL, 4, 10, 3);
+    run("nowriteback", Mix::ALL, 4, 10, 3);
 }
