@@ -513,12 +513,16 @@ mod tests {
         assert_eq!(o.snapdir, SnapDir::Visible);
         assert_eq!(o.log, Some(PathBuf::from("/tmp/l")));
         assert_eq!(o.cache_timeout, Duration::from_millis(500));
-        let o = MountOptions::parse(&["passthrough=ro"]).unwrap();
+        // Passthrough is for mounts without snapshots (which default to the
+        // writeback cache instead).
+        let o = MountOptions::parse(&["snapshots=off,passthrough=ro"]).unwrap();
         assert!(o.passthrough && !o.passthrough_writes);
-        let o = MountOptions::parse(&["nopassthrough"]).unwrap();
+        let o = MountOptions::parse(&["snapshots=off,nopassthrough"]).unwrap();
         assert!(!o.passthrough);
-        let o = MountOptions::parse(&["nopassthrough,passthrough"]).unwrap();
+        let o = MountOptions::parse(&["snapshots=off,nopassthrough,passthrough"]).unwrap();
         assert!(o.passthrough && o.passthrough_writes);
+        let o = MountOptions::parse(&["passthrough=ro"]).unwrap();
+        assert!(o.writeback && !o.passthrough);
     }
 
     #[test]
