@@ -163,7 +163,8 @@ measure() { # WHAT MODE: every kind, interleaved run by run
             up "$kind"; run "$what" "$(dir_of "$kind")" > /dev/null
         done
     fi
-    for i in $(seq "$RUNS"); do
+    local most=$(( RUNS > RESTIC_RUNS ? RUNS : RESTIC_RUNS ))
+    for i in $(seq "$most"); do
         for kind in "${ALL[@]}"; do
             [ "$i" -gt "$(runs_of "$kind")" ] && continue
             if [ "$mode" = cold ]; then reread "$kind"; up "$kind"; fi
